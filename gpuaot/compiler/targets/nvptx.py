@@ -1,0 +1,204 @@
+"""NVPTX code generation: LLVM IR text → optimised PTX for one architecture, via llvmlite.
+
+    >>> ptx = compile_ptx(ir_text, ["saxpy"], "sm_75")          # doctest: +SKIP
+    >>> print(ptx)                                              # doctest: +SKIP
+    .version 6.3
+    .target sm_75
+    .address_size 64
+    .visible .entry saxpy(
+    ...
+
+What ``compile_ptx`` does, in order: parse; force the NVPTX triple and data layout; link
+libdevice only if the module calls an ``__nv_*`` function; add the ``nvvm-reflect-ftz``
+module flag; give every definition that is neither a kernel nor in ``keep`` internal
+linkage (so unused libdevice goes and device helpers inline); run LLVM's default O1-O3
+module pipeline; emit PTX with a target machine for ``arch``.
+
+Facts verified with llvmlite 0.50 / LLVM 22.1 and ptxas 12.9 (each has a test in
+``tests/gpu_toolchain/test_nvptx.py``):
+
+- **Kernels** are functions with the ``ptx_kernel`` calling convention; llvmlite's
+  ``ir.Function.calling_convention = "ptx_kernel"`` round-trips through
+  ``parse_assembly``, and such a function becomes ``.visible .entry``. A plain function
+  becomes ``.func``. (``!nvvm.annotations`` ``"kernel"`` is the pre-LLVM-20 spelling; LLVM 22
+  upgrades it on parse, but gpuaot emits the calling convention.)
+- **Triple and layout**: ``nvptx64-nvidia-cuda`` emits ``.address_size 64``; the target
+  machine's layout is ``NVPTX_DATA_LAYOUT`` (LLVM 22 adds ``p6:32:32`` for tensor memory).
+- **PTX ISA version**: with no ``+ptxNN`` feature LLVM picks the lowest ISA the SM allows:
+  sm_75 → ``.version 6.3``, sm_80 → 7.0, sm_90 → 7.8. The cu12 ptxas accepts all three, and
+  assembles sm_75 PTX for sm_80 and sm_90 too (the reverse is refused: ".target is higher").
+- **Special registers**: ``llvm.nvvm.read.ptx.sreg.{tid,ctaid,ntid,nctaid}.{x,y,z}`` → i32,
+  ``llvm.nvvm.read.ptx.sreg.laneid`` → i32; they read ``%tid.x`` etc.
+  ``llvm.nvvm.read.ptx.sreg.warpsize`` is folded to the constant 32.
+- **Barrier**: ``llvm.nvvm.barrier0()`` still parses but is auto-upgraded to LLVM 22's
+  ``llvm.nvvm.barrier.cta.sync.aligned.all(i32 0)``; both emit ``bar.sync 0``. Emit the
+  new name.
+- **Shuffles**: ``llvm.nvvm.shfl.sync.{down,up,bfly,idx}.{i32,f32}(i32 mask, T value,
+  i32 lane_or_delta, i32 clamp)`` → ``shfl.sync.down.b32 ...``; clamp is 0x1f for a whole
+  warp (0 for ``up``), mask -1.
+- **Atomics**: ``atomicrmw`` (add, fadd, xchg, min, max, ...) and ``cmpxchg`` on a generic
+  ``ptr`` to global memory become ``atom.global.*``; ops with no PTX instruction (e.g.
+  ``fmax`` on f32) become a CAS loop. Default (system) scope on ``cmpxchg`` gives
+  ``atom.relaxed.sys``; ``syncscope("device")`` gives GPU scope (llvmlite's builder cannot
+  set a syncscope, so its atomics are system scope).
+- **Shared memory**: an ``addrspace(3)`` global (internal, undef initialiser) becomes a
+  ``.shared`` array (LLVM demotes it into the kernel that uses it).
+- **Ending a thread**: inline asm ``exit;`` (side effect) or the ``llvm.nvvm.exit()``
+  intrinsic (``noreturn``, follow with ``unreachable``) both emit ``exit;``.
+- **libdevice**: ``libdevice.10.bc`` (triple ``nvptx64-nvidia-gpulibs``) links with
+  ``parse_bitcode`` + ``link_in``; the NVPTX target's NVVMReflect pass, which llvmlite's pass
+  builder runs because it is built with the target machine, folds ``__nvvm_reflect``:
+  ``__CUDA_FTZ`` from the ``nvvm-reflect-ftz`` module flag, ``__CUDA_ARCH`` from ``arch``,
+  anything else from the ``-nvvm-reflect-add=NAME=VALUE`` LLVM option, and an unknown name
+  is 0. libdevice 10 asks for exactly ``__CUDA_FTZ``, ``__CUDA_ARCH`` and
+  ``__CUDA_PREC_SQRT``; without ``__CUDA_PREC_SQRT=1`` (see ``init_llvm``) ``__nv_sqrtf``
+  emits ``sqrt.approx.f32``. With it, ``__nv_sqrtf`` emits ``sqrt.rn.f32`` (ftz 0) or
+  ``sqrt.rn.ftz.f32`` (ftz 1).
+- **Fusion**: ``a*b+c`` stays ``mul.rn``/``add.rn`` unless the IR's instructions carry
+  ``contract``/``fast``; the lowering writes those flags (DESIGN.md, "one switch").
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable
+
+import llvmlite.binding as llvm
+from llvmlite import ir
+
+from gpuaot.compiler.targets.nvtools import check_arch, find_libdevice
+from gpuaot.errors import BuildError, InternalError
+
+NVPTX_TRIPLE = "nvptx64-nvidia-cuda"
+# What LLVM 22's NVPTX target machine reports for 64-bit CUDA (checked by a test, so an
+# llvmlite upgrade that changes it fails loudly instead of mis-sizing types).
+NVPTX_DATA_LAYOUT = "e-p6:32:32-i64:64-i128:128-i256:256-v16:16-v32:32-n16:32:64"
+
+# Module-flag behaviour 4 ("Override") so that the flag module wins over libdevice, which has
+# none; NVVMReflect reads the value for __nvvm_reflect("__CUDA_FTZ").
+_MODULE_FLAG_OVERRIDE = 4
+_LIBDEVICE_PREFIX = "__nv_"
+
+
+@functools.cache
+def init_llvm() -> None:
+    """Register every target and asm printer once (``llvm.initialize()`` is deprecated).
+
+    Also tells NVVMReflect that ``__CUDA_PREC_SQRT`` is 1, as nvcc does by default: LLVM has
+    no module flag for it and folds unknown names to 0, which would turn libdevice's
+    ``sqrtf``, ``hypotf``, ``normf``, ``acoshf``, ``asinhf``, ``jnf`` into approximations.
+    It is a process-wide LLVM option, so it is set once and never changed (an approximate
+    square root is the lowering's choice: ``llvm.sqrt.f32`` with ``afn``).
+    """
+    llvm.initialize_all_targets()
+    llvm.initialize_all_asmprinters()
+    llvm.set_option("gpuaot", "-nvvm-reflect-add=__CUDA_PREC_SQRT=1")
+
+
+def nvptx_target_machine(arch: str, opt_level: int = 3) -> llvm.TargetMachine:
+    """A target machine for ``arch`` whose PTX ISA version LLVM picks (the lowest allowed)."""
+    init_llvm()
+    target = llvm.Target.from_triple(NVPTX_TRIPLE)
+    return target.create_target_machine(
+        cpu=check_arch(arch), features="", opt=opt_level, codemodel="default"
+    )
+
+
+@functools.cache
+def _libdevice_bytes() -> bytes:
+    return find_libdevice().read_bytes()
+
+
+def _reflect_flags_module(ftz: bool) -> llvm.ModuleRef:
+    """An empty module carrying ``!{i32 4, !"nvvm-reflect-ftz", i32 ftz}``, to link in."""
+    mod = ir.Module(name="gpuaot.nvvm_reflect")
+    mod.triple = NVPTX_TRIPLE
+    mod.data_layout = NVPTX_DATA_LAYOUT
+    i32 = ir.IntType(32)
+    flag = mod.add_metadata(
+        [i32(_MODULE_FLAG_OVERRIDE), ir.MetaDataString(mod, "nvvm-reflect-ftz"), i32(int(ftz))]
+    )
+    mod.add_named_metadata("llvm.module.flags", flag)
+    return llvm.parse_assembly(str(mod))
+
+
+def _parse(ir_text: str) -> llvm.ModuleRef:
+    try:
+        mod = llvm.parse_assembly(ir_text)
+        mod.verify()
+    except RuntimeError as exc:
+        # The IR comes from gpuaot's own lowering: invalid IR is our bug, not the user's.
+        raise InternalError(f"invalid NVPTX IR: {exc}") from exc
+    if mod.triple not in ("", NVPTX_TRIPLE):
+        raise InternalError(f"module triple is {mod.triple!r}, expected {NVPTX_TRIPLE!r}")
+    return mod
+
+
+def _link_libdevice(mod: llvm.ModuleRef) -> None:
+    lib = llvm.parse_bitcode(_libdevice_bytes())
+    # libdevice says "nvptx64-nvidia-gpulibs" and an older layout; match ours so the linker
+    # has nothing to warn about.
+    lib.triple = NVPTX_TRIPLE
+    lib.data_layout = mod.data_layout
+    mod.link_in(lib)
+
+
+def _internalize(mod: llvm.ModuleRef, keep: set[str]) -> None:
+    for value in (*mod.functions, *mod.global_variables):
+        if value.is_declaration or value.name in keep or value.name.startswith("llvm."):
+            continue
+        value.linkage = llvm.Linkage.internal
+
+
+def _optimize(mod: llvm.ModuleRef, tm: llvm.TargetMachine, opt_level: int) -> None:
+    pto = llvm.create_pipeline_tuning_options(speed_level=opt_level)
+    pb = llvm.create_pass_builder(tm, pto)
+    mpm = pb.getModulePassManager()
+    # At O0 the default pipeline keeps dead internal functions: drop unused libdevice anyway.
+    mpm.add_global_dead_code_eliminate_pass()
+    mpm.run(mod, pb)
+
+
+def compile_ptx(
+    ir_text: str,
+    kernel_names: list[str],
+    arch: str,
+    *,
+    fastmath: bool = False,
+    opt_level: int = 3,
+    keep: Iterable[str] = (),
+) -> str:
+    """Optimise an NVPTX module and emit PTX for ``arch`` (``sm_75`` …).
+
+    ``kernel_names`` are the ``ptx_kernel`` functions to export as ``.entry``; ``keep``
+    names other globals that must stay visible (e.g. a ``__device__`` variable the host
+    finds with ``cuModuleGetGlobal``). ``fastmath`` lets libdevice take its flush-to-zero
+    paths (``nvvm-reflect-ftz`` = 1, as nvcc's ``--use_fast_math`` does); without it,
+    denormals are kept, as on the CPU. Square roots stay correctly rounded either way.
+    """
+    if not 0 <= opt_level <= 3:
+        raise BuildError(f"opt_level must be 0..3, not {opt_level}")
+    tm = nvptx_target_machine(arch, opt_level)
+    mod = _parse(ir_text)
+    mod.triple = NVPTX_TRIPLE
+    mod.data_layout = str(tm.target_data)
+
+    defined = {f.name for f in mod.functions if not f.is_declaration}
+    missing = [k for k in kernel_names if k not in defined]
+    if missing:
+        raise InternalError(f"kernels not defined in the module: {', '.join(missing)}")
+
+    if any(f.is_declaration and f.name.startswith(_LIBDEVICE_PREFIX) for f in mod.functions):
+        _link_libdevice(mod)
+    mod.link_in(_reflect_flags_module(ftz=fastmath))
+    _internalize(mod, set(kernel_names) | set(keep))
+    _optimize(mod, tm, opt_level)
+
+    ptx = tm.emit_assembly(mod)
+    entries = set(re.findall(r"^\.visible \.entry (\S+?)\(", ptx, re.MULTILINE))
+    lost = [k for k in kernel_names if k not in entries]
+    if lost:
+        # A kernel without the ptx_kernel calling convention compiles to a .func.
+        raise InternalError(f"not emitted as .entry (missing ptx_kernel?): {', '.join(lost)}")
+    return ptx
