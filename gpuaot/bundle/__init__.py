@@ -1,0 +1,1 @@
+"""The bundle: host .so with the manifest and the embedded fatbinary."""

@@ -1,0 +1,1 @@
+"""The compiler: discover → frontend → methods → lower → target → bundle."""

@@ -1,0 +1,466 @@
+"""Walk a package without importing it: modules, decorated functions, imports, constants.
+
+    >>> pkg = discover("fixtures/example")          # a directory, or an importable name
+    >>> [f.qualname for f in pkg.functions() if f.kind == "kernel"]
+    ['example.kernels.saxpy', ...]
+    >>> pkg.resolve(pkg.modules["example.kernels"], "SCALE")
+    Symbol(kind='const', value=2.5)
+
+Only ``ast`` reads the sources (DESIGN invariant 1): a module whose import would have side
+effects builds without them. Every name a kernel can use resolves through :meth:`resolve`,
+which follows the module's own import statements (any form: ``import gpuaot as ga``,
+``from gpuaot import kernel as k``, ``from .util import helper``, ``import pkg.mod as m``).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.machinery
+import math
+import operator
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import BuildError, CompileError, Diagnostics, Location
+from ..lang.types import BY_NAME
+
+DECORATORS = {"kernel", "device", "device_only", "host", "overlay"}
+BUILTINS = {"range", "len", "abs", "min", "max", "int", "float", "bool"}
+SKIP_DIRS = {"_gpuaot", "__pycache__", "build", "dist"}
+
+
+@dataclass(frozen=True)
+class Symbol:
+    kind: str  # func, const, module, gpuaot, gpuaot_module, math, math_module, builtin
+    value: object = None
+
+
+@dataclass(eq=False)
+class FuncInfo:
+    module: ModuleInfo
+    name: str
+    kind: str  # kernel, device, device_only, host, overlay
+    node: ast.FunctionDef
+    options: dict = field(default_factory=dict)
+    overlay_of: ast.expr | None = None
+    overlay_target: str | None = None
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.module.name}.{self.name}"
+
+    @property
+    def source(self) -> str:
+        return self.module.segment(self.node)
+
+    @property
+    def params(self) -> list[ast.arg]:
+        return self.node.args.args
+
+    def loc(self, node: ast.AST | None = None) -> Location:
+        return self.module.loc(node or self.node)
+
+    def __repr__(self) -> str:
+        return f"<{self.kind} {self.qualname}>"
+
+
+@dataclass(eq=False)
+class ModuleInfo:
+    name: str
+    path: Path
+    relpath: str  # as diagnostics print it: relative to the directory build ran from
+    source: str
+    tree: ast.Module
+    is_package: bool
+    functions: dict[str, FuncInfo] = field(default_factory=dict)
+    constants: dict[str, ast.expr] = field(default_factory=dict)
+    # local name -> ("module", dotted) | ("attr", dotted module, attribute)
+    imports: dict[str, tuple] = field(default_factory=dict)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.source.encode()).hexdigest()
+
+    def loc(self, node: ast.AST) -> Location:
+        return Location(self.relpath, getattr(node, "lineno", 1), getattr(node, "col_offset", 0))
+
+    def segment(self, node: ast.AST) -> str:
+        lines = self.source.splitlines(keepends=True)
+        start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+        return "".join(lines[start - 1 : node.end_lineno])
+
+
+class Package:
+    def __init__(self, name: str, root: Path):
+        self.name = name
+        self.root = root
+        self.modules: dict[str, ModuleInfo] = {}
+        # target -> qualname of the replaced function -> overlay
+        self.overlays: dict[str, dict[str, FuncInfo]] = {"cpu": {}, "gpu": {}}
+        self._const_cache: dict[tuple[str, str], object] = {}
+
+    def functions(self):
+        for m in self.modules.values():
+            yield from m.functions.values()
+
+    def function(self, qualname: str) -> FuncInfo | None:
+        mod, _, name = qualname.rpartition(".")
+        m = self.modules.get(mod)
+        return m.functions.get(name) if m else None
+
+    # ------------------------------------------------------------------ name resolution
+
+    def resolve(self, module: ModuleInfo, name: str, _seen=None) -> Symbol | None:
+        if name in module.functions:
+            return Symbol("func", module.functions[name])
+        if name in module.constants:
+            return Symbol("const", self.constant(module, name))
+        imp = module.imports.get(name)
+        if imp is not None:
+            return self._resolve_import(imp, _seen or set())
+        if name in BUILTINS:
+            return Symbol("builtin", name)
+        # A package's submodule is reachable as an attribute once it exists.
+        sub = f"{module.name}.{name}" if module.is_package else None
+        if sub and sub in self.modules:
+            return Symbol("module", self.modules[sub])
+        return None
+
+    def _resolve_import(self, imp: tuple, seen: set) -> Symbol | None:
+        if imp[0] == "module":
+            dotted = imp[1]
+            if dotted == "gpuaot":
+                return Symbol("gpuaot_module")
+            if dotted == "math":
+                return Symbol("math_module")
+            if dotted in self.modules:
+                return Symbol("module", self.modules[dotted])
+            return None
+        _, dotted, attr = imp
+        if dotted == "gpuaot" or dotted.startswith("gpuaot."):
+            return Symbol("gpuaot", attr)
+        if dotted == "math":
+            return Symbol("math", attr)
+        target = self.modules.get(dotted)
+        if target is None:
+            return None
+        if (dotted, attr) in seen:
+            return None
+        seen.add((dotted, attr))
+        found = self.resolve(target, attr, seen)
+        if found is None and f"{dotted}.{attr}" in self.modules:
+            return Symbol("module", self.modules[f"{dotted}.{attr}"])
+        return found
+
+    def resolve_expr(self, module: ModuleInfo, node: ast.expr) -> Symbol | None:
+        """A Name or dotted Attribute chain (``ga.kernel``, ``util.helper``, ``math.pi``)."""
+        if isinstance(node, ast.Name):
+            return self.resolve(module, node.id)
+        if isinstance(node, ast.Attribute):
+            base = self.resolve_expr(module, node.value)
+            if base is None:
+                return None
+            if base.kind == "gpuaot_module":
+                return Symbol("gpuaot", node.attr)
+            if base.kind == "math_module":
+                return Symbol("math", node.attr)
+            if base.kind == "module":
+                return self.resolve(base.value, node.attr)
+        return None
+
+    # ------------------------------------------------------------------ constants
+
+    def constant(self, module: ModuleInfo, name: str):
+        key = (module.name, name)
+        if key not in self._const_cache:
+            self._const_cache[key] = _UNFOLDABLE  # cycle guard
+            self._const_cache[key] = self.fold(module, module.constants[name])
+        return self._const_cache[key]
+
+    def fold(self, module: ModuleInfo, node: ast.expr):
+        """Evaluate a module-level constant expression, or return ``_UNFOLDABLE``."""
+        try:
+            return _Folder(self, module).visit(node)
+        except _NotConstant:
+            return _UNFOLDABLE
+        except (ArithmeticError, ValueError, TypeError):
+            return _UNFOLDABLE
+
+
+class _NotConstant(Exception):
+    pass
+
+
+class _Unfoldable:
+    def __repr__(self) -> str:
+        return "<not a constant>"
+
+
+_UNFOLDABLE = _Unfoldable()
+UNFOLDABLE = _UNFOLDABLE
+
+_BINOPS = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+    ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
+    ast.Pow: operator.pow, ast.LShift: operator.lshift, ast.RShift: operator.rshift,
+    ast.BitOr: operator.or_, ast.BitAnd: operator.and_, ast.BitXor: operator.xor,
+}
+_UNOPS = {ast.UAdd: operator.pos, ast.USub: operator.neg, ast.Not: operator.not_,
+          ast.Invert: operator.invert}
+_CMPOPS = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt,
+           ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge}
+MATH_CONSTANTS = {"pi": math.pi, "e": math.e, "inf": math.inf, "nan": math.nan, "tau": math.tau}
+
+
+class _Folder(ast.NodeVisitor):
+    def __init__(self, pkg: Package, module: ModuleInfo):
+        self.pkg = pkg
+        self.module = module
+
+    def generic_visit(self, node):
+        raise _NotConstant()
+
+    def visit_Constant(self, node):
+        if isinstance(node.value, (bool, int, float)):
+            return node.value
+        raise _NotConstant()
+
+    def visit_Name(self, node):
+        return self._symbol(self.pkg.resolve(self.module, node.id))
+
+    def visit_Attribute(self, node):
+        return self._symbol(self.pkg.resolve_expr(self.module, node))
+
+    def _symbol(self, sym):
+        if sym is None:
+            raise _NotConstant()
+        if sym.kind == "const" and sym.value is not _UNFOLDABLE:
+            return sym.value
+        if sym.kind == "math" and sym.value in MATH_CONSTANTS:
+            return MATH_CONSTANTS[sym.value]
+        if sym.kind == "gpuaot" and sym.value == "WARP_SIZE":
+            return 32
+        raise _NotConstant()
+
+    def visit_Tuple(self, node):
+        return tuple(self.visit(e) for e in node.elts)
+
+    def visit_BinOp(self, node):
+        op = _BINOPS.get(type(node.op))
+        if op is None:
+            raise _NotConstant()
+        return op(self.visit(node.left), self.visit(node.right))
+
+    def visit_UnaryOp(self, node):
+        return _UNOPS[type(node.op)](self.visit(node.operand))
+
+    def visit_Compare(self, node):
+        left = self.visit(node.left)
+        for op, comp in zip(node.ops, node.comparators):
+            fn = _CMPOPS.get(type(op))
+            right = self.visit(comp)
+            if fn is None or not fn(left, right):
+                return False
+            left = right
+        return True
+
+    def visit_BoolOp(self, node):
+        values = [self.visit(v) for v in node.values]
+        if isinstance(node.op, ast.And):
+            return all(values)
+        return any(values)
+
+    def visit_IfExp(self, node):
+        return self.visit(node.body) if self.visit(node.test) else self.visit(node.orelse)
+
+
+# ---------------------------------------------------------------------- walking
+
+
+def find_package(spec: str) -> tuple[str, Path]:
+    """A directory, or an importable top-level name located without importing it."""
+    path = Path(spec)
+    if path.is_dir():
+        path = path.resolve()
+        if not (path / "__init__.py").is_file():
+            raise BuildError(f"{spec}: not a Python package (no __init__.py)")
+        return path.name, path
+    if os.sep in spec or spec.endswith(".py") or "." in spec and not spec.isidentifier():
+        raise BuildError(f"{spec}: no such package directory")
+    # PathFinder searches sys.path for a top-level name without importing anything.
+    found = importlib.machinery.PathFinder.find_spec(spec, [os.getcwd(), *sys.path])
+    if found is None or not found.submodule_search_locations:
+        raise BuildError(
+            f"{spec}: no such package (give a directory, or the name of an installed package)"
+        )
+    return spec, Path(list(found.submodule_search_locations)[0]).resolve()
+
+
+def discover(spec: str, diag: Diagnostics | None = None) -> Package:
+    name, root = find_package(spec)
+    diag = diag or Diagnostics()
+    pkg = Package(name, root)
+    display_base = Path.cwd()
+    for path in _python_files(root):
+        rel = path.relative_to(root).with_suffix("")
+        parts = [name, *rel.parts]
+        is_package = parts[-1] == "__init__"
+        if is_package:
+            parts = parts[:-1]
+        modname = ".".join(parts)
+        try:
+            display = os.path.relpath(path, display_base)
+        except ValueError:
+            display = str(path)
+        if display.startswith(".." + os.sep + ".."):
+            display = str(path)
+        source = path.read_text(encoding="utf-8")
+        try:
+            tree = ast.parse(source, filename=display)
+        except SyntaxError as e:
+            diag.error(CompileError(f"syntax error: {e.msg}",
+                                    Location(display, e.lineno or 1, max(0, (e.offset or 1) - 1))))
+            continue
+        mod = ModuleInfo(modname, path, display, source, tree, is_package)
+        pkg.modules[modname] = mod
+    for mod in pkg.modules.values():
+        _scan_module(pkg, mod, diag)
+    _link_overlays(pkg, diag)
+    return pkg
+
+
+def _python_files(root: Path):
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(
+            d for d in dirnames
+            if d not in SKIP_DIRS and not d.startswith(".") and
+            (Path(dirpath, d, "__init__.py").is_file())
+        )
+        for f in sorted(filenames):
+            if f.endswith(".py"):
+                yield Path(dirpath, f)
+
+
+def _absolute(mod: ModuleInfo, level: int, target: str | None) -> str:
+    if level == 0:
+        return target or ""
+    base = mod.name.split(".")
+    if not mod.is_package:
+        base = base[:-1]
+    if level > 1:
+        base = base[: len(base) - (level - 1)]
+    return ".".join(base + ([target] if target else []))
+
+
+def _scan_module(pkg: Package, mod: ModuleInfo, diag: Diagnostics) -> None:
+    for stmt in mod.tree.body:
+        if isinstance(stmt, ast.Import):
+            for alias in stmt.names:
+                if alias.asname:
+                    mod.imports[alias.asname] = ("module", alias.name)
+                else:
+                    top = alias.name.split(".")[0]
+                    mod.imports[top] = ("module", top)
+        elif isinstance(stmt, ast.ImportFrom):
+            base = _absolute(mod, stmt.level, stmt.module)
+            for alias in stmt.names:
+                if alias.name == "*":
+                    continue
+                mod.imports[alias.asname or alias.name] = ("attr", base, alias.name)
+        elif isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(
+            stmt.targets[0], ast.Name
+        ):
+            mod.constants[stmt.targets[0].id] = stmt.value
+        elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.value:
+            mod.constants[stmt.target.id] = stmt.value
+    # Functions after imports, so decorators resolve whatever order the module uses.
+    for stmt in mod.tree.body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            _scan_function(pkg, mod, stmt, diag)
+
+
+def _decorator_kind(pkg: Package, mod: ModuleInfo, dec: ast.expr):
+    call = dec if isinstance(dec, ast.Call) else None
+    sym = pkg.resolve_expr(mod, call.func if call else dec)
+    if sym is None or sym.kind != "gpuaot" or sym.value not in DECORATORS:
+        return None, None
+    return sym.value, call
+
+
+def _scan_function(pkg: Package, mod: ModuleInfo, node, diag: Diagnostics) -> None:
+    kinds = [(k, c, d) for d in node.decorator_list for k, c in [_decorator_kind(pkg, mod, d)] if k]
+    if not kinds:
+        return
+    if len(kinds) > 1:
+        diag.error(CompileError(
+            f"'{node.name}' has more than one gpuaot decorator", mod.loc(kinds[1][2]),
+            hint="a function is one of kernel, device, device_only, host or overlay"))
+        return
+    kind, call, dec = kinds[0]
+    if isinstance(node, ast.AsyncFunctionDef):
+        diag.error(CompileError("async functions cannot be compiled", mod.loc(node)))
+        return
+    info = FuncInfo(mod, node.name, kind, node)
+    if call is not None:
+        if kind == "overlay":
+            if not call.args:
+                diag.error(CompileError("overlay needs the function it replaces",
+                                        mod.loc(call), hint='@overlay(fn, target="cpu")'))
+                return
+            info.overlay_of = call.args[0]
+            info.overlay_target = "gpu"
+            for kw in call.keywords:
+                if kw.arg == "target":
+                    info.overlay_target = getattr(kw.value, "value", None)
+            if info.overlay_target not in ("cpu", "gpu"):
+                diag.error(CompileError('overlay target must be "cpu" or "gpu"',
+                                        mod.loc(call), hint='@overlay(fn, target="cpu")'))
+                return
+        else:
+            for kw in call.keywords:
+                if kw.arg in ("debug", "fastmath"):
+                    value = pkg.fold(mod, kw.value)
+                    if not isinstance(value, bool):
+                        diag.error(CompileError(f"'{kw.arg}' must be True or False",
+                                                mod.loc(kw.value)))
+                        continue
+                    info.options[kw.arg] = value
+                elif kw.arg == "signatures" and kind == "kernel":
+                    info.options["signatures"] = kw.value
+                else:
+                    diag.error(CompileError(f"unknown option '{kw.arg}' for @{kind}",
+                                            mod.loc(kw.value)))
+    elif kind == "overlay":
+        diag.error(CompileError("overlay needs the function it replaces", mod.loc(dec),
+                                hint='@overlay(fn, target="cpu")'))
+        return
+    mod.functions[node.name] = info
+
+
+def _link_overlays(pkg: Package, diag: Diagnostics) -> None:
+    """After every module is scanned, so an overlay may live anywhere in the package."""
+    for info in list(pkg.functions()):
+        if info.kind != "overlay":
+            continue
+        target = pkg.resolve_expr(info.module, info.overlay_of)
+        if target is None or target.kind != "func" or target.value.kind not in (
+            "device", "device_only"
+        ):
+            diag.error(CompileError("overlay must name a @device or @device_only function of "
+                                    "this package", info.loc(info.overlay_of)))
+            continue
+        table = pkg.overlays[info.overlay_target]
+        if target.value.qualname in table:
+            diag.error(CompileError(
+                f"second {info.overlay_target} overlay of '{target.value.qualname}'",
+                info.loc(), notes=[f"first: {table[target.value.qualname].loc()}"]))
+            continue
+        table[target.value.qualname] = info
+
+
+def is_type_name(sym: Symbol | None) -> bool:
+    return sym is not None and sym.kind == "gpuaot" and (sym.value in BY_NAME or
+                                                         sym.value == "bool_")

@@ -1,0 +1,353 @@
+"""The AST-free layer: llvmlite types, casts and Python-exact arithmetic.
+
+    em = Emitter(module)
+    em.lltype(f32)                         # ir.FloatType()
+    v = em.cast(builder, x, i64, f32)      # sitofp
+    q = em.floordiv(builder, a, b, i64)    # Python's floor division (with guards)
+
+It knows nothing of ``ast``; :mod:`.lowering` decides *what* to build and calls it. A target
+subclass (:mod:`..targets.cpu`, :mod:`..targets.gpu`) adds what differs per target: thread
+indices, math, the exception runtime, entry points.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from ...lang.types import ArrayType, Scalar, TupleType, Type, array_of, boolean, none
+
+I1 = ir.IntType(1)
+I8 = ir.IntType(8)
+I32 = ir.IntType(32)
+I64 = ir.IntType(64)
+F32 = ir.FloatType()
+F64 = ir.DoubleType()
+PTR = ir.PointerType()
+VOID = ir.VoidType()
+
+
+@dataclass
+class ArrayValue:
+    """An array inside generated code: data pointer, shape and (layout "A") byte strides."""
+
+    type: ArrayType
+    data: ir.Value
+    shape: list[ir.Value]
+    strides: list[ir.Value] | None = None
+
+    def parts(self) -> list[ir.Value]:
+        return [self.data, *self.shape, *(self.strides or [])]
+
+
+def flat_types(t: Type) -> list[str]:
+    """How a parameter travels in the kernel ABI (also the manifest's description of it)."""
+    if isinstance(t, ArrayType):
+        return ["ptr"] + ["i64"] * t.ndim * (2 if t.layout == "A" else 1)
+    return [t.name]
+
+
+class Emitter:
+    """Types, constants, casts and arithmetic shared by every target."""
+
+    data_ptr_addrspace = 0
+
+    def __init__(self, module: ir.Module, fastmath: bool = False):
+        self.module = module
+        self.fastmath = fastmath
+        self.flags = ("fast",) if fastmath else ()
+
+    # ------------------------------------------------------------------ types
+
+    def lltype(self, t: Type) -> ir.Type:
+        if isinstance(t, Scalar):
+            if t is boolean:
+                return I1
+            if t.is_float:
+                return F32 if t.bits == 32 else F64
+            return ir.IntType(t.bits)
+        if isinstance(t, TupleType):
+            return ir.LiteralStructType([self.lltype(i) for i in t.items])
+        if t is none:
+            return VOID
+        raise TypeError(f"no single LLVM type for {t}")
+
+    def memtype(self, t: Scalar) -> ir.Type:
+        """How an element is stored: numpy keeps bool in a byte."""
+        return I8 if t is boolean else self.lltype(t)
+
+    def param_types(self, t: Type) -> list[ir.Type]:
+        if isinstance(t, ArrayType):
+            n = t.ndim * (2 if t.layout == "A" else 1)
+            return [PTR] + [I64] * n
+        return [self.lltype(t)]
+
+    def const(self, t: Type, value) -> ir.Constant:
+        lt = self.lltype(t)
+        if isinstance(t, TupleType):
+            return ir.Constant(lt, [self.const(i, v) for i, v in zip(t.items, value)])
+        if t is boolean:
+            return ir.Constant(I1, int(bool(value)))
+        if isinstance(lt, ir.IntType):
+            v = int(value) & ((1 << lt.width) - 1)
+            if v >= 1 << (lt.width - 1):
+                v -= 1 << lt.width
+            return ir.Constant(lt, v)
+        return ir.Constant(lt, float(value))
+
+    def zero(self, t: Type) -> ir.Constant:
+        lt = self.lltype(t)
+        return ir.Constant(lt, None)
+
+    # ------------------------------------------------------------------ casts
+
+    def cast(self, b: ir.IRBuilder, v: ir.Value, src: Type, dst: Type) -> ir.Value:
+        if src is dst:
+            return v
+        if isinstance(src, TupleType) and isinstance(dst, TupleType):
+            out = ir.Constant(self.lltype(dst), ir.Undefined)
+            for k, (s, d) in enumerate(zip(src.items, dst.items)):
+                out = b.insert_value(out, self.cast(b, b.extract_value(v, k), s, d), k)
+            return out
+        assert isinstance(src, Scalar) and isinstance(dst, Scalar), (src, dst)
+        st, dt = self.lltype(src), self.lltype(dst)
+        if dst is boolean:
+            return self.truth(b, v, src)
+        if src is boolean:
+            return b.uitofp(v, dt) if dst.is_float else b.zext(v, dt)
+        if src.is_float and dst.is_float:
+            if src.bits == dst.bits:
+                return v
+            return b.fpext(v, dt) if dst.bits > src.bits else b.fptrunc(v, dt)
+        if src.is_float:
+            return b.fptosi(v, dt) if dst.is_signed else b.fptoui(v, dt)
+        if dst.is_float:
+            return b.sitofp(v, dt) if src.is_signed else b.uitofp(v, dt)
+        if st.width == dt.width:
+            return v
+        if dt.width < st.width:
+            return b.trunc(v, dt)
+        return b.sext(v, dt) if src.is_signed else b.zext(v, dt)
+
+    def truth(self, b: ir.IRBuilder, v: ir.Value, t: Scalar) -> ir.Value:
+        if t is boolean:
+            return v
+        if t.is_float:
+            return b.fcmp_unordered("!=", v, ir.Constant(v.type, 0.0))
+        return b.icmp_unsigned("!=", v, ir.Constant(v.type, 0))
+
+    # ------------------------------------------------------------------ arithmetic
+
+    def arith(self, b: ir.IRBuilder, op: str, x, y, t: Scalar):
+        if t.is_float:
+            fn = {"+": b.fadd, "-": b.fsub, "*": b.fmul, "/": b.fdiv}[op]
+            return fn(x, y, flags=self.flags)
+        fn = {"+": b.add, "-": b.sub, "*": b.mul}[op]
+        return fn(x, y)
+
+    def bitwise(self, b: ir.IRBuilder, op: str, x, y, t: Scalar):
+        if op == "&":
+            return b.and_(x, y)
+        if op == "|":
+            return b.or_(x, y)
+        if op == "^":
+            return b.xor(x, y)
+        # Python shifts by >= width give 0 (or -1 for negative >>); LLVM gives poison.
+        width = ir.Constant(x.type, x.type.width)
+        big = b.icmp_unsigned(">=", y, width)
+        safe = b.select(big, ir.Constant(x.type, 0), y)
+        if op == "<<":
+            return b.select(big, ir.Constant(x.type, 0), b.shl(x, safe))
+        if t.is_signed:
+            sign = b.ashr(x, ir.Constant(x.type, x.type.width - 1))
+            return b.select(big, sign, b.ashr(x, safe))
+        return b.select(big, ir.Constant(x.type, 0), b.lshr(x, safe))
+
+    def int_floordiv(self, b: ir.IRBuilder, x, y, t: Scalar):
+        """Python ``//`` on ints; the divisor is known non-zero. MIN // -1 wraps to MIN."""
+        if not t.is_signed:
+            return b.udiv(x, y)
+        minus1 = ir.Constant(x.type, -1)
+        is_m1 = b.icmp_signed("==", y, minus1)
+        safe_y = b.select(is_m1, ir.Constant(x.type, 1), y)
+        q = b.sdiv(x, safe_y)
+        r = b.srem(x, safe_y)
+        adjust = b.and_(b.icmp_signed("!=", r, ir.Constant(x.type, 0)),
+                        b.icmp_signed("!=", b.icmp_signed("<", r, ir.Constant(x.type, 0)),
+                                      b.icmp_signed("<", y, ir.Constant(x.type, 0))))
+        q = b.sub(q, b.zext(adjust, x.type))
+        return b.select(is_m1, b.neg(x), q)
+
+    def int_mod(self, b: ir.IRBuilder, x, y, t: Scalar):
+        """Python ``%`` on ints: the result has the divisor's sign."""
+        if not t.is_signed:
+            return b.urem(x, y)
+        minus1 = ir.Constant(x.type, -1)
+        is_m1 = b.icmp_signed("==", y, minus1)
+        safe_y = b.select(is_m1, ir.Constant(x.type, 1), y)
+        r = b.srem(x, safe_y)
+        zero = ir.Constant(x.type, 0)
+        adjust = b.and_(b.icmp_signed("!=", r, zero),
+                        b.icmp_signed("!=", b.icmp_signed("<", r, zero),
+                                      b.icmp_signed("<", y, zero)))
+        return b.select(adjust, b.add(r, y), r)
+
+    def float_mod(self, b: ir.IRBuilder, x, y):
+        r = b.frem(x, y, flags=self.flags)
+        zero = ir.Constant(x.type, 0.0)
+        adjust = b.and_(b.fcmp_ordered("!=", r, zero),
+                        b.icmp_unsigned("!=", b.fcmp_ordered("<", r, zero),
+                                        b.fcmp_ordered("<", y, zero)))
+        return b.select(adjust, b.fadd(r, y, flags=self.flags), r)
+
+    def float_floordiv(self, b: ir.IRBuilder, x, y):
+        # Python: (x - x % y) / y, rounded; floor(x / y) agrees except in the last ulp.
+        m = self.float_mod(b, x, y)
+        q = b.fdiv(b.fsub(x, m, flags=self.flags), y, flags=self.flags)
+        return self.intrinsic(b, "llvm.round", [q])
+
+    def int_pow(self, b: ir.IRBuilder, x, y, t: Scalar):
+        """``x ** y`` for ints by squaring; a negative exponent gives 0 (as integer code)."""
+        fn = b.function
+        pre = b.block
+        loop = fn.append_basic_block("pow.loop")
+        done = fn.append_basic_block("pow.done")
+        one = ir.Constant(x.type, 1)
+        zero = ir.Constant(x.type, 0)
+        start_ok = b.icmp_signed(">", y, zero) if t.is_signed else b.icmp_unsigned(">", y, zero)
+        b.cbranch(start_ok, loop, done)
+        b.position_at_end(loop)
+        acc = b.phi(x.type)
+        base = b.phi(x.type)
+        exp = b.phi(x.type)
+        acc.add_incoming(one, pre)
+        base.add_incoming(x, pre)
+        exp.add_incoming(y, pre)
+        odd = b.trunc(exp, I1)
+        acc2 = b.select(odd, b.mul(acc, base), acc)
+        base2 = b.mul(base, base)
+        exp2 = b.lshr(exp, one)
+        acc.add_incoming(acc2, loop)
+        base.add_incoming(base2, loop)
+        exp.add_incoming(exp2, loop)
+        b.cbranch(b.icmp_unsigned("!=", exp2, zero), loop, done)
+        b.position_at_end(done)
+        result = b.phi(x.type)
+        result.add_incoming(one, pre)
+        result.add_incoming(acc2, loop)
+        if not t.is_signed:
+            return result
+        # A negative exponent truncates to 0 (Python would give a float; this is integer code).
+        return b.select(b.icmp_signed("<", y, zero), zero, result)
+
+    def compare(self, b: ir.IRBuilder, op: str, x, y, t: Scalar):
+        if t.is_float:
+            if op == "!=":
+                return b.fcmp_unordered("!=", x, y)
+            return b.fcmp_ordered(op, x, y)
+        if t.is_signed:
+            return b.icmp_signed(op, x, y)
+        return b.icmp_unsigned(op, x, y)
+
+    def intrinsic(self, b: ir.IRBuilder, name: str, args: list, ret=None):
+        """Call an overloaded LLVM intrinsic (``llvm.fabs`` → ``llvm.fabs.f32``)."""
+        ty = args[0].type
+        suffix = {F32: "f32", F64: "f64"}.get(ty) or f"i{ty.width}"
+        full = f"{name}.{suffix}"
+        fn = self.module.globals.get(full)
+        if fn is None:
+            fnty = ir.FunctionType(ret or ty, [a.type for a in args])
+            fn = ir.Function(self.module, fnty, full)
+        return b.call(fn, args)
+
+    def declare(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+        fn = self.module.globals.get(name)
+        if fn is None:
+            fn = ir.Function(self.module, ir.FunctionType(ret, args), name)
+        return fn
+
+    def abs(self, b: ir.IRBuilder, v, t: Scalar):
+        if t.is_float:
+            return self.intrinsic(b, "llvm.fabs", [v])
+        if not t.is_signed:
+            return v
+        return b.select(b.icmp_signed("<", v, ir.Constant(v.type, 0)), b.neg(v), v)
+
+    def minmax(self, b: ir.IRBuilder, which: str, x, y, t: Scalar):
+        """Python's min/max: the first argument wins ties; NaN propagates as CPython's does."""
+        if t.is_float:
+            take_y = b.fcmp_ordered("<" if which == "min" else ">", y, x)
+        else:
+            op = "<" if which == "min" else ">"
+            take_y = (b.icmp_signed if t.is_signed else b.icmp_unsigned)(op, y, x)
+        return b.select(take_y, y, x)
+
+    # ------------------------------------------------------------------ memory
+
+    def element_pointer(self, b: ir.IRBuilder, arr: ArrayValue, indices: list):
+        t = arr.type
+        mt = self.memtype(t.dtype)
+        if t.layout == "A":
+            offset = ir.Constant(I64, 0)
+            for idx, stride in zip(indices, arr.strides):
+                offset = b.add(offset, b.mul(idx, stride))
+            return b.gep(arr.data, [offset], source_etype=I8)
+        linear = indices[0]
+        for idx, dim in zip(indices[1:], arr.shape[1:]):
+            linear = b.add(b.mul(linear, dim), idx)
+        return b.gep(arr.data, [linear], source_etype=mt)
+
+    def load_element(self, b: ir.IRBuilder, ptr, t: Scalar):
+        v = b.load(ptr, typ=self.memtype(t))
+        if t is boolean:
+            return b.icmp_unsigned("!=", v, ir.Constant(I8, 0))
+        return v
+
+    def store_element(self, b: ir.IRBuilder, ptr, v, t: Scalar) -> None:
+        if t is boolean:
+            v = b.zext(v, I8)
+        b.store(v, ptr)
+
+    # ------------------------------------------------------------------ shared by targets
+
+    def float_predicate(self, b: ir.IRBuilder, name: str, v):
+        if name == "isnan":
+            return b.fcmp_unordered("uno", v, v)
+        mag = self.intrinsic(b, "llvm.fabs", [v])
+        inf = ir.Constant(v.type, float("inf"))
+        if name == "isinf":
+            return b.fcmp_ordered("==", mag, inf)
+        return b.fcmp_ordered("<", mag, inf)
+
+    def atomic(self, b: ir.IRBuilder, op: str, ptr, vals: list, t: Scalar):
+        """CUDA-style relaxed atomics; both targets lower ``atomicrmw`` natively or by CAS loop."""
+        if op == "cas":
+            expected, new = vals
+            if t.is_float:
+                it = ir.IntType(t.bits)
+                expected, new = b.bitcast(expected, it), b.bitcast(new, it)
+                old = b.extract_value(b.cmpxchg(ptr, expected, new, "monotonic", "monotonic"), 0)
+                return b.bitcast(old, self.lltype(t))
+            return b.extract_value(b.cmpxchg(ptr, expected, new, "monotonic", "monotonic"), 0)
+        if t.is_float:
+            rmw = {"add": "fadd", "sub": "fsub", "min": "fmin", "max": "fmax", "exch": "xchg"}[op]
+        elif t.is_signed:
+            rmw = {"add": "add", "sub": "sub", "min": "min", "max": "max", "exch": "xchg"}[op]
+        else:
+            rmw = {"add": "add", "sub": "sub", "min": "umin", "max": "umax", "exch": "xchg"}[op]
+        return b.atomic_rmw(rmw, ptr, vals[0], "monotonic")
+
+    def local_array(self, b: ir.IRBuilder, alloca_b: ir.IRBuilder, dtype: Scalar, shape):
+        """A per-thread array: stack memory, zeroed where the call stands (as numpy.zeros)."""
+        n = 1
+        for d in shape:
+            n *= d
+        mt = ir.ArrayType(self.memtype(dtype), n)
+        slot = alloca_b.alloca(mt, name="local")
+        size = n * max(1, dtype.bits // 8)
+        memset = self.declare("llvm.memset.p0.i64", VOID, [PTR, I8, I64, I1])
+        b.call(memset, [slot, ir.Constant(I8, 0), ir.Constant(I64, size), ir.Constant(I1, 0)])
+        return ArrayValue(array_of(dtype, len(shape), "C"), slot,
+                          [ir.Constant(I64, d) for d in shape])
+

@@ -1,0 +1,578 @@
+"""The AST-aware layer: a typed function → an LLVM function, through a target's emitter.
+
+    mb = ModuleBuilder(CPUEmitter(module))
+    fn = mb.function(tf)         # lowers tf and, on demand, every specialisation it calls
+    mb.sites                     # the raise sites, in id order, for the manifest
+
+Structured control flow goes through llvmlite's builder blocks; every variable is an
+``alloca`` in the entry block (mem2reg makes them SSA). Arrays are not first-class LLVM
+values: an :class:`ArrayValue` carries the pointer and shape, and travels flattened.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from llvmlite import ir
+
+from ...errors import InternalError
+from ...lang.types import (
+    ArrayType,
+    Scalar,
+    TupleType,
+    Type,
+    i64,
+    materialize,
+    none,
+)
+from ..frontend import rules
+from ..frontend.typed import Builtin, RaiseSite, TypedFunction
+from .emitter import I64, ArrayValue
+
+_ARITH = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+_BITS = {ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^", ast.LShift: "<<", ast.RShift: ">>"}
+_CMP = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
+
+
+class ModuleBuilder:
+    """Lowers typed functions into one module; each specialisation once."""
+
+    def __init__(self, emitter):
+        self.em = emitter
+        self.module: ir.Module = emitter.module
+        self.functions: dict[int, ir.Function] = {}
+        self.sites: list[RaiseSite] = []
+        self._site_ids: dict[RaiseSite, int] = {}
+        self._pending: list[tuple[TypedFunction, ir.Function]] = []
+
+    def site_id(self, site: RaiseSite) -> int:
+        if site not in self._site_ids:
+            self._site_ids[site] = len(self.sites)
+            self.sites.append(site)
+        return self._site_ids[site]
+
+    def function(self, tf: TypedFunction, name: str | None = None,
+                 linkage: str = "internal") -> ir.Function:
+        fn = self.functions.get(id(tf))
+        if fn is not None:
+            return fn
+        params: list[ir.Type] = []
+        for t in tf.arg_types:
+            params.extend(self.em.param_types(materialize(t)))
+        params.extend(self.em.hidden_param_types())
+        ret = self.em.lltype(materialize(tf.return_type))
+        fn = ir.Function(self.module, ir.FunctionType(ret, params), name or tf.symbol)
+        fn.linkage = linkage
+        self.functions[id(tf)] = fn
+        self._pending.append((tf, fn))
+        self._drain()
+        return fn
+
+    def _drain(self) -> None:
+        while self._pending:
+            tf, fn = self._pending.pop()
+            FunctionLowering(self, tf, fn).lower()
+
+
+class _Loop:
+    def __init__(self, cont: ir.Block, brk: ir.Block):
+        self.cont = cont
+        self.brk = brk
+
+
+class FunctionLowering:
+    def __init__(self, mb: ModuleBuilder, tf: TypedFunction, fn: ir.Function):
+        self.mb = mb
+        self.em = mb.em
+        self.tf = tf
+        self.fn = fn
+        self.vars: dict[str, ir.Value] = {}  # name -> alloca
+        self.arrays: dict[str, ArrayValue] = {}
+        self.loops: list[_Loop] = []
+
+    # ------------------------------------------------------------------ entry
+
+    def lower(self) -> None:
+        # Allocas go to "entry", which only holds them; code starts in "body".
+        entry = self.fn.append_basic_block("entry")
+        self.body_start = self.fn.append_basic_block("body")
+        self.b = ir.IRBuilder(self.body_start)
+        self.alloca_builder = ir.IRBuilder(entry)
+        args = list(self.fn.args)
+        for name, t in zip(self.tf.params, self.tf.arg_types):
+            t = materialize(t)
+            if isinstance(t, ArrayType):
+                n = t.ndim
+                data, rest = args[0], args[1:]
+                shape, rest = rest[:n], rest[n:]
+                strides = None
+                if t.layout == "A":
+                    strides, rest = rest[:n], rest[n:]
+                self.arrays[name] = ArrayValue(t, data, shape, strides)
+                args = rest
+            else:
+                self.store_var(name, args[0], t)
+                args = args[1:]
+        self.hidden = args
+        self.stmts(self.tf.func.node.body)
+        if not self.b.block.is_terminated:
+            self.ret_default()
+        self.alloca_builder.branch(self.body_start)
+
+    def ret_default(self) -> None:
+        rt = materialize(self.tf.return_type)
+        if rt is none:
+            self.b.ret_void()
+        else:
+            self.b.ret(ir.Constant(self.em.lltype(rt), ir.Undefined))
+
+    # ------------------------------------------------------------------ variables
+
+    def var_slot(self, name: str, t: Type) -> ir.Value:
+        slot = self.vars.get(name)
+        if slot is None:
+            slot = self.alloca_builder.alloca(self.em.lltype(t), name=name)
+            self.vars[name] = slot
+        return slot
+
+    def store_var(self, name: str, v: ir.Value, t: Type) -> None:
+        vt = materialize(self.tf.var_types[name])
+        self.b.store(self.em.cast(self.b, v, materialize(t), vt), self.var_slot(name, vt))
+
+    # ------------------------------------------------------------------ statements
+
+    def stmts(self, body: list[ast.stmt]) -> None:
+        for s in body:
+            if self.b.block.is_terminated:
+                return  # code after return/raise/break is unreachable
+            getattr(self, "s_" + type(s).__name__)(s)
+
+    def s_Pass(self, node) -> None:
+        pass
+
+    def s_Expr(self, node: ast.Expr) -> None:
+        if isinstance(node.value, ast.Constant):
+            return
+        self.expr(node.value)
+
+    def s_Assign(self, node: ast.Assign) -> None:
+        v = self.expr(node.value)
+        for target in node.targets:
+            self.assign(target, v, self.type(node.value))
+
+    def s_AnnAssign(self, node: ast.AnnAssign) -> None:
+        if node.value is not None:
+            self.assign(node.target, self.expr(node.value), self.type(node.value))
+
+    def s_AugAssign(self, node: ast.AugAssign) -> None:
+        target = node.target
+        if isinstance(target, ast.Subscript):
+            arr = self.array(target.value)
+            ptr = self.element_ptr(target, arr)
+            old = self.em.load_element(self.b, ptr, arr.type.dtype)
+            new = self.binop(node.op, old, arr.type.dtype, self.expr(node.value),
+                             self.type(node.value), self.tf.expr_types[node], node)
+            self.em.store_element(self.b, ptr, self.em.cast(
+                self.b, new, materialize(self.tf.expr_types[node]), arr.type.dtype), arr.type.dtype)
+            return
+        old = self.expr(target)
+        new = self.binop(node.op, old, self.type(target), self.expr(node.value),
+                         self.type(node.value), self.tf.expr_types[node], node)
+        self.assign(target, new, self.tf.expr_types[node])
+
+    def assign(self, target: ast.expr, v, t: Type) -> None:
+        if isinstance(target, ast.Name):
+            if isinstance(t, ArrayType):
+                self.arrays[target.id] = v
+            else:
+                self.store_var(target.id, v, t)
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            for k, elt in enumerate(target.elts):
+                self.assign(elt, self.b.extract_value(v, k), t.items[k])
+        elif isinstance(target, ast.Subscript):
+            arr = self.array(target.value)
+            ptr = self.element_ptr(target, arr)
+            dt = arr.type.dtype
+            self.em.store_element(self.b, ptr, self.em.cast(self.b, v, materialize(t), dt), dt)
+        else:  # pragma: no cover - the typer rejects these
+            raise InternalError(f"cannot assign to {ast.dump(target)}")
+
+    def s_If(self, node: ast.If) -> None:
+        cond = self.condition(node.test)
+        if node.orelse:
+            with self.b.if_else(cond) as (then, otherwise):
+                with then:
+                    self.stmts(node.body)
+                with otherwise:
+                    self.stmts(node.orelse)
+        else:
+            with self.b.if_then(cond):
+                self.stmts(node.body)
+
+    def s_While(self, node: ast.While) -> None:
+        cond_bb = self.fn.append_basic_block("while.cond")
+        body_bb = self.fn.append_basic_block("while.body")
+        end_bb = self.fn.append_basic_block("while.end")
+        self.b.branch(cond_bb)
+        self.b.position_at_end(cond_bb)
+        self.b.cbranch(self.condition(node.test), body_bb, end_bb)
+        self.b.position_at_end(body_bb)
+        self.loops.append(_Loop(cond_bb, end_bb))
+        self.stmts(node.body)
+        self.loops.pop()
+        if not self.b.block.is_terminated:
+            self.b.branch(cond_bb)
+        self.b.position_at_end(end_bb)
+
+    def s_For(self, node: ast.For) -> None:
+        it = node.iter
+        t = materialize(self.tf.expr_types[it])
+        args = [self.em.cast(self.b, self.expr(a), materialize(self.type(a)), t) for a in it.args]
+        one = ir.Constant(self.em.lltype(t), 1)
+        zero = ir.Constant(self.em.lltype(t), 0)
+        if len(args) == 1:
+            start, stop, step = zero, args[0], one
+        elif len(args) == 2:
+            (start, stop), step = args, one
+        else:
+            start, stop, step = args
+        static_step = self._static(it.args[2]) if len(it.args) == 3 else 1
+        iv = self.alloca_builder.alloca(self.em.lltype(t), name="range.iv")
+        self.b.store(start, iv)
+        cond_bb = self.fn.append_basic_block("for.cond")
+        body_bb = self.fn.append_basic_block("for.body")
+        inc_bb = self.fn.append_basic_block("for.inc")
+        end_bb = self.fn.append_basic_block("for.end")
+        self.b.branch(cond_bb)
+        self.b.position_at_end(cond_bb)
+        i = self.b.load(iv)
+        up = self.em.compare(self.b, "<", i, stop, t)
+        down = self.em.compare(self.b, ">", i, stop, t)
+        if isinstance(static_step, int):
+            go = up if static_step > 0 else down
+        else:
+            go = self.b.select(self.em.compare(self.b, ">", step, zero, t), up, down)
+        self.b.cbranch(go, body_bb, end_bb)
+        self.b.position_at_end(body_bb)
+        self.store_var(node.target.id, i, t)
+        self.loops.append(_Loop(inc_bb, end_bb))
+        self.stmts(node.body)
+        self.loops.pop()
+        if not self.b.block.is_terminated:
+            self.b.branch(inc_bb)
+        self.b.position_at_end(inc_bb)
+        self.b.store(self.b.add(self.b.load(iv), step), iv)
+        self.b.branch(cond_bb)
+        self.b.position_at_end(end_bb)
+
+    def _static(self, node: ast.expr):
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            return node.value
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            v = self._static(node.operand)
+            return -v if isinstance(v, int) else None
+        v = self.tf.consts.get(node)
+        return v if type(v) is int else None
+
+    def s_Break(self, node) -> None:
+        self.b.branch(self.loops[-1].brk)
+
+    def s_Continue(self, node) -> None:
+        self.b.branch(self.loops[-1].cont)
+
+    def s_Return(self, node: ast.Return) -> None:
+        rt = materialize(self.tf.return_type)
+        if node.value is None or rt is none:
+            if node.value is not None:
+                self.expr(node.value)
+            self.b.ret_void() if rt is none else self.ret_default()
+            return
+        v = self.expr(node.value)
+        self.b.ret(self.em.cast(self.b, v, materialize(self.type(node.value)), rt))
+
+    def s_Raise(self, node: ast.Raise) -> None:
+        self.raise_site(node)
+
+    def s_Assert(self, node: ast.Assert) -> None:
+        if node not in self.tf.sites:
+            return  # asserts are compiled in debug builds only
+        ok = self.condition(node.test)
+        with self.b.if_then(self.b.not_(ok), likely=False):
+            self.raise_site(node)
+
+    def raise_site(self, node: ast.AST) -> None:
+        sid = self.mb.site_id(self.tf.sites[node])
+        self.em.raise_exception(self.b, self.hidden, sid, self.fn.function_type.return_type)
+
+    # ------------------------------------------------------------------ expressions
+
+    def type(self, node: ast.AST) -> Type:
+        return self.tf.expr_types[node]
+
+    def expr(self, node: ast.expr):
+        if node in self.tf.consts:
+            return self.em.const(materialize(self.type(node)), self.tf.consts[node])
+        return getattr(self, "e_" + type(node).__name__)(node)
+
+    def condition(self, node: ast.expr) -> ir.Value:
+        return self.em.truth(self.b, self.expr(node), self.type(node))
+
+    def e_Constant(self, node: ast.Constant):
+        return self.em.const(materialize(self.type(node)), node.value)
+
+    def e_Name(self, node: ast.Name):
+        if node.id in self.arrays:
+            return self.arrays[node.id]
+        slot = self.vars.get(node.id)
+        if slot is None:
+            raise InternalError(f"variable '{node.id}' has no slot")
+        return self.b.load(slot)
+
+    def array(self, node: ast.expr) -> ArrayValue:
+        v = self.expr(node)
+        if not isinstance(v, ArrayValue):  # pragma: no cover
+            raise InternalError("expected an array")
+        return v
+
+    def e_Attribute(self, node: ast.Attribute):
+        call = self.tf.calls.get(node)
+        if isinstance(call, Builtin):
+            return self.em.thread_index(self.b, self.hidden, *call.key[5:].split("."))
+        arr = self.array(node.value)  # .shape
+        t = self.type(node)
+        v = ir.Constant(self.em.lltype(t), ir.Undefined)
+        for k, d in enumerate(arr.shape):
+            v = self.b.insert_value(v, d, k)
+        return v
+
+    def e_Subscript(self, node: ast.Subscript):
+        base_t = self.type(node.value)
+        if isinstance(base_t, TupleType):
+            k = self.tf.consts[node.slice]
+            if isinstance(node.value, ast.Attribute) and isinstance(
+                    self.type(node.value.value), ArrayType):
+                return self.array(node.value.value).shape[k]  # a.shape[k]: no tuple built
+            return self.b.extract_value(self.expr(node.value), k)
+        arr = self.array(node.value)
+        return self.em.load_element(self.b, self.element_ptr(node, arr), arr.type.dtype)
+
+    def element_ptr(self, node: ast.Subscript, arr: ArrayValue):
+        idx = node.slice
+        elts = idx.elts if isinstance(idx, ast.Tuple) else [idx]
+        return self.index_ptr(node, arr, elts)
+
+    def index_ptr(self, node, arr: ArrayValue, elts: list[ast.expr]):
+        indices = [self.em.cast(self.b, self.expr(e), materialize(self.type(e)), i64)
+                   for e in elts]
+        if node in self.tf.sites:  # bounds checks (debug builds)
+            bad = None
+            for idx, dim in zip(indices, arr.shape):
+                out = self.b.icmp_unsigned(">=", idx, dim)
+                bad = out if bad is None else self.b.or_(bad, out)
+            with self.b.if_then(bad, likely=False):
+                self.raise_site(node)
+        return self.em.element_pointer(self.b, arr, indices)
+
+    def e_BinOp(self, node: ast.BinOp):
+        return self.binop(node.op, self.expr(node.left), self.type(node.left),
+                          self.expr(node.right), self.type(node.right), self.type(node), node)
+
+    def binop(self, op, lv, lt, rv, rt, result_t, node):
+        b, em = self.b, self.em
+        rt_ = materialize(result_t)
+        if isinstance(op, ast.Div):
+            ct = rt_
+            lv, rv = em.cast(b, lv, materialize(lt), ct), em.cast(b, rv, materialize(rt), ct)
+            return em.arith(b, "/", lv, rv, ct)
+        lv = em.cast(b, lv, materialize(lt), rt_)
+        rv = em.cast(b, rv, materialize(rt), rt_)
+        if type(op) in _ARITH:
+            return em.arith(b, _ARITH[type(op)], lv, rv, rt_)
+        if type(op) in _BITS:
+            return em.bitwise(b, _BITS[type(op)], lv, rv, rt_)
+        if isinstance(op, (ast.FloorDiv, ast.Mod)):
+            if rt_.is_float:
+                return em.float_floordiv(b, lv, rv) if isinstance(op, ast.FloorDiv) \
+                    else em.float_mod(b, lv, rv)
+            site = self.tf.sites.get(node)
+            if site is not None:
+                with b.if_then(b.icmp_unsigned("==", rv, ir.Constant(rv.type, 0)), likely=False):
+                    self.raise_site(node)
+            return em.int_floordiv(b, lv, rv, rt_) if isinstance(op, ast.FloorDiv) \
+                else em.int_mod(b, lv, rv, rt_)
+        if isinstance(op, ast.Pow):
+            if rt_.is_float:
+                return em.math(b, "pow", [lv, rv], rt_)
+            return em.int_pow(b, lv, rv, rt_)
+        raise InternalError(f"operator {type(op).__name__}")  # pragma: no cover
+
+    def e_UnaryOp(self, node: ast.UnaryOp):
+        v = self.expr(node.operand)
+        t = materialize(self.type(node.operand))
+        rt = materialize(self.type(node))
+        if isinstance(node.op, ast.Not):
+            return self.b.not_(self.em.truth(self.b, v, t))
+        v = self.em.cast(self.b, v, t, rt)
+        if isinstance(node.op, ast.USub):
+            return self.b.fneg(v, flags=self.em.flags) if rt.is_float else self.b.neg(v)
+        if isinstance(node.op, ast.Invert):
+            return self.b.not_(v)
+        return v
+
+    def e_Compare(self, node: ast.Compare):
+        result = None
+        left, lt = self.expr(node.left), self.type(node.left)
+        for op, comp in zip(node.ops, node.comparators):
+            right, rtype = self.expr(comp), self.type(comp)
+            ct = materialize(rules.compare_operand_type(lt, rtype))
+            a = self.em.cast(self.b, left, materialize(lt), ct)
+            c = self.em.cast(self.b, right, materialize(rtype), ct)
+            r = self.em.compare(self.b, _CMP[type(op)], a, c, ct)
+            result = r if result is None else self.b.and_(result, r)
+            left, lt = right, rtype
+        return result
+
+    def e_BoolOp(self, node: ast.BoolOp):
+        is_and = isinstance(node.op, ast.And)
+        end = self.fn.append_basic_block("bool.end")
+        incoming = []
+        for v in node.values[:-1]:
+            c = self.condition(v)
+            incoming.append((c, self.b.block))
+            nxt = self.fn.append_basic_block("bool.next")
+            if is_and:
+                self.b.cbranch(c, nxt, end)
+            else:
+                self.b.cbranch(c, end, nxt)
+            self.b.position_at_end(nxt)
+        last = self.condition(node.values[-1])
+        incoming.append((last, self.b.block))
+        self.b.branch(end)
+        self.b.position_at_end(end)
+        phi = self.b.phi(ir.IntType(1))
+        for val, blk in incoming:
+            phi.add_incoming(val, blk)
+        return phi
+
+    def e_IfExp(self, node: ast.IfExp):
+        t = materialize(self.type(node))
+        cond = self.condition(node.test)
+        with self.b.if_else(cond) as (then, otherwise):
+            with then:
+                a = self.em.cast(self.b, self.expr(node.body), materialize(self.type(node.body)), t)
+                a_bb = self.b.block
+            with otherwise:
+                c = self.em.cast(self.b, self.expr(node.orelse),
+                                 materialize(self.type(node.orelse)), t)
+                c_bb = self.b.block
+        phi = self.b.phi(self.em.lltype(t))
+        phi.add_incoming(a, a_bb)
+        phi.add_incoming(c, c_bb)
+        return phi
+
+    def e_Tuple(self, node: ast.Tuple):
+        t = materialize(self.type(node))
+        v = ir.Constant(self.em.lltype(t), ir.Undefined)
+        for k, e in enumerate(node.elts):
+            v = self.b.insert_value(
+                v, self.em.cast(self.b, self.expr(e), materialize(self.type(e)), t.items[k]), k)
+        return v
+
+    # ------------------------------------------------------------------ calls
+
+    def e_Call(self, node: ast.Call):
+        target = self.tf.calls.get(node)
+        if isinstance(target, TypedFunction):
+            return self.call_user(node, target)
+        return self.call_builtin(node, target)
+
+    def call_user(self, node: ast.Call, callee: TypedFunction):
+        fn = self.mb.function(callee)
+        args = []
+        for a, pt in zip(node.args, callee.arg_types):
+            v = self.expr(a)
+            if isinstance(v, ArrayValue):
+                args.extend(v.parts())
+            else:
+                args.append(self.em.cast(self.b, v, materialize(self.type(a)), materialize(pt)))
+        args.extend(self.hidden)
+        result = self.b.call(fn, args)
+        if callee.may_raise:
+            self.em.after_call(self.b, self.hidden, self.fn.function_type.return_type)
+        return result
+
+    def call_builtin(self, node: ast.Call, call: Builtin):
+        b, em = self.b, self.em
+        key = call.key
+        rt = materialize(self.type(node))
+        if key in ("cast", "builtin.int", "builtin.float", "builtin.bool"):
+            a = node.args[0]
+            return em.cast(b, self.expr(a), materialize(self.type(a)), rt)
+        if key == "builtin.len":
+            return self.array(node.args[0]).shape[0]
+        if key == "builtin.abs":
+            a = node.args[0]
+            return em.abs(b, em.cast(b, self.expr(a), materialize(self.type(a)), rt), rt)
+        if key in ("builtin.min", "builtin.max"):
+            vals = [em.cast(b, self.expr(a), materialize(self.type(a)), rt) for a in node.args]
+            out = vals[0]
+            for v in vals[1:]:
+                out = em.minmax(b, key[8:], out, v, rt)
+            return out
+        if key.startswith("math."):
+            return self.call_math(node, key[5:], rt)
+        if key.startswith("atomic."):
+            return self.call_atomic(node, key[7:])
+        if key in ("intr.grid", "intr.grid_size"):
+            return self.grid(call.data, key == "intr.grid")
+        if key == "intr.local_array":
+            return em.local_array(b, self.alloca_builder, *call.data)
+        args = [self.expr(a) for a in node.args]
+        types = [materialize(self.type(a)) for a in node.args]
+        return em.call_intrinsic(b, key, call.data, args, types, rt, self.hidden)
+
+    def grid(self, n: int, absolute: bool):
+        parts = []
+        for axis in "xyz"[:n]:
+            bd = self.em.thread_index(self.b, self.hidden, "block_dim", axis)
+            if absolute:
+                bi = self.em.thread_index(self.b, self.hidden, "block_idx", axis)
+                ti = self.em.thread_index(self.b, self.hidden, "thread_idx", axis)
+                parts.append(self.b.add(self.b.mul(bi, bd), ti))
+            else:
+                gd = self.em.thread_index(self.b, self.hidden, "grid_dim", axis)
+                parts.append(self.b.mul(gd, bd))
+        if n == 1:
+            return parts[0]
+        v = ir.Constant(ir.LiteralStructType([I64] * n), ir.Undefined)
+        for k, p in enumerate(parts):
+            v = self.b.insert_value(v, p, k)
+        return v
+
+    def call_math(self, node: ast.Call, name: str, rt: Scalar):
+        b, em = self.b, self.em
+        types = [materialize(self.type(a)) for a in node.args]
+        vals = [self.expr(a) for a in node.args]
+        if name in rules.PREDICATE_MATH:
+            t = types[0]
+            if not t.is_float:
+                return ir.Constant(ir.IntType(1), int(name == "isfinite"))
+            return em.float_predicate(b, name, vals[0])
+        if name in rules.ROUNDING_MATH:
+            t = types[0]
+            if not t.is_float:
+                return em.cast(b, vals[0], t, rt)
+            return em.cast(b, em.math(b, name, [vals[0]], t), t, rt)
+        ct = rt
+        vals = [em.cast(b, v, t, ct) for v, t in zip(vals, types)]
+        return em.math(b, name, vals, ct)
+
+    def call_atomic(self, node: ast.Call, op: str):
+        arr = self.array(node.args[0])
+        idx = node.args[1]
+        elts = idx.elts if isinstance(idx, ast.Tuple) else [idx]
+        ptr = self.index_ptr(node, arr, elts)
+        dt = arr.type.dtype
+        vals = [self.em.cast(self.b, self.expr(a), materialize(self.type(a)), dt)
+                for a in node.args[2:]]
+        return self.em.atomic(self.b, op, ptr, vals, dt)

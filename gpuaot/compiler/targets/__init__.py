@@ -1,0 +1,1 @@
+"""Code generation targets: the CPU (host object) and NVPTX (PTX, cubins)."""

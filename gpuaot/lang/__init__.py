@@ -1,0 +1,1 @@
+"""What users import: decorators, types, intrinsics and the simulator (no compiler here)."""

@@ -1,0 +1,197 @@
+"""GPU intrinsics as Python objects, meaningful inside ``kernel.simulate``.
+
+    i = ga.grid(1)                       # block_idx.x * block_dim.x + thread_idx.x
+    row, col = ga.grid(2)                # (x, y), as numba: row follows x
+
+The compiler never calls these: it recognises them by name and gives them each target's meaning
+(NVVM special registers on the GPU, loop indices on the CPU). Under ``simulate`` they read the
+simulated thread's state from a thread-local context.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+WARP_SIZE = 32
+
+_state = threading.local()
+
+
+class SimContext:
+    """One simulated thread: its indices, and the block it shares memory and barriers with."""
+
+    __slots__ = ("tid", "bid", "bdim", "gdim", "block", "shared_calls")
+
+    def __init__(self, tid, bid, bdim, gdim, block):
+        self.tid = tid
+        self.bid = bid
+        self.bdim = bdim
+        self.gdim = gdim
+        self.block = block
+        self.shared_calls = 0
+
+
+def _ctx() -> SimContext:
+    ctx = getattr(_state, "ctx", None)
+    if ctx is None:
+        raise RuntimeError(
+            "GPU intrinsics only have a meaning inside a kernel launch "
+            "(kernel[grid, block](...) or kernel.simulate[grid, block](...))"
+        )
+    return ctx
+
+
+def set_context(ctx: SimContext | None) -> None:
+    _state.ctx = ctx
+
+
+class _Dim3:
+    __slots__ = ("_field",)
+
+    def __init__(self, field: str):
+        self._field = field
+
+    @property
+    def x(self):
+        return np.int64(getattr(_ctx(), self._field)[0])
+
+    @property
+    def y(self):
+        return np.int64(getattr(_ctx(), self._field)[1])
+
+    @property
+    def z(self):
+        return np.int64(getattr(_ctx(), self._field)[2])
+
+
+thread_idx = _Dim3("tid")
+block_idx = _Dim3("bid")
+block_dim = _Dim3("bdim")
+grid_dim = _Dim3("gdim")
+
+
+def grid(ndim: int):
+    """The absolute thread index: an int for 1-D, a tuple (x, y[, z]) for 2-D and 3-D."""
+    c = _ctx()
+    idx = [np.int64(c.bid[k] * c.bdim[k] + c.tid[k]) for k in range(ndim)]
+    return idx[0] if ndim == 1 else tuple(idx)
+
+
+def grid_size(ndim: int):
+    c = _ctx()
+    size = [np.int64(c.gdim[k] * c.bdim[k]) for k in range(ndim)]
+    return size[0] if ndim == 1 else tuple(size)
+
+
+def syncthreads() -> None:
+    block = _ctx().block
+    if block.barrier is not None:
+        block.barrier.wait()
+
+
+def lane_id():
+    c = _ctx()
+    linear = c.tid[0] + c.bdim[0] * (c.tid[1] + c.bdim[1] * c.tid[2])
+    return np.int64(linear % WARP_SIZE)
+
+
+def shared_array(dtype, shape):
+    """The n-th ``shared_array`` call of every thread in a block returns the same array."""
+    c = _ctx()
+    n = c.shared_calls
+    c.shared_calls += 1
+    with c.block.lock:
+        arrays = c.block.shared
+        if n == len(arrays):
+            arrays.append(np.zeros(shape, dtype=dtype.np_dtype))
+        return arrays[n]
+
+
+def local_array(dtype, shape):
+    return np.zeros(shape, dtype=dtype.np_dtype)
+
+
+def _atomic(op):
+    def fn(array, index, value):
+        with _ctx().block.atomic_lock:
+            old = array[index]
+            array[index] = op(old, value)
+            return old
+
+    fn.__name__ = f"atomic_{op.__name__}"
+    return fn
+
+
+def _add(old, v):
+    return old + v
+
+
+def _sub(old, v):
+    return old - v
+
+
+def _min(old, v):
+    return min(old, v)
+
+
+def _max(old, v):
+    return max(old, v)
+
+
+def _exch(old, v):
+    return v
+
+
+_add.__name__, _sub.__name__, _min.__name__, _max.__name__, _exch.__name__ = (
+    "add", "sub", "min", "max", "exch",
+)
+atomic_add = _atomic(_add)
+atomic_sub = _atomic(_sub)
+atomic_min = _atomic(_min)
+atomic_max = _atomic(_max)
+atomic_exch = _atomic(_exch)
+
+
+def atomic_cas(array, index, expected, value):
+    with _ctx().block.atomic_lock:
+        old = array[index]
+        if old == expected:
+            array[index] = value
+        return old
+
+
+def _shuffle(value, source_lane):
+    """Warp exchange under simulate: every thread of the block posts, then reads a peer."""
+    c = _ctx()
+    block = c.block
+    if block.barrier is None:
+        raise RuntimeError("shuffles need the threaded simulator (the kernel must name them)")
+    me = c.tid[0] + c.bdim[0] * (c.tid[1] + c.bdim[1] * c.tid[2])
+    block.exchange[me] = value
+    block.barrier.wait()
+    warp_base = me - me % WARP_SIZE
+    peer = warp_base + source_lane
+    out = block.exchange[peer] if 0 <= source_lane < WARP_SIZE and peer < block.size else value
+    block.barrier.wait()
+    return out
+
+
+def shfl_down(value, delta):
+    lane = int(lane_id())
+    src = lane + int(delta)
+    return _shuffle(value, src if src < WARP_SIZE else lane)
+
+
+def shfl_xor(value, mask):
+    return _shuffle(value, int(lane_id()) ^ int(mask))
+
+
+# Names the compiler treats as intrinsics; everything here is GPU-only unless a CPU meaning
+# exists in the CPU method table.
+INTRINSICS = (
+    "thread_idx", "block_idx", "block_dim", "grid_dim", "grid", "grid_size", "syncthreads",
+    "shared_array", "local_array", "atomic_add", "atomic_sub", "atomic_min", "atomic_max",
+    "atomic_exch", "atomic_cas", "shfl_down", "shfl_xor", "lane_id", "WARP_SIZE",
+)

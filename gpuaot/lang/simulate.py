@@ -1,0 +1,185 @@
+"""Pure-Python reference execution: ``kernel.simulate[grid, block](*args)``.
+
+Runs the kernel's Python source once per thread, block by block, with the intrinsics reading
+the simulated thread's indices. It is the oracle the compiled code is tested against, so it
+stays plain CPython: numpy scalars carry the element types, ``math`` keeps f32 as f32 (as the
+compiled code does), nothing else is rewritten.
+
+Kernels that name ``syncthreads``, ``shared_array`` or a shuffle run each block's threads as
+Python threads with a barrier; all others run thread after thread.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import types
+
+import numpy as np
+
+from . import intrinsics
+from .types import ArrayType, Scalar
+
+_BARRIER_NAMES = {"syncthreads", "shared_array", "shfl_down", "shfl_xor"}
+_active = threading.local()
+
+
+class _Block:
+    def __init__(self, size: int, threaded: bool):
+        self.size = size
+        self.shared: list = []
+        self.lock = threading.Lock()
+        self.atomic_lock = _GLOBAL_ATOMIC_LOCK
+        self.barrier = threading.Barrier(size) if threaded else None
+        self.exchange = [None] * size if threaded else None
+
+
+_GLOBAL_ATOMIC_LOCK = threading.Lock()
+
+
+def _dim3(v) -> tuple[int, int, int]:
+    if isinstance(v, (int, np.integer)):
+        return (int(v), 1, 1)
+    v = tuple(int(x) for x in v)
+    if not 1 <= len(v) <= 3:
+        raise TypeError("grid and block take 1 to 3 dimensions")
+    return v + (1,) * (3 - len(v))
+
+
+# ------------------------------------------------------------------ f32-preserving math
+
+
+def _keep_f32(fn):
+    def wrapped(*args):
+        result = fn(*(float(a) if isinstance(a, np.floating) else a for a in args))
+        if isinstance(result, float) and args and all(
+            isinstance(a, np.float32) or (isinstance(a, (int, float)) and not isinstance(a, bool))
+            for a in args
+        ) and any(isinstance(a, np.float32) for a in args):
+            return np.float32(result)
+        return result
+
+    wrapped.__name__ = fn.__name__
+    return wrapped
+
+
+class _MathShim(types.ModuleType):
+    """``math`` as kernels see it: an f32 argument gives an f32 result."""
+
+    def __init__(self):
+        super().__init__("math")
+        for name in dir(math):
+            obj = getattr(math, name)
+            setattr(self, name, _keep_f32(obj) if callable(obj) else obj)
+        for name in ("isnan", "isinf", "isfinite"):
+            setattr(self, name, getattr(math, name))
+
+
+_MATH = _MathShim()
+_MATH_FUNCS = {id(getattr(math, n)): getattr(_MATH, n) for n in dir(math)
+               if callable(getattr(math, n))}
+_shimmed: dict[int, types.FunctionType] = {}
+
+
+def _shim(fn: types.FunctionType) -> types.FunctionType:
+    """The same function, with ``math`` (and names imported from it) swapped for the shim."""
+    cached = _shimmed.get(id(fn))
+    if cached is not None and cached.__wrapped_code__ is fn.__code__:
+        return cached
+    g = dict(fn.__globals__)
+    for k, v in fn.__globals__.items():
+        if v is math:
+            g[k] = _MATH
+        elif id(v) in _MATH_FUNCS:
+            g[k] = _MATH_FUNCS[id(v)]
+    new = types.FunctionType(fn.__code__, g, fn.__name__, fn.__defaults__, fn.__closure__)
+    new.__wrapped_code__ = fn.__code__
+    _shimmed[id(fn)] = new
+    return new
+
+
+def current_function(fn):
+    """What a call to device function ``fn`` runs: the shimmed source under simulate."""
+    return _shim(fn) if getattr(_active, "on", False) else fn
+
+
+# ------------------------------------------------------------------ the launch
+
+
+def _convert_args(kernel, args):
+    fn = kernel.py_func
+    params = fn.__code__.co_varnames[: fn.__code__.co_argcount]
+    if len(args) != len(params):
+        raise TypeError(f"{fn.__name__}() takes {len(params)} arguments, got {len(args)}")
+    out = []
+    for name, value in zip(params, args):
+        ann = fn.__annotations__.get(name)
+        if isinstance(ann, Scalar):
+            value = ann(value)
+        elif isinstance(ann, ArrayType):
+            if not isinstance(value, np.ndarray):
+                raise TypeError(f"simulate needs numpy arrays; '{name}' is {type(value).__name__}")
+            if value.dtype != ann.dtype.np_dtype or value.ndim != ann.ndim:
+                raise TypeError(
+                    f"argument '{name}': expected {ann.name}, got {value.dtype}[{value.ndim}-D]"
+                )
+        out.append(value)
+    return out
+
+
+def simulate(kernel, config, args) -> None:
+    grid, block = _dim3(config[0]), _dim3(config[1])
+    fn = _shim(kernel.py_func)
+    threaded = bool(_BARRIER_NAMES & set(kernel.py_func.__code__.co_names))
+    args = _convert_args(kernel, args)
+    nthreads = block[0] * block[1] * block[2]
+    was_on = getattr(_active, "on", False)
+    _active.on = True
+    try:
+        for bz in range(grid[2]):
+            for by in range(grid[1]):
+                for bx in range(grid[0]):
+                    blk = _Block(nthreads, threaded)
+                    bid = (bx, by, bz)
+                    if threaded:
+                        _run_block_threaded(fn, args, bid, block, grid, blk)
+                    else:
+                        _run_block(fn, args, bid, block, grid, blk)
+    finally:
+        _active.on = was_on
+        intrinsics.set_context(None)
+
+
+def _thread_indices(block):
+    for tz in range(block[2]):
+        for ty in range(block[1]):
+            for tx in range(block[0]):
+                yield (tx, ty, tz)
+
+
+def _run_block(fn, args, bid, block, grid, blk) -> None:
+    for tid in _thread_indices(block):
+        intrinsics.set_context(intrinsics.SimContext(tid, bid, block, grid, blk))
+        fn(*args)
+
+
+def _run_block_threaded(fn, args, bid, block, grid, blk) -> None:
+    errors: list[BaseException] = []
+
+    def body(tid):
+        intrinsics.set_context(intrinsics.SimContext(tid, bid, block, grid, blk))
+        _active.on = True
+        try:
+            fn(*args)
+        except BaseException as e:  # re-raised in the launching thread
+            errors.append(e)
+            blk.barrier.abort()
+
+    threads = [threading.Thread(target=body, args=(t,)) for t in _thread_indices(block)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    real = [e for e in errors if not isinstance(e, threading.BrokenBarrierError)]
+    if real or errors:
+        raise (real or errors)[0]

@@ -1,0 +1,15 @@
+"""Run-time errors users catch."""
+
+from __future__ import annotations
+
+
+class BundleNotFoundError(ImportError):
+    """No bundle for this package and platform; the message names the build command."""
+
+
+class StaleBundleError(ImportError):
+    """The bundle was built from sources that no longer match the package's modules."""
+
+
+class DeviceException(Exception):
+    """Base class name used in messages; kernels raise the exception type they named."""
