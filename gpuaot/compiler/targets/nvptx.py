@@ -34,13 +34,17 @@ Facts verified with llvmlite 0.50 / LLVM 22.1 and ptxas 12.9 (each has a test in
   ``llvm.nvvm.barrier.cta.sync.aligned.all(i32 0)``; both emit ``bar.sync 0``. Emit the
   new name.
 - **Shuffles**: ``llvm.nvvm.shfl.sync.{down,up,bfly,idx}.{i32,f32}(i32 mask, T value,
-  i32 lane_or_delta, i32 clamp)`` → ``shfl.sync.down.b32 ...``; clamp is 0x1f for a whole
-  warp (0 for ``up``), mask -1.
-- **Atomics**: ``atomicrmw`` (add, fadd, xchg, min, max, ...) and ``cmpxchg`` on a generic
-  ``ptr`` to global memory become ``atom.global.*``; ops with no PTX instruction (e.g.
-  ``fmax`` on f32) become a CAS loop. Default (system) scope on ``cmpxchg`` gives
-  ``atom.relaxed.sys``; ``syncscope("device")`` gives GPU scope (llvmlite's builder cannot
-  set a syncscope, so its atomics are system scope).
+  i32 lane_or_delta, i32 clamp)`` → ``shfl.sync.down.b32 ...``. For a whole warp CUDA's
+  headers pass mask -1 and clamp 0x1f (0 for ``up``); that part is semantics, which only
+  a GPU can check.
+- **Atomics**: ``atomicrmw`` (add, sub, fadd, xchg, min, max, ...) and ``cmpxchg`` on a
+  generic ``ptr`` to global memory become ``atom.global.*``; ops with no PTX instruction
+  (e.g. ``fmax`` on f32) become a CAS loop. A ``monotonic`` ``atomicrmw`` is a plain
+  ``atom.global.add.u32`` (PTX's default: relaxed, GPU scope, like CUDA's ``atomicAdd``)
+  whatever its syncscope; a ``cmpxchg`` is ``atom.relaxed.sys.global.cas`` by default,
+  ``.gpu`` with ``syncscope("device")``, ``.cta`` with ``syncscope("block")``. llvmlite's
+  builder cannot write a syncscope, so its ``cmpxchg`` is system scope (correct, and
+  stronger than CUDA's ``atomicCAS``).
 - **Shared memory**: an ``addrspace(3)`` global (internal, undef initialiser) becomes a
   ``.shared`` array (LLVM demotes it into the kernel that uses it).
 - **Ending a thread**: inline asm ``exit;`` (side effect) or the ``llvm.nvvm.exit()``

@@ -1,0 +1,446 @@
+"""The build: discover → type → lower → compile (cached) → bundle → leak check.
+
+    opts = BuildOptions.resolve("fixtures/example")
+    result = build_package(opts)
+    result.bundle      # PKG/_gpuaot/example.linux_x86_64.gpuaot.so
+    result.compiled, result.cached
+
+The stage table (:data:`STAGES`) names what ``gpuaot emit --stage`` can print.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..bundle import manifest as mf
+from ..errors import BuildError, CompileError, CompileErrors, Diagnostics, UsageError
+from ..lang.types import ArrayType, Type
+from .cache import Cache, compiler_version
+from .discover import FuncInfo, Package, discover, find_package
+from .frontend.rules import Reject
+from .frontend.typed import RaiseSite, TypedFunction
+from .frontend.typer import TargetUnavailable, TypingContext, annotated_params, parse_annotation
+from .lower.emitter import flat_types
+
+DEFAULT_ARCHS = ("sm_75", "sm_80", "sm_90")
+STAGES = ("ir", "opt", "asm", "ptx")
+
+
+@dataclass
+class BuildOptions:
+    package: str
+    name: str
+    root: Path
+    archs: list[str]
+    out_dir: Path
+    cache_dir: str | None
+    jobs: int
+    debug: bool
+    cpu: bool
+    gpu: bool
+    # Test-only: type and lower host code with the GPU table, to prove the leak gate bites.
+    host_table: str = "cpu"
+
+    @classmethod
+    def resolve(cls, package: str, *, arch=None, out_dir=None, cache_dir=None, jobs=None,
+                debug=None, no_cpu=None, no_gpu=None) -> BuildOptions:
+        name, root = find_package(package)
+        cfg = _pyproject_settings(root)
+
+        def pick(cli, key, default):
+            return cli if cli is not None else cfg.get(key, default)
+
+        arch = pick(arch, "arch", ",".join(DEFAULT_ARCHS))
+        archs = [a.strip() for a in (arch.split(",") if isinstance(arch, str) else arch)
+                 if a.strip()]
+        for a in archs:
+            if not (a.startswith("sm_") and a[3:].isdigit()):
+                raise UsageError(f"--arch: '{a}' is not an architecture like sm_80")
+        archs = sorted(set(archs), key=lambda a: int(a[3:]))
+        jobs = pick(jobs, "jobs", 0) or os.cpu_count() or 1
+        if jobs < 1:
+            raise UsageError("--jobs must be at least 1")
+        out = Path(pick(out_dir, "out", root / "_gpuaot"))
+        return cls(package=package, name=name, root=root, archs=archs, out_dir=out,
+                   cache_dir=pick(cache_dir, "cache-dir", None), jobs=jobs,
+                   debug=bool(pick(debug, "debug", False)),
+                   cpu=not pick(no_cpu, "no-cpu", False), gpu=not pick(no_gpu, "no-gpu", False),
+                   host_table=os.environ.get("GPUAOT_TEST_HOST_TABLE", "cpu"))
+
+
+def _pyproject_settings(root: Path) -> dict:
+    """``[tool.gpuaot]`` from the nearest pyproject.toml at or above the package."""
+    try:
+        import tomllib
+    except ImportError:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    for d in [root, *root.parents]:
+        p = d / "pyproject.toml"
+        if p.is_file():
+            try:
+                data = tomllib.loads(p.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                raise UsageError(f"{p}: cannot read [tool.gpuaot]: {e}") from None
+            return data.get("tool", {}).get("gpuaot", {})
+    return {}
+
+
+@dataclass
+class Unit:
+    """One compiled entry point: a kernel specialisation or a host function, on one target."""
+
+    func: FuncInfo
+    spec: int
+    tf: TypedFunction
+    symbol: str = ""
+    ir: str = ""
+    sites: list[RaiseSite] = field(default_factory=list)
+    fastmath: bool = False
+
+
+@dataclass
+class BuildResult:
+    bundle: Path
+    manifest: dict
+    compiled: int = 0
+    cached: int = 0
+    warnings: list[CompileError] = field(default_factory=list)
+    leaks: object = None
+
+
+# ---------------------------------------------------------------------- typing
+
+
+def kernel_signatures(pkg: Package, func: FuncInfo, diag: Diagnostics) -> list[tuple[Type, ...]]:
+    node = func.options.get("signatures")
+    if node is None:
+        types, errors = annotated_params(pkg, func)
+        for e in errors:
+            diag.error(e)
+        return [types] if not errors else []
+    if not isinstance(node, (ast.List, ast.Tuple)) or not node.elts:
+        diag.error(CompileError("signatures must be a list of tuples of types", func.loc(node),
+                                hint="signatures=[(f32, Array[f32]), (f64, Array[f64])]"))
+        return []
+    out = []
+    for sig in node.elts:
+        elts = sig.elts if isinstance(sig, (ast.Tuple, ast.List)) else [sig]
+        if len(elts) != len(func.params):
+            diag.error(CompileError(f"this signature has {len(elts)} types; '{func.name}' takes "
+                                    f"{len(func.params)} parameters", func.loc(sig)))
+            continue
+        try:
+            out.append(tuple(parse_annotation(pkg, func, e) for e in elts))
+        except Reject as r:
+            diag.error(CompileError(r.message, func.loc(sig), hint=r.hint))
+    return out
+
+
+def type_units(pkg: Package, opts: BuildOptions, target: str, diag: Diagnostics):
+    """Typed kernels (and, on the CPU, host functions) for one target.
+
+    On the CPU a kernel that uses GPU-only features is not an error: it is recorded as
+    GPU-only, with the reason, and launching it on the CPU raises that reason.
+    """
+    ctx = TypingContext(pkg, target, opts.debug)
+    units: list[Unit] = []
+    gpu_only: dict[tuple[str, int], CompileError] = {}
+    for func in pkg.functions():
+        if func.kind == "host" and target != "cpu" and opts.host_table != "gpu":
+            continue
+        if func.kind not in ("kernel", "host"):
+            continue
+        sigs = kernel_signatures(pkg, func, diag) if func.kind == "kernel" else None
+        for k, sig in enumerate(sigs if sigs is not None else [None]):
+            debug = opts.debug or func.options.get("debug", False)
+            tf, errors = ctx.specialize(func, sig, debug)
+            unavailable = [e for e in errors if isinstance(e, TargetUnavailable)]
+            if errors and len(unavailable) == len(errors) and func.kind == "kernel":
+                gpu_only[(func.qualname, k)] = unavailable[0]
+                continue
+            for e in errors:
+                diag.error(e)
+            if tf is not None:
+                units.append(Unit(func, k, tf, fastmath=func.options.get("fastmath", False)))
+    return units, gpu_only
+
+
+# ---------------------------------------------------------------------- CPU
+
+
+def lower_cpu(unit: Unit) -> None:
+    from .lower.lowering import ModuleBuilder
+    from .targets import cpu
+
+    mod = cpu.new_module(unit.tf.func.qualname)
+    mb = ModuleBuilder(cpu.CPUEmitter(mod, fastmath=unit.fastmath))
+    entry = cpu.kernel_entry if unit.func.kind == "kernel" else cpu.host_entry
+    unit.symbol = entry(mb, unit.tf)
+    unit.sites = mb.sites
+    unit.ir = str(mod)
+
+
+def _compile_cpu_object(ir_text: str) -> bytes:
+    from .targets import cpu
+
+    return cpu.emit_object(cpu.optimize(ir_text))
+
+
+def _cpu_options() -> dict:
+    import llvmlite.binding as llvm
+
+    from .targets import cpu
+
+    cpu._init_llvm()
+    return {"target": "cpu", "triple": llvm.get_process_triple(),
+            "cpu": llvm.get_host_cpu_name(), "features": llvm.get_host_cpu_features().flatten(),
+            "opt": 3}
+
+
+def compile_many(jobs: int, fn, inputs: list) -> list:
+    """Run ``fn`` over ``inputs`` in worker processes (LLVM holds the GIL)."""
+    if jobs <= 1 or len(inputs) <= 1:
+        return [fn(x) for x in inputs]
+    with ProcessPoolExecutor(max_workers=min(jobs, len(inputs))) as pool:
+        return list(pool.map(fn, inputs))
+
+
+def build_cpu(units: list[Unit], cache: Cache, jobs: int, result: BuildResult,
+              progress) -> list[bytes]:
+    from .targets import cpu
+
+    opts = _cpu_options()
+    runtime_ir = str(cpu.runtime_module())
+    items = [(u.ir, cache.key("host", u.ir, opts)) for u in units]
+    items.append((runtime_ir, cache.key("host", runtime_ir, opts)))
+    objects: list[bytes | None] = [cache.get("host", key) for _, key in items]
+    todo = [k for k, obj in enumerate(objects) if obj is None]
+    if progress and todo:
+        progress(f"compiling {len(todo)} CPU object{'s' if len(todo) != 1 else ''}")
+    for k, obj in zip(todo, compile_many(jobs, _compile_cpu_object, [items[k][0] for k in todo])):
+        objects[k] = obj
+        cache.put("host", items[k][1], obj)
+    n_units = len(units)
+    result.compiled += sum(1 for k in todo if k < n_units)
+    result.cached += n_units - sum(1 for k in todo if k < n_units)
+    return objects
+
+
+# ---------------------------------------------------------------------- manifest
+
+
+def _site_json(pkg: Package, sites: list[RaiseSite]) -> list[dict]:
+    by_display = {m.relpath: m for m in pkg.modules.values()}
+    out = []
+    for s in sites:
+        m = by_display.get(s.file)
+        file = (f"{pkg.name}/{m.path.relative_to(pkg.root).as_posix()}" if m else s.file)
+        out.append({"type": s.exc_type, "message": s.message, "file": file, "line": s.line})
+    return out
+
+
+def _params_json(func: FuncInfo, types) -> list[dict]:
+    out = []
+    for a, t in zip(func.params, types):
+        entry = {"name": a.arg, "type": t.name, "abi": flat_types(t)}
+        if isinstance(t, ArrayType):
+            entry.update(dtype=t.dtype.name, ndim=t.ndim, layout=t.layout)
+        out.append(entry)
+    return out
+
+
+def make_manifest(pkg: Package, opts: BuildOptions, cpu_units: list[Unit], gpu_units: list[Unit],
+                  gpu_only: dict, images: list[dict]) -> dict:
+    kernels: dict[str, dict] = {}
+    hosts = []
+    cpu_by = {(u.func.qualname, u.spec): u for u in cpu_units}
+    gpu_by = {(u.func.qualname, u.spec): u for u in gpu_units}
+    keys = sorted(set(cpu_by) | set(gpu_by) | set(gpu_only))
+    for qualname, spec in keys:
+        u = cpu_by.get((qualname, spec)) or gpu_by.get((qualname, spec))
+        func = u.func if u else pkg.function(qualname)
+        if func.kind == "host":
+            hosts.append({
+                "name": func.name, "module": func.module.name, "qualname": qualname,
+                "params": _params_json(func, u.tf.arg_types),
+                "returns": u.tf.return_type.name, "symbol": u.symbol,
+                "sites": _site_json(pkg, u.sites)})
+            continue
+        entry = kernels.setdefault(qualname, {
+            "name": func.name, "module": func.module.name, "qualname": qualname,
+            "specializations": []})
+        types = u.tf.arg_types if u else None
+        spec_json = {"params": _params_json(func, types) if types else None, "cpu": None,
+                     "gpu": None, "gpu_only": None}
+        if (qualname, spec) in cpu_by:
+            c = cpu_by[(qualname, spec)]
+            spec_json["cpu"] = {"symbol": c.symbol, "sites": _site_json(pkg, c.sites)}
+        if (qualname, spec) in gpu_only:
+            err = gpu_only[(qualname, spec)]
+            spec_json["gpu_only"] = f"{err.loc}: {err.message}" + "".join(
+                f"; {n}" for n in err.notes)
+        if (qualname, spec) in gpu_by:
+            g = gpu_by[(qualname, spec)]
+            spec_json["gpu"] = {"symbol": g.symbol, "image": 0, "sites": _site_json(pkg, g.sites)}
+            if spec_json["params"] is None:
+                spec_json["params"] = _params_json(func, g.tf.arg_types)
+        entry["specializations"].append(spec_json)
+    return {
+        "format": mf.FORMAT, "version": mf.VERSION, "compiler": compiler_version(),
+        "package": pkg.name, "platform": mf.platform_tag(),
+        "modules": {m.name: {"file": f"{pkg.name}/{m.path.relative_to(pkg.root).as_posix()}",
+                             "sha256": m.sha256} for m in pkg.modules.values()},
+        "options": {"debug": opts.debug, "cpu": opts.cpu, "gpu": opts.gpu},
+        "kernels": [kernels[k] for k in sorted(kernels)],
+        "host_functions": sorted(hosts, key=lambda h: h["qualname"]),
+        "architectures": opts.archs if gpu_units else [],
+        "ptx_arch": opts.archs[0] if gpu_units else None,
+        "images": images,
+    }
+
+
+# ---------------------------------------------------------------------- build
+
+
+def build_package(opts: BuildOptions, progress=None) -> BuildResult:
+    from ..bundle.embed import embed_object
+    from .targets import cpu
+
+    if progress is not None and not sys.stderr.isatty():
+        progress = None  # quiet in CI and when piped
+    diag = Diagnostics()
+    pkg = discover(str(opts.root), diag)
+    cpu_units, gpu_only = type_units(pkg, opts, opts.host_table, diag) if opts.cpu else ([], {})
+    gpu_units: list[Unit] = []
+    if opts.gpu:
+        gpu_units, _ = type_units(pkg, opts, "gpu", diag)
+    diag.raise_if_any()
+    if opts.host_table == "gpu":
+        gpu_only = {}
+
+    cache = Cache(opts.cache_dir)
+    result = BuildResult(bundle=opts.out_dir / mf.bundle_filename(pkg.name), manifest={})
+    objects: list[bytes] = []
+    if opts.cpu:
+        for u in cpu_units:
+            lower_cpu(u) if opts.host_table == "cpu" else _lower_host_with_gpu_table(u)
+        objects = build_cpu(cpu_units, cache, opts.jobs, result, progress)
+    images: list[dict] = []
+    fatbin = None
+    if gpu_units:
+        from .targets import gpu
+
+        fatbin, images = gpu.build_gpu(gpu_units, opts, cache, result, progress)
+    manifest = make_manifest(pkg, opts, cpu_units, gpu_units, gpu_only, images)
+    objects.append(embed_object(mf.dumps(manifest), fatbin))
+    opts.out_dir.mkdir(parents=True, exist_ok=True)
+    cpu.link_shared(objects, str(result.bundle))
+    result.manifest = manifest
+    result.warnings = diag.warnings
+    result.leaks = leak_gate(result.bundle)
+    return result
+
+
+def _lower_host_with_gpu_table(unit: Unit) -> None:
+    """The test-only broken route: host entry points over GPU-table code (leaks gpu_*)."""
+    from .lower.lowering import ModuleBuilder
+    from .targets import cpu, gpu
+
+    mod = cpu.new_module(unit.tf.func.qualname)
+    em = gpu.HostLeakEmitter(mod)
+    mb = ModuleBuilder(em)
+    entry = cpu.kernel_entry if unit.func.kind == "kernel" else cpu.host_entry
+    unit.symbol = entry(mb, unit.tf)
+    unit.sites = mb.sites
+    unit.ir = str(mod)
+
+
+def leak_gate(bundle: Path):
+    """DESIGN invariant 4: the build checks its own output with the users' leak checker."""
+    from ..leaks import scan_paths
+
+    result = scan_paths([str(bundle)])
+    return result if (result.findings or result.errors) else None
+
+
+def report_build(ctx, result: BuildResult) -> None:
+    from ..leaks import format_text
+
+    m = result.manifest
+    gpu_only = [k["qualname"] for k in m["kernels"]
+                for s in k["specializations"] if s["gpu_only"]]
+    if ctx.json:
+        ctx.emit_json({
+            "bundle": str(result.bundle), "compiled": result.compiled, "cached": result.cached,
+            "kernels": [k["qualname"] for k in m["kernels"]],
+            "host_functions": [h["qualname"] for h in m["host_functions"]],
+            "gpu_only": gpu_only, "architectures": m["architectures"],
+            "leaks": [{"symbol": f.symbol, "defined": f.defined, "section": f.section}
+                      for f in (result.leaks.findings if result.leaks else [])],
+        })
+    for w in result.warnings:
+        ctx.info(w.format())
+    if result.leaks:
+        ctx.info(format_text(result.leaks))
+        ctx.info(f"error: the bundle leaks device-only symbols into host code: {result.bundle}")
+        return
+    nk, nh = len(m["kernels"]), len(m["host_functions"])
+    ctx.info(f"built {result.bundle} ({nk} kernel{'s' if nk != 1 else ''}, {nh} host "
+             f"function{'s' if nh != 1 else ''}; {result.compiled} compiled, {result.cached} "
+             "cached)")
+    for q in gpu_only:
+        ctx.info(f"note: {q} uses GPU-only features: it runs on the GPU only")
+
+
+# ---------------------------------------------------------------------- emit
+
+
+def emit_function(spec: str, stage: str, target: str, debug: bool = False,
+                  sig_index: int = 0) -> str:
+    """``gpuaot emit PKG.MOD:FUNC --stage ir|opt|asm|ptx --target cpu|sm_XX``."""
+    if ":" not in spec:
+        raise UsageError(f"'{spec}': expected PKG.MOD:FUNC, e.g. example.kernels:saxpy")
+    modname, _, fname = spec.partition(":")
+    if target != "cpu" and not (target.startswith("sm_") and target[3:].isdigit()):
+        raise UsageError(f"--target: '{target}' is neither cpu nor an architecture like sm_90")
+    if (stage == "ptx") != (target != "cpu") and stage in ("ptx", "asm"):
+        raise UsageError(f"--stage {stage} needs --target {'sm_XX' if stage == 'ptx' else 'cpu'}")
+    top = modname.split(".")[0]
+    diag = Diagnostics()
+    pkg = discover(top, diag)
+    diag.raise_if_any()
+    func = pkg.function(f"{modname}.{fname}")
+    if func is None:
+        raise UsageError(f"no gpuaot function '{fname}' in module '{modname}'")
+    if func.kind not in ("kernel", "host", "device", "device_only"):
+        raise UsageError(f"'{fname}' is an overlay; emit the function it replaces")
+    opts_sig = kernel_signatures(pkg, func, diag) if func.kind == "kernel" else None
+    diag.raise_if_any()
+    ctx = TypingContext(pkg, "cpu" if target == "cpu" else "gpu", debug)
+    if func.kind in ("device", "device_only"):
+        raise UsageError(f"'{fname}' is a generic @{func.kind} helper: emit a kernel or host "
+                         "function that calls it")
+    sig = opts_sig[sig_index] if opts_sig else None
+    tf, errors = ctx.specialize(func, sig, debug or func.options.get("debug", False))
+    if errors:
+        raise CompileErrors(errors)
+    unit = Unit(func, sig_index, tf, fastmath=func.options.get("fastmath", False))
+    if target == "cpu":
+        lower_cpu(unit)
+        if stage == "ir":
+            return unit.ir
+        from .targets import cpu
+
+        ref = cpu.optimize(unit.ir)
+        return str(ref) if stage == "opt" else cpu.emit_assembly(ref)
+    from .targets import gpu
+
+    return gpu.emit_stage(unit, stage, target)
+
+
+__all__ = ["BuildOptions", "build_package", "report_build", "emit_function", "BuildError"]

@@ -1,0 +1,123 @@
+"""Find and load a package's bundle; check it still matches the sources.
+
+    b = load_bundle("example")      # cached per package
+    b.manifest["kernels"][0]["name"]
+    b.lib                            # ctypes.CDLL of the host code
+
+Imports ctypes, json and hashlib only: the run-time path never imports a compiler.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import sys
+import threading
+from pathlib import Path
+
+from ..bundle.manifest import bundle_filename, loads
+from .errors import BundleNotFoundError, StaleBundleError
+
+_loaded: dict[str, Bundle] = {}
+_lock = threading.Lock()
+
+
+class Bundle:
+    def __init__(self, package: str, path: Path, lib: ctypes.CDLL, manifest: dict):
+        self.package = package
+        self.path = path
+        self.lib = lib
+        self.manifest = manifest
+        self.kernels = {k["qualname"]: k for k in manifest["kernels"]}
+        self.hosts = {h["qualname"]: h for h in manifest["host_functions"]}
+        self.functions: dict[str, object] = {}
+        self.gpu_modules: dict = {}  # CUDA context -> module, filled by runtime.cuda
+
+    def symbol(self, name: str):
+        fn = self.functions.get(name)
+        if fn is None:
+            fn = getattr(self.lib, name)
+            fn.restype = None
+            self.functions[name] = fn
+        return fn
+
+    def fatbin(self) -> bytes:
+        try:
+            size = ctypes.c_uint64.in_dll(self.lib, "gpuaot_fatbin_size").value
+            addr = ctypes.addressof(ctypes.c_char.in_dll(self.lib, "gpuaot_fatbin"))
+        except ValueError:
+            return b""
+        return ctypes.string_at(addr, size)
+
+
+def _package_dir(package: str) -> Path:
+    mod = sys.modules.get(package)
+    if mod is None or not getattr(mod, "__file__", None):
+        raise BundleNotFoundError(f"package '{package}' is not imported; cannot locate its bundle")
+    return Path(mod.__file__).resolve().parent
+
+
+def bundle_path(package: str) -> Path:
+    name = bundle_filename(package)
+    env = os.environ.get("GPUAOT_BUNDLE_PATH")
+    if env:
+        p = Path(env)
+        return p / name if p.is_dir() else p
+    return _package_dir(package) / "_gpuaot" / name
+
+
+def read_manifest(lib: ctypes.CDLL) -> dict:
+    size = ctypes.c_uint64.in_dll(lib, "gpuaot_manifest_size").value
+    addr = ctypes.addressof(ctypes.c_char.in_dll(lib, "gpuaot_manifest"))
+    return loads(ctypes.string_at(addr, size))
+
+
+def check_fresh(package: str, manifest: dict) -> None:
+    root = _package_dir(package).parent
+    for info in sorted(manifest["modules"].values(), key=lambda i: i["file"]):
+        path = root / info["file"]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError:
+            raise StaleBundleError(
+                f"the {package} bundle was built with {info['file']}, which is gone; "
+                f"rebuild with: gpuaot build {package}") from None
+        if hashlib.sha256(text.encode("utf-8")).hexdigest() != info["sha256"]:
+            raise StaleBundleError(
+                f"the {package} bundle is stale: {info['file']} changed since it was built; "
+                f"rebuild with: gpuaot build {package}")
+
+
+def load_bundle(package: str) -> Bundle:
+    b = _loaded.get(package)
+    if b is not None:
+        return b
+    with _lock:
+        if package in _loaded:
+            return _loaded[package]
+        path = bundle_path(package)
+        if not path.is_file():
+            raise BundleNotFoundError(
+                f"no gpuaot bundle for '{package}' on this platform (looked for {path}); "
+                f"build it with: gpuaot build {package}")
+        try:
+            lib = ctypes.CDLL(str(path), mode=os.RTLD_NOW | os.RTLD_LOCAL)
+            manifest = read_manifest(lib)
+        except (OSError, ValueError) as e:
+            raise BundleNotFoundError(f"cannot load the gpuaot bundle {path}: {e}; rebuild with: "
+                                      f"gpuaot build {package}") from None
+        if manifest["package"] != package:
+            raise BundleNotFoundError(f"{path} is the bundle of '{manifest['package']}', "
+                                      f"not '{package}'")
+        check_fresh(package, manifest)
+        b = _loaded[package] = Bundle(package, path, lib, manifest)
+        return b
+
+
+def forget(package: str | None = None) -> None:
+    """Drop loaded bundles (tests rebuild bundles in one process)."""
+    if package is None:
+        _loaded.clear()
+    else:
+        _loaded.pop(package, None)
