@@ -1,0 +1,186 @@
+"""``gpuaot check-leaks PATH...``: the leak gate as a command.
+
+::
+
+    $ gpuaot check-leaks dist/*.whl build/                 # exit 0 clean, 1 leaks
+    $ gpuaot check-leaks --format sarif -o leaks.sarif dist/
+    $ gpuaot check-leaks --forbid 'cuda*' --allow 'gpu_ok_*' --undefined lib/libk.so
+
+Exit codes: 0 clean, 1 findings, 2 usage (bad option, no such path, bad configuration), 3 some
+input unreadable or malformed -- 3 also when there are findings besides, since the scan was not
+complete; the findings are reported all the same.  No traceback unless ``--traceback``.
+
+Settings also come from ``[tool.gpuaot.check-leaks]`` (``forbid``, ``allow``, ``undefined``) in the
+nearest ``pyproject.toml`` at or above the current directory; the command line adds globs and its
+``--undefined/--no-undefined`` wins.  This module imports only click until the command runs, so
+``gpuaot --help`` does not pay for the scanner.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import click
+
+FORMATS = ["text", "json", "sarif", "github"]
+
+
+@click.command("check-leaks", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("paths", nargs=-1, required=True, type=click.Path(), metavar="PATH...")
+@click.option(
+    "--format", "fmt", type=click.Choice(FORMATS), default=None, help="Report format [text]."
+)
+@click.option("--json", "json_out", is_flag=True, help="Shorthand for --format json.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the report to FILE instead of stdout.",
+)
+@click.option(
+    "--forbid", multiple=True, metavar="GLOB", help="Also forbid names matching GLOB (repeatable)."
+)
+@click.option(
+    "--allow",
+    multiple=True,
+    metavar="GLOB",
+    help="Never report names matching GLOB; wins over --forbid (repeatable).",
+)
+@click.option(
+    "--undefined/--no-undefined",
+    default=None,
+    help="Also report undefined symbols that no DT_NEEDED library defines.",
+)
+@click.option(
+    "--no-config", is_flag=True, help="Ignore [tool.gpuaot.check-leaks] in pyproject.toml."
+)
+@click.option("-v", "--verbose", count=True, help="List clean and skipped files; timing.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing when clean.")
+@click.option("--traceback", is_flag=True, help="Show Python tracebacks (for bug reports).")
+@click.pass_context
+def check_leaks(
+    ctx: click.Context,
+    paths: tuple[str, ...],
+    fmt: str | None,
+    json_out: bool,
+    output: str | None,
+    forbid: tuple[str, ...],
+    allow: tuple[str, ...],
+    undefined: bool | None,
+    no_config: bool,
+    verbose: int,
+    quiet: bool,
+    traceback: bool,
+) -> None:
+    """Scan ELF files, directories, ar archives and wheels for leaked device symbols.
+
+    Forbidden by default, defined or undefined, in .dynsym and .symtab: gpu_*, __nv_*,
+    llvm.nvvm.*, __nvvm_*, __assertfail, julia.gpu.*; and any EM_CUDA image.
+    """
+    if json_out and fmt not in (None, "json"):
+        raise click.UsageError(f"--json conflicts with --format {fmt}")
+    fmt = "json" if json_out else (fmt or "text")
+    for p in paths:
+        if not os.path.lexists(p):
+            raise click.BadParameter(f"no such file or directory: {p}", param_hint="PATH")
+    try:
+        code = _run(
+            list(paths), fmt, output, forbid, allow, undefined, no_config, verbose, quiet, traceback
+        )
+    except click.exceptions.Exit:
+        raise
+    except Exception as e:
+        from ..errors import GpuaotError
+
+        if traceback:
+            raise
+        if isinstance(e, GpuaotError):
+            click.echo(e.format(), err=True)
+            ctx.exit(e.exit_code)
+        click.echo(
+            f"error: internal error in check-leaks: {type(e).__name__}: {e} "
+            "(rerun with --traceback to report it)",
+            err=True,
+        )
+        ctx.exit(3)
+    ctx.exit(code)
+
+
+def _run(
+    paths: list[str],
+    fmt: str,
+    output: str | None,
+    forbid: tuple[str, ...],
+    allow: tuple[str, ...],
+    undefined: bool | None,
+    no_config: bool,
+    verbose: int,
+    quiet: bool,
+    traceback: bool,
+) -> int:
+    from .report import FORMATTERS, format_text, summary
+    from .rules import Rules, find_pyproject, load_config
+    from .scan import Scanner
+
+    config: dict = {}
+    if not no_config:
+        pyproject = find_pyproject()
+        if pyproject is not None:
+            config = load_config(pyproject)
+            if verbose and config:
+                click.echo(f"config: {pyproject}", err=True)
+    rules = Rules.default(
+        forbid=tuple(config.get("forbid", ())) + forbid,
+        allow=tuple(config.get("allow", ())) + allow,
+        undefined=bool(config.get("undefined", False)) if undefined is None else undefined,
+    )
+    start = time.perf_counter()
+    result = Scanner(rules, debug=traceback).scan(paths)
+    elapsed = time.perf_counter() - start
+    if fmt == "text":
+        color = output is None and _stdout_is_terminal()
+        text = format_text(result, color=color, verbose=verbose, quiet=quiet)
+    else:
+        text = FORMATTERS[fmt](result)
+    if output is not None:
+        try:
+            with open(output, "w", encoding="utf-8") as f:
+                f.write(text + "\n" if text else "")
+        except OSError as e:
+            raise click.UsageError(f"cannot write {output}: {e.strerror or e}") from None
+        if not quiet:
+            click.echo(summary(result), err=True)
+    elif text:
+        _echo(text)
+    if fmt in ("json", "sarif") and output is None and not quiet:
+        click.echo(summary(result), err=True)  # human text on stderr, as --json promises
+    if verbose:
+        click.echo(f"scanned {len(result.scanned)} ELF images in {elapsed * 1e3:.1f} ms", err=True)
+    return result.exit_code
+
+
+def _stdout_is_terminal() -> bool:
+    if os.environ.get("NO_COLOR"):
+        return False
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _echo(text: str) -> None:
+    try:
+        click.echo(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `gpuaot check-leaks ... | head` closing the pipe is not a crash; keep the exit code.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        finally:
+            os.close(devnull)
