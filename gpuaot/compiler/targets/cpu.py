@@ -14,7 +14,9 @@ loops call the kernel body, inlined, so the x loop is what the vectoriser sees. 
 becomes ``void gpuaot_host_<mod>__<name>(void **args, void *ret, int64_t *exc)``.
 
 The exception record (8 x i64: status, site, thread xyz, block xyz) is written first-writer-wins
-by the CPU runtime, ``gpuaot_cpu_report_exception``, which lives in its own hidden object.
+by the CPU runtime, ``gpuaot_rt_report_exception``. A version script exports only the entry
+points and the embedded data (``gpuaot_cpu_*``, ``gpuaot_host_*``, ``gpuaot_manifest*``,
+``gpuaot_fatbin*``); everything else stays local to the bundle.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ from ..lower.lowering import ModuleBuilder
 HIDDEN = ("exc", "tid.x", "tid.y", "tid.z", "bid.x", "bid.y", "bid.z",
           "bdim.x", "bdim.y", "bdim.z", "gdim.x", "gdim.y", "gdim.z")
 _INDEX_BASE = {"thread_idx": 1, "block_idx": 4, "block_dim": 7, "grid_dim": 10}
-REPORT = "gpuaot_cpu_report_exception"
+REPORT = "gpuaot_rt_report_exception"
+
+EXPORTS = "{\n  global: gpuaot_cpu_*; gpuaot_host_*; gpuaot_manifest*; gpuaot_fatbin*;\n  local: *;\n};\n"
 
 # LLVM intrinsics the vectoriser understands; the rest are libm calls.
 _LLVM_MATH = {"sqrt", "fabs", "floor", "ceil", "trunc", "copysign", "exp", "log", "log2",
@@ -183,7 +187,6 @@ def runtime_module() -> ir.Module:
     """The CPU runtime library: first-writer-wins exception reporting (hidden symbol)."""
     mod = ir.Module(name="gpuaot_cpu_runtime")
     fn = ir.Function(mod, ir.FunctionType(VOID, [PTR, I64] + [I64] * 6), REPORT)
-    fn.visibility = "hidden"
     exc, site, *idx = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     won = b.extract_value(b.cmpxchg(exc, ir.Constant(I64, 0), ir.Constant(I64, 1),
@@ -271,7 +274,11 @@ def link_shared(objects: list[bytes], out_path: str) -> None:
                 f.write(obj)
             names.append(p)
         tmp_out = os.path.join(tmp, "bundle.so")
+        script = os.path.join(tmp, "exports.map")
+        with open(script, "w") as f:
+            f.write(EXPORTS)
         cmd = [*cc.split(), "-shared", "-fPIC", "-o", tmp_out, *names, "-Wl,--as-needed",
+               f"-Wl,--version-script={script}",
                "-lm", "-Wl,-z,noexecstack", "-Wl,--hash-style=gnu", "-Wl,--build-id=none",
                "-Wl,-O1"]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
