@@ -55,9 +55,21 @@ _PTR = ir.PointerType()
 
 
 @functools.cache
-def _host_target_machine() -> llvm.TargetMachine:
+def _init_llvm() -> None:
     llvm.initialize_all_targets()
     llvm.initialize_all_asmprinters()
+
+
+def _host_target_machine() -> llvm.TargetMachine:
+    """A new host target machine: one per object, never cached.
+
+    LLVM's ELF object-file lowering remembers the ``@llvm.used`` globals of every module
+    it has emitted (a set of pointers, never cleared), so a reused target machine can mark
+    an unrelated global of a later module "retained" when it happens to reuse a freed
+    address: the output then changes from run to run (seen here: the size constants moved
+    into ``.rodata.<name>`` sections with SHF_GNU_RETAIN, one call in three).
+    """
+    _init_llvm()
     # PIC + small: the default "jitdefault" code model is wrong for a shared object.
     return llvm.Target.from_default_triple().create_target_machine(reloc="pic", codemodel="small")
 
@@ -89,7 +101,7 @@ def _byte_array(data: bytes) -> ir.Constant:
 
 def build_module(manifest: bytes, fatbin: bytes | None) -> ir.Module:
     """The llvmlite module ``embed_object`` emits (exposed for ``gpuaot emit`` and tests)."""
-    tm = _host_target_machine()
+    tm = _host_target_machine()  # only asked for its triple and layout
     mod = ir.Module(name="gpuaot_bundle")
     mod.triple = tm.triple
     mod.data_layout = str(tm.target_data)

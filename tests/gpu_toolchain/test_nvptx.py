@@ -86,7 +86,9 @@ def test_sm75_ptx_has_entries_and_no_libdevice_left(saxpy_ptx) -> None:
 def test_compile_is_deterministic() -> None:
     text = str(saxpy_module())
     first = compile_ptx(text, ["saxpy", "expf_kernel"], "sm_80")
-    assert first == compile_ptx(text, ["saxpy", "expf_kernel"], "sm_80")
+    for arch in ARCHS:  # other compilations in between must not leak state into this one
+        compile_ptx(str(saxpy_module(with_expf=False)), ["saxpy"], arch, fastmath=True)
+        assert compile_ptx(text, ["saxpy", "expf_kernel"], "sm_80") == first
 
 
 @pytest.mark.parametrize("opt_level", [0, 1, 2])
@@ -326,3 +328,42 @@ def test_fact_fusion_follows_the_ir_flags(flags: tuple[str, ...], fused: bool) -
     ptx = body(one_kernel(build))
     assert bool(re.search(r"\bfma\.rn\.f32\b", ptx)) is fused
     assert bool(re.search(r"\bmul\.rn\.f32\b", ptx)) is not fused
+
+
+def test_fact_legacy_kernel_annotation_is_upgraded_to_ptx_kernel() -> None:
+    mod = new_module()
+    fn = ir.Function(mod, ir.FunctionType(VOID, []), "k")
+    ir.IRBuilder(fn.append_basic_block()).ret_void()
+    mod.add_named_metadata("nvvm.annotations", [fn, ir.MetaDataString(mod, "kernel"), I32(1)])
+    init_llvm()
+    assert "define ptx_kernel void @k()" in str(llvm.parse_assembly(str(mod)))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fact_cuda_arch_reflect_is_folded(arch: str) -> None:
+    # __nv_tgammaf branches on __nvvm_reflect("__CUDA_ARCH"); NVVMReflect answers from -mcpu.
+    def build(mod, fn, b):
+        p = b.gep(fn.args[1], [global_index(b)], source_etype=F32)
+        b.store(b.call(declare(mod, "__nv_tgammaf", F32, [F32]), [b.load(p, typ=F32)]), p)
+
+    ptx = body(one_kernel(build, arch=arch))
+    assert "__nvvm_reflect" not in ptx and "__nv_" not in ptx
+
+
+@pytest.mark.parametrize(
+    ("scope", "cas"),
+    [("", "atom.relaxed.sys.global.cas.b32"), ('syncscope("device") ', "atom.relaxed.gpu.global.cas.b32"),
+     ('syncscope("block") ', "atom.relaxed.cta.global.cas.b32")],
+)  # fmt: skip
+def test_fact_atomic_scopes(scope: str, cas: str) -> None:
+    # IR text only because llvmlite's builder has no syncscope argument.
+    text = (
+        f"define ptx_kernel void @k(ptr %p, i32 %v) {{\n"
+        f"  %o = cmpxchg ptr %p, i32 0, i32 %v {scope}monotonic monotonic\n"
+        f"  %a = atomicrmw add ptr %p, i32 %v {scope}monotonic\n"
+        f"  ret void\n}}\n"
+    )
+    ptx = body(compile_ptx(text, ["k"], "sm_75"))
+    assert re.search(rf"\b{re.escape(cas)}\b", ptx)
+    assert re.search(r"\batom\.global\.add\.u32\b", ptx)
+    assemble_everywhere(ptx)
