@@ -527,6 +527,8 @@ class FunctionLowering:
             return self.grid(call.data, key == "intr.grid")
         if key == "intr.local_array":
             return em.local_array(b, self.alloca_builder, *call.data)
+        if key == "intr.shared_array":
+            return em.shared_array(b, *call.data)
         args = [self.expr(a) for a in node.args]
         types = [materialize(self.type(a)) for a in node.args]
         return em.call_intrinsic(b, key, call.data, args, types, rt, self.hidden)
