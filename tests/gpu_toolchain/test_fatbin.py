@@ -56,18 +56,19 @@ def test_make_fatbin_is_deterministic(device_images, fatbin: bytes) -> None:
     assert make_fatbin(ptx, cubins) == fatbin
 
 
-def test_make_fatbin_is_deterministic_across_processes(tmp_path: Path) -> None:
+def test_fatbin_and_object_are_deterministic_across_processes(tmp_path: Path) -> None:
     # A fresh process has different heap addresses: catches uninitialised padding bytes.
     script = textwrap.dedent(
         """
         import hashlib
         from gpu_toolchain_kit import saxpy_module
+        from gpuaot.bundle.embed import embed_object
         from gpuaot.bundle.fatbin import make_fatbin
         from gpuaot.compiler.targets.nvptx import compile_ptx
         from gpuaot.compiler.targets.nvtools import ptx_to_cubin
         ptx = compile_ptx(str(saxpy_module()), ["saxpy", "expf_kernel"], "sm_75")
         blob = make_fatbin(("sm_75", ptx), [(a, ptx_to_cubin(ptx, a)) for a in ("sm_75", "sm_80")])
-        print(hashlib.sha256(blob).hexdigest())
+        print(hashlib.sha256(blob).hexdigest(), hashlib.sha256(embed_object(b"{}", blob)).hexdigest())
         """
     )
     env_path = f"{Path(__file__).parent}"
@@ -81,7 +82,7 @@ def test_make_fatbin_is_deterministic_across_processes(tmp_path: Path) -> None:
         ).stdout.strip()
         for _ in range(2)
     }
-    assert len(runs) == 1 and len(next(iter(runs))) == 64
+    assert len(runs) == 1 and len(next(iter(runs))) == 64 + 1 + 64
 
 
 def test_uncompressed_payloads_are_the_cubins(
@@ -144,6 +145,15 @@ def test_ptx_arch_mismatch_is_a_build_error(saxpy_ptx) -> None:
         make_fatbin(("sm_75", saxpy_ptx("sm_90")), [])
 
 
+def test_mislabelled_or_broken_cubin_is_refused_by_nvfatbin(device_images) -> None:
+    _, cubins = device_images
+    sm75 = cubins[0][1]
+    with pytest.raises(BuildError, match=r"cubin for sm_80: ERROR_ELF_ARCH_MISMATCH"):
+        make_fatbin(None, [("sm_80", sm75)])
+    with pytest.raises(BuildError, match=r"cubin for sm_80: ERROR_ELF"):
+        make_fatbin(None, [("sm_80", b"not an ELF")])
+
+
 def test_bad_arch_is_a_build_error(device_images) -> None:
     _, cubins = device_images
     with pytest.raises(BuildError, match="architecture"):
@@ -155,6 +165,7 @@ def test_missing_nvfatbin_is_a_build_error_naming_the_wheel() -> None:
         """
         import sys
         sys.modules["cuda.bindings.nvfatbin"] = None
+        from gpuaot.bundle.embed import embed_object
         from gpuaot.bundle.fatbin import make_fatbin
         from gpuaot.errors import BuildError
         try:
