@@ -101,6 +101,7 @@ class Unit:
     ir: str = ""
     sites: list[RaiseSite] = field(default_factory=list)
     fastmath: bool = False
+    image: int = -1  # GPU: index of this unit's fatbin container in the manifest
 
 
 @dataclass
@@ -286,7 +287,8 @@ def make_manifest(pkg: Package, opts: BuildOptions, cpu_units: list[Unit], gpu_u
                 f"; {n}" for n in err.notes)
         if (qualname, spec) in gpu_by:
             g = gpu_by[(qualname, spec)]
-            spec_json["gpu"] = {"symbol": g.symbol, "image": 0, "sites": _site_json(pkg, g.sites)}
+            spec_json["gpu"] = {"symbol": g.symbol, "image": g.image,
+                                "sites": _site_json(pkg, g.sites)}
             if spec_json["params"] is None:
                 spec_json["params"] = _params_json(func, g.tf.arg_types)
         entry["specializations"].append(spec_json)
@@ -339,10 +341,17 @@ def build_package(opts: BuildOptions, progress=None) -> BuildResult:
     manifest = make_manifest(pkg, opts, cpu_units, gpu_units, gpu_only, images)
     objects.append(embed_object(mf.dumps(manifest), fatbin))
     opts.out_dir.mkdir(parents=True, exist_ok=True)
-    cpu.link_shared(objects, str(result.bundle))
+    # Link beside the bundle, check, then replace it: a refused build keeps the last good
+    # bundle and leaves the rejected one as *.rejected for inspection.
+    staged = result.bundle.with_name(result.bundle.name + ".rejected")
+    cpu.link_shared(objects, str(staged))
     result.manifest = manifest
     result.warnings = diag.warnings
-    result.leaks = leak_gate(result.bundle)
+    result.leaks = leak_gate(staged)
+    if result.leaks is None:
+        os.replace(staged, result.bundle)
+    else:
+        result.bundle = staged
     return result
 
 
@@ -386,8 +395,12 @@ def report_build(ctx, result: BuildResult) -> None:
     for w in result.warnings:
         ctx.info(w.format())
     if result.leaks:
-        ctx.info(format_text(result.leaks))
-        ctx.info(f"error: the bundle leaks device-only symbols into host code: {result.bundle}")
+        import click
+
+        # An error, so shown under --quiet too.
+        click.echo(format_text(result.leaks), err=True)
+        click.echo(f"error: the bundle leaks device-only symbols into host code; refused "
+                   f"and kept as {result.bundle}", err=True)
         return
     nk, nh = len(m["kernels"]), len(m["host_functions"])
     ctx.info(f"built {result.bundle} ({nk} kernel{'s' if nk != 1 else ''}, {nh} host "

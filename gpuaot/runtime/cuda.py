@@ -1,0 +1,151 @@
+"""GPU launches through the CUDA driver API (cuda-python), from the bundle's fatbinary.
+
+    saxpy[blocks, threads, stream](2.0, dx, dy, dout)     # CUDA arrays: runs here
+
+Per CUDA context, each kernel's fatbinary container is loaded once (``cuModuleLoadData``
+picks the cubin for the device, or JITs the PTX on newer GPUs) and cached with its function
+and exception record. Arguments travel in the same flat kernelParams layout as on the CPU.
+A kernel with raise sites clears its exception record before the launch and reads it after
+(synchronising its stream); a kernel without any launches asynchronously, as CUDA does.
+
+Only the driver is needed: no toolkit, no compiler.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+
+from .bundle import Bundle
+from .launch import EXC_WORDS, marshal, pointer_array, raise_device_exception
+
+_lock = threading.Lock()
+_initialised = False
+RECORD = b"gpuaot_exception_record"
+
+
+class CudaError(RuntimeError):
+    pass
+
+
+def _driver():
+    try:
+        from cuda.bindings import driver
+    except ImportError:  # pragma: no cover - depends on the install
+        try:
+            from cuda import cuda as driver  # cuda-python < 12.6
+        except ImportError:
+            raise CudaError("GPU launches need cuda-python: pip install 'gpuaot[gpu]'") from None
+    return driver
+
+
+def _check(driver, result, what: str):
+    err, *rest = result if isinstance(result, tuple) else (result,)
+    if int(err) != 0:
+        _, name = driver.cuGetErrorName(err)
+        name = name.decode() if isinstance(name, bytes) else str(err)
+        raise CudaError(f"{what} failed: {name}")
+    if not rest:
+        return None
+    return rest[0] if len(rest) == 1 else tuple(rest)
+
+
+def _init(driver) -> None:
+    global _initialised
+    if _initialised:
+        return
+    with _lock:
+        if not _initialised:
+            try:
+                _check(driver, driver.cuInit(0), "cuInit")
+            except CudaError as e:
+                raise CudaError(f"no usable CUDA driver/GPU: {e}") from None
+            _initialised = True
+
+
+def _context(driver, data_ptr: int):
+    """The context the array lives in: the current one, else its device's primary context."""
+    ctx = _check(driver, driver.cuCtxGetCurrent(), "cuCtxGetCurrent")
+    if int(ctx) != 0:
+        return ctx
+    attr = driver.CUpointer_attribute.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL
+    try:
+        ordinal = int(_check(driver, driver.cuPointerGetAttribute(attr, data_ptr),
+                             "cuPointerGetAttribute"))
+    except CudaError:
+        ordinal = 0
+    dev = _check(driver, driver.cuDeviceGet(ordinal), "cuDeviceGet")
+    ctx = _check(driver, driver.cuDevicePrimaryCtxRetain(dev), "cuDevicePrimaryCtxRetain")
+    _check(driver, driver.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
+    return ctx
+
+
+def _stream_handle(driver, stream):
+    if stream is None or stream == 0:
+        return driver.CUstream(0)
+    for attr in ("cuda_stream", "ptr", "handle"):  # torch, cupy, numba / cuda.core
+        v = getattr(stream, attr, None)
+        if v is not None:
+            stream = v
+            break
+    if isinstance(stream, driver.CUstream):
+        return stream
+    return driver.CUstream(int(stream))
+
+
+class _Loaded:
+    __slots__ = ("module", "function", "record")
+
+    def __init__(self, module, function, record):
+        self.module = module
+        self.function = function
+        self.record = record
+
+
+def _load(driver, bundle: Bundle, ctx, gpu: dict) -> _Loaded:
+    key = (int(ctx), gpu["image"], gpu["symbol"])
+    loaded = bundle.gpu_modules.get(key)
+    if loaded is not None:
+        return loaded
+    with _lock:
+        loaded = bundle.gpu_modules.get(key)
+        if loaded is not None:
+            return loaded
+        image = bundle.manifest["images"][gpu["image"]]
+        fat = bundle.fatbin()[image["offset"]: image["offset"] + image["size"]]
+        module = _check(driver, driver.cuModuleLoadData(fat), "cuModuleLoadData")
+        function = _check(driver, driver.cuModuleGetFunction(module, gpu["symbol"].encode()),
+                          "cuModuleGetFunction")
+        record = None
+        if gpu["sites"]:
+            record, _size = _check(driver, driver.cuModuleGetGlobal(module, RECORD),
+                                   "cuModuleGetGlobal")
+        loaded = bundle.gpu_modules[key] = _Loaded(module, function, record)
+        return loaded
+
+
+def launch(bundle: Bundle, name: str, spec: dict, grid, block, stream, args) -> None:
+    gpu = spec["gpu"]
+    if gpu is None:
+        raise TypeError(f"kernel '{name}' was built without GPU code (--no-gpu); rebuild with: "
+                        f"gpuaot build {bundle.package}")
+    driver = _driver()
+    _init(driver)
+    values = marshal(name, spec["params"], args, device="gpu")
+    first_ptr = next((v.value for v in values if isinstance(v, ctypes.c_void_p)), 0) or 0
+    ctx = _context(driver, first_ptr)
+    loaded = _load(driver, bundle, ctx, gpu)
+    hstream = _stream_handle(driver, stream)
+    if loaded.record is not None:
+        _check(driver, driver.cuMemsetD8Async(loaded.record, 0, 8 * EXC_WORDS, hstream),
+               "cuMemsetD8Async")
+    argv = pointer_array(values)
+    _check(driver, driver.cuLaunchKernel(loaded.function, *grid, *block, 0, hstream,
+                                         ctypes.addressof(argv), 0), f"launching {name}")
+    if loaded.record is not None:
+        host = (ctypes.c_int64 * EXC_WORDS)()
+        _check(driver, driver.cuMemcpyDtoHAsync(ctypes.addressof(host), loaded.record,
+                                                8 * EXC_WORDS, hstream), "cuMemcpyDtoHAsync")
+        _check(driver, driver.cuStreamSynchronize(hstream), "cuStreamSynchronize")
+        if host[0]:
+            raise_device_exception("kernel", name, gpu["sites"], host)
