@@ -56,6 +56,15 @@ def run_guarded(ctx: Ctx, fn, *args, **kwargs):
         # `gpuaot ... | head` closing the pipe is not a crash.
         sys.stderr.close()
         sys.exit(0)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # a bug in gpuaot, not the user's mistake: say so
+        if ctx.traceback:
+            raise
+        click.echo(f"internal error: {type(e).__name__}: {e}\n"
+                   "this is a bug in gpuaot; rerun with --traceback and report it", err=True)
+        sys.exit(2)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

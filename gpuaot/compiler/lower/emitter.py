@@ -343,8 +343,7 @@ class Emitter:
         n = 1
         for d in shape:
             n *= d
-        mt = ir.ArrayType(self.memtype(dtype), n)
-        slot = alloca_b.alloca(mt, name="local")
+        slot = alloca_b.alloca(self.memtype(dtype), size=ir.Constant(I64, n), name="local")
         size = n * max(1, dtype.bits // 8)
         memset = self.declare("llvm.memset.p0.i64", VOID, [PTR, I8, I64, I1])
         b.call(memset, [slot, ir.Constant(I8, 0), ir.Constant(I64, size), ir.Constant(I1, 0)])
