@@ -130,14 +130,32 @@ def _linked(elf: ElfFile, targets: list[Target]) -> None:
 
     want: dict[int, list[Target]] = {}  # address referenced -> targets
     data_slots: dict[int, list[Target]] = {}
+    dynsym = next((s for s in elf.sections if s.type == SHT_DYNSYM), None)
+    by_dyn_index: dict[int, list[Target]] = {}
+    if dynsym is not None:
+        names: dict[str, int] | None = None
+        for t in targets:
+            if t.table.type == SHT_DYNSYM:
+                by_dyn_index.setdefault(t.symbol.index, []).append(t)
+                continue
+            # A .symtab entry of a linked object shares the GOT/PLT of its .dynsym twin.
+            if names is None:
+                arr = SymbolArray(elf, dynsym)
+                names = {arr.name(i): i for i in range(1, arr.count)}
+            twin = names.get(t.symbol.name.split("@", 1)[0])
+            if twin is not None:
+                by_dyn_index.setdefault(twin, []).append(t)
+        if by_dyn_index:
+            keys = np.fromiter(by_dyn_index, dtype=np.uint64, count=len(by_dyn_index))
+            for rs in _reloc_sections(elf, dynsym):
+                rel = relocations(elf, rs)
+                sel = np.isin(rel["sym"], keys)
+                for off, sym in zip(rel["offset"][sel].tolist(), rel["sym"][sel].tolist()):
+                    for t in by_dyn_index[int(sym)]:
+                        want.setdefault(int(off), []).append(t)
+                        data_slots.setdefault(int(off), []).append(t)
     for t in targets:
         sym = t.symbol
-        if t.table.type == SHT_DYNSYM:
-            for rs in _reloc_sections(elf, t.table):
-                rel = relocations(elf, rs)
-                for off in np.unique(rel["offset"][rel["sym"] == sym.index]).tolist():
-                    want.setdefault(int(off), []).append(t)
-                    data_slots.setdefault(int(off), []).append(t)
         if sym.defined and sym.type == STT_FUNC and sym.value:
             want.setdefault(sym.value, []).append(t)
     if not want:

@@ -42,7 +42,8 @@ STB_LOCAL, STB_GLOBAL, STB_WEAK, STB_GNU_UNIQUE = 0, 1, 2, 10
 STT_NOTYPE, STT_OBJECT, STT_FUNC, STT_SECTION, STT_FILE = 0, 1, 2, 3, 4
 # program header and dynamic tags
 PT_LOAD, PT_DYNAMIC = 1, 2
-DT_NULL, DT_NEEDED, DT_STRTAB, DT_SONAME, DT_RPATH, DT_RUNPATH = 0, 1, 5, 14, 15, 29
+DT_NULL, DT_NEEDED, DT_HASH, DT_STRTAB, DT_SYMTAB, DT_STRSZ, DT_SYMENT = 0, 1, 4, 5, 6, 10, 11
+DT_SONAME, DT_RPATH, DT_RUNPATH, DT_GNU_HASH = 14, 15, 29, 0x6FFFFEF5
 
 BIND_NAMES = {STB_LOCAL: "LOCAL", STB_GLOBAL: "GLOBAL", STB_WEAK: "WEAK", STB_GNU_UNIQUE: "UNIQUE"}
 TYPE_NAMES = {
@@ -243,7 +244,9 @@ class ElfFile:
     @cached_property
     def sections(self) -> list[Section]:
         if self.shoff == 0:
-            return []
+            # No section headers (sstrip, or a loader-only image).  The loader never needed them,
+            # so rebuild .dynsym/.dynstr from the dynamic segment, which is what it reads.
+            return self._sections_from_dynamic()
         want = struct.calcsize(_SHDR[self.bits])
         if self.shentsize != want:
             raise MalformedError(
@@ -359,17 +362,24 @@ class ElfFile:
                 return seg.offset + (vaddr - seg.vaddr)
         return None
 
+    def _real_sections(self) -> list[Section]:
+        return self.sections if self.shoff else []
+
     @cached_property
     def dynamic(self) -> list[tuple[int, int]]:
         """``(tag, value)`` pairs up to DT_NULL, from ``.dynamic`` or else PT_DYNAMIC."""
-        sec = next((s for s in self.sections if s.type == SHT_DYNAMIC), None)
+        sec = next((s for s in self._real_sections() if s.type == SHT_DYNAMIC), None)
         if sec is not None:
-            off, size, label = sec.offset, sec.size, sec.name
-        else:
-            seg = next((p for p in self.segments if p.type == PT_DYNAMIC), None)
-            if seg is None:
-                return []
-            off, size, label = seg.offset, seg.filesz, "PT_DYNAMIC"
+            return self._dynamic_entries(sec.offset, sec.size, sec.name)
+        return self._segment_dynamic()
+
+    def _segment_dynamic(self) -> list[tuple[int, int]]:
+        seg = next((p for p in self.segments if p.type == PT_DYNAMIC), None)
+        if seg is None:
+            return []
+        return self._dynamic_entries(seg.offset, seg.filesz, "PT_DYNAMIC")
+
+    def _dynamic_entries(self, off: int, size: int, label: str) -> list[tuple[int, int]]:
         raw = self.read(off, size, "dynamic section", label)
         entry = struct.calcsize(_DYN[self.bits])
         raw = raw[: len(raw) - len(raw) % entry]  # a torn last entry is ignored, like DT_NULL
@@ -380,10 +390,66 @@ class ElfFile:
             out.append((tag, val))
         return out
 
+    def _sections_from_dynamic(self) -> list[Section]:
+        tags: dict[int, int] = {}
+        for tag, val in self._segment_dynamic():
+            tags.setdefault(tag, val)
+        if DT_SYMTAB not in tags or DT_STRTAB not in tags:
+            return []
+        sym_off = self.vaddr_to_offset(tags[DT_SYMTAB])
+        str_off = self.vaddr_to_offset(tags[DT_STRTAB])
+        if sym_off is None or str_off is None:
+            raise MalformedError(
+                "DT_SYMTAB or DT_STRTAB is outside every PT_LOAD segment", section="PT_DYNAMIC"
+            )
+        entsize = tags.get(DT_SYMENT, self.sym_size)
+        strsz = tags.get(DT_STRSZ, self.size - str_off)
+        count = self._dynsym_count(tags, sym_off, str_off, entsize)
+        null = Section(0, "", SHT_NULL, 0, 0, 0, 0, 0, 0, 0)
+        dynsym = Section(
+            1,
+            ".dynsym",
+            SHT_DYNSYM,
+            SHF_ALLOC,
+            tags[DT_SYMTAB],
+            sym_off,
+            count * entsize,
+            2,
+            1,
+            entsize,
+        )
+        dynstr = Section(
+            2, ".dynstr", SHT_STRTAB, SHF_ALLOC, tags[DT_STRTAB], str_off, strsz, 0, 0, 0
+        )
+        return [null, dynsym, dynstr]
+
+    def _dynsym_count(self, tags: dict[int, int], sym_off: int, str_off: int, entsize: int) -> int:
+        """Number of dynamic symbols, from DT_HASH's nchain or by walking DT_GNU_HASH."""
+        if DT_HASH in tags and (off := self.vaddr_to_offset(tags[DT_HASH])) is not None:
+            return self.unpack("II", off, "DT_HASH header", "PT_DYNAMIC")[1]
+        if DT_GNU_HASH in tags and (off := self.vaddr_to_offset(tags[DT_GNU_HASH])) is not None:
+            nbuckets, symoffset, bloom, _ = self.unpack("IIII", off, "DT_GNU_HASH", "PT_DYNAMIC")
+            buckets = off + 16 + bloom * (self.bits // 8)
+            self.check_range(buckets, 4 * nbuckets, "DT_GNU_HASH buckets", "PT_DYNAMIC")
+            raw = self.read(buckets, 4 * nbuckets, "DT_GNU_HASH buckets", "PT_DYNAMIC")
+            last = max(struct.unpack(f"{self.endian}{nbuckets}I", raw), default=0)
+            if last < symoffset:
+                return symoffset
+            chain = buckets + 4 * nbuckets
+            for i in range(last, last + (self.size - chain) // 4 + 1):
+                (h,) = self.unpack(
+                    "I", chain + 4 * (i - symoffset), "DT_GNU_HASH chain", "PT_DYNAMIC"
+                )
+                if h & 1:
+                    return i + 1
+            raise MalformedError("DT_GNU_HASH chain never ends", section="PT_DYNAMIC")
+        # No hash table: by convention .dynstr follows .dynsym.
+        return max(0, (str_off - sym_off) // entsize) if str_off > sym_off else 0
+
     @cached_property
     def dynamic_strtab(self) -> tuple[int, int] | None:
         """(file offset, size) of the dynamic string table."""
-        sec = next((s for s in self.sections if s.type == SHT_DYNAMIC), None)
+        sec = next((s for s in self._real_sections() if s.type == SHT_DYNAMIC), None)
         if sec is not None and 0 < sec.link < len(self.sections):
             st = self.sections[sec.link]
             self.check_range(st.offset, st.size, "dynamic string table", st.name)
@@ -392,7 +458,8 @@ class ElfFile:
         off = self.vaddr_to_offset(addr) if addr is not None else None
         if off is None:
             return None
-        return off, max(0, self.size - off)
+        size = next((v for t, v in self.dynamic if t == DT_STRSZ), self.size - off)
+        return off, max(0, min(size, self.size - off))
 
     def dynamic_strings(self, tag: int) -> list[str]:
         strtab = self.dynamic_strtab
