@@ -16,7 +16,7 @@ import pytest
 
 from gpuaot.runtime import bundle as rt_bundle
 
-from .gpu_support import DeviceArray, requires_gpu
+from gpu_support import DeviceArray, requires_gpu
 
 pytestmark = [pytest.mark.gpu, requires_gpu]
 FIXTURES = Path(__file__).parent.parent / "fixtures"
