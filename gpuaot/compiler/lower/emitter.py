@@ -164,34 +164,35 @@ class Emitter:
             return b.select(big, sign, b.ashr(x, safe))
         return b.select(big, ir.Constant(x.type, 0), b.lshr(x, safe))
 
-    def int_floordiv(self, b: ir.IRBuilder, x, y, t: Scalar):
-        """Python ``//`` on ints; the divisor is known non-zero. MIN // -1 wraps to MIN."""
-        if not t.is_signed:
-            return b.udiv(x, y)
-        minus1 = ir.Constant(x.type, -1)
-        is_m1 = b.icmp_signed("==", y, minus1)
+    def _floor_divmod(self, b: ir.IRBuilder, x, y):
+        """Signed truncating divmod turned toward floor; the divisor is known non-zero.
+
+        Returns (q, r, off, is_m1): q and r truncate, ``off`` says floor differs (remainder
+        non-zero with the divisor's opposite sign), ``is_m1`` flags y == -1, divided by 1
+        instead so MIN // -1 cannot trap (x86 faults on it; Python wraps here).
+        """
+        zero = ir.Constant(x.type, 0)
+        is_m1 = b.icmp_signed("==", y, ir.Constant(x.type, -1))
         safe_y = b.select(is_m1, ir.Constant(x.type, 1), y)
         q = b.sdiv(x, safe_y)
         r = b.srem(x, safe_y)
-        adjust = b.and_(b.icmp_signed("!=", r, ir.Constant(x.type, 0)),
-                        b.icmp_signed("!=", b.icmp_signed("<", r, ir.Constant(x.type, 0)),
-                                      b.icmp_signed("<", y, ir.Constant(x.type, 0))))
-        q = b.sub(q, b.zext(adjust, x.type))
-        return b.select(is_m1, b.neg(x), q)
+        off = b.and_(b.icmp_signed("!=", r, zero),
+                     b.icmp_unsigned("!=", b.icmp_signed("<", r, zero), b.icmp_signed("<", y, zero)))
+        return q, r, off, is_m1
+
+    def int_floordiv(self, b: ir.IRBuilder, x, y, t: Scalar):
+        """Python ``//`` on ints. MIN // -1 wraps to MIN."""
+        if not t.is_signed:
+            return b.udiv(x, y)
+        q, _, off, is_m1 = self._floor_divmod(b, x, y)
+        return b.select(is_m1, b.neg(x), b.sub(q, b.zext(off, x.type)))
 
     def int_mod(self, b: ir.IRBuilder, x, y, t: Scalar):
         """Python ``%`` on ints: the result has the divisor's sign."""
         if not t.is_signed:
             return b.urem(x, y)
-        minus1 = ir.Constant(x.type, -1)
-        is_m1 = b.icmp_signed("==", y, minus1)
-        safe_y = b.select(is_m1, ir.Constant(x.type, 1), y)
-        r = b.srem(x, safe_y)
-        zero = ir.Constant(x.type, 0)
-        adjust = b.and_(b.icmp_signed("!=", r, zero),
-                        b.icmp_signed("!=", b.icmp_signed("<", r, zero),
-                                      b.icmp_signed("<", y, zero)))
-        return b.select(adjust, b.add(r, y), r)
+        _, r, off, _ = self._floor_divmod(b, x, y)
+        return b.select(off, b.add(r, y), r)
 
     def float_mod(self, b: ir.IRBuilder, x, y):
         r = b.frem(x, y, flags=self.flags)
