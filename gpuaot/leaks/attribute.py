@@ -206,20 +206,24 @@ def _x86_refs(elf: ElfFile, sec: Section, dests: set[int]):
     elf.check_range(sec.offset, sec.size, "code", sec.name)
     code = np.frombuffer(elf.buf, dtype=np.uint8, count=sec.size, offset=elf.base + sec.offset)
     n = len(code)
-    wanted = np.fromiter(dests, dtype=np.int64, count=len(dests))
+    # Addresses are unsigned 64-bit and wrap, as the CPU computes them; never overflow here.
+    wanted = np.fromiter((d % 2**64 for d in dests), dtype=np.uint64, count=len(dests))
+    base = np.uint64(sec.addr % 2**64)
 
     def disp(pos: Any, at: int) -> Any:
         b = [code[pos + at + k].astype(np.uint32) << np.uint32(8 * k) for k in range(4)]
-        return (b[0] | b[1] | b[2] | b[3]).view(np.int32).astype(np.int64)
+        return (b[0] | b[1] | b[2] | b[3]).view(np.int32).astype(np.int64).astype(np.uint64)
 
     found: list[tuple[int, int]] = []
 
     def collect(pos: Any, at: int, length: int) -> None:
         pos = pos[pos + length <= n]
         if len(pos):
-            dest = sec.addr + pos.astype(np.int64) + length + disp(pos, at)
+            with np.errstate(over="ignore"):
+                site = base + pos.astype(np.uint64)
+                dest = site + np.uint64(length) + disp(pos, at)
             hit = np.isin(dest, wanted)
-            found.extend(zip((sec.addr + pos[hit]).tolist(), dest[hit].tolist()))
+            found.extend(zip(site[hit].tolist(), dest[hit].tolist()))
 
     # call rel32 / jmp rel32
     collect(np.flatnonzero((code == 0xE8) | (code == 0xE9)), 1, 5)

@@ -253,7 +253,11 @@ class ElfFile:
                 f"section header entry size is {self.shentsize}, expected {want}",
                 offset=0x2E if self.bits == 32 else 0x3A,
             )
-        first = self.unpack(_SHDR[self.bits], self.shoff, "section header 0")
+        if self.shnum:
+            self.check_range(
+                self.shoff, self.shnum * want, f"section header table of {self.shnum} entries", None
+            )
+        first = self.unpack(_SHDR[self.bits], self.shoff, "section header table")
         count = self.shnum or first[5]  # extended numbering keeps the count in sh_size of entry 0
         self.check_range(self.shoff, count * want, f"section header table ({count} entries)", None)
         raw = self.read(self.shoff, count * want, "section header table")

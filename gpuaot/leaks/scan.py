@@ -19,7 +19,6 @@ gate that could not read everything must not look like it did (the findings are 
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 
 from .elf import EM_CUDA, ET_REL, SHT_DYNSYM, ElfError, ElfFile, Section, Symbol
@@ -139,18 +138,7 @@ class Scanner:
             self.scan_image(blob, result)
         except ElfError as e:
             result.errors.append(_error(blob, e))
-        except (
-            MemoryError,
-            RecursionError,
-            ValueError,
-            IndexError,
-            KeyError,
-            OverflowError,
-            TypeError,
-            struct.error,
-            AttributeError,
-            OSError,
-        ) as e:
+        except Exception as e:
             # A bug of ours met by odd input: still one line and exit 3, never a traceback.
             if self.debug:
                 raise
@@ -179,9 +167,10 @@ class Scanner:
             return
         hits: list[tuple[Section, Symbol, Finding]] = []
         for table in elf.symbol_tables():
+            problems: list[ElfError] = []
             try:
-                for sym, glob in forbidden_symbols(elf, table, self.rules):
-                    ver = elf.symbol_version(table, sym.index) if table.type == SHT_DYNSYM else None
+                for sym, glob in forbidden_symbols(elf, table, self.rules, problems):
+                    ver = self._version(elf, table, sym, problems)
                     f = Finding(
                         symbol=sym.name,
                         defined=sym.defined,
@@ -197,17 +186,30 @@ class Scanner:
                     hits.append((table, sym, f))
             except ElfError as e:
                 # One damaged table: report it, keep what the other table found.
-                result.errors.append(_error(blob, e))
+                problems.append(e)
+            result.errors.extend(_error(blob, e) for e in problems[:1])
         if self.rules.undefined and elf.elf_type != ET_REL:
             seen = {(t.index, s.index) for t, s, _ in hits}  # already reported as forbidden
-            hits += [
-                h
-                for h in self._unresolved(elf, blob, result, base)
-                if (h[0].index, h[1].index) not in seen
-            ]
+            try:
+                extra = self._unresolved(elf, blob, result, base)
+            except ElfError as e:
+                result.errors.append(_error(blob, e))
+                extra = []
+            hits += [h for h in extra if (h[0].index, h[1].index) not in seen]
+        result.findings.extend(f for _, _, f in hits)
         if hits and self.attribute:
             self._attribute(elf, hits)
-        result.findings.extend(f for _, _, f in hits)
+
+    @staticmethod
+    def _version(elf: ElfFile, table: Section, sym: Symbol, problems: list[ElfError]):
+        if table.type != SHT_DYNSYM:
+            return None
+        try:
+            return elf.symbol_version(table, sym.index)
+        except ElfError as e:
+            # A damaged version table costs the version suffix, not the finding.
+            problems.append(e)
+            return None
 
     def _unresolved(self, elf: ElfFile, blob: Blob, result: ScanResult, base: dict):
         from .undefined import Resolver
@@ -253,6 +255,10 @@ class Scanner:
                 f.referenced_by, f.locations = targets[key].referenced_by, targets[key].locations
         try:
             attribute(elf, list(targets.values()))
+        except ElfError:
+            # The code or relocations it needs are damaged: the file is malformed, and says so
+            # (the caller records it); the findings stand.
+            raise
         except Exception:
             # Attribution is a courtesy on top of an exact verdict; it never costs the verdict.
             if self.debug:

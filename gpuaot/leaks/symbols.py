@@ -22,7 +22,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from .elf import STT_FILE, STT_SECTION, ElfFile, Section, Symbol
+from .elf import STT_FILE, STT_SECTION, ElfError, ElfFile, Section, Symbol
 from .rules import Rules
 
 # Past this many candidate offsets, one vectorised pass beats a ``find`` per offset.
@@ -143,12 +143,23 @@ def is_real_symbol(sym: Symbol) -> bool:
     return sym.index != 0 and sym.type not in (STT_SECTION, STT_FILE)
 
 
-def forbidden_symbols(elf: ElfFile, sec: Section, rules: Rules) -> list[tuple[Symbol, str]]:
-    """(symbol, matching glob) for every forbidden, non-allowed symbol of table ``sec``."""
+def forbidden_symbols(
+    elf: ElfFile, sec: Section, rules: Rules, errors: list[ElfError] | None = None
+) -> list[tuple[Symbol, str]]:
+    """(symbol, matching glob) for every forbidden, non-allowed symbol of table ``sec``.
+
+    A symbol that cannot be decoded (a name offset past its string table) goes to ``errors``
+    (the first one only) and the rest of the table is still read.
+    """
     strtab = elf.check_symbol_table(sec)
     out = []
     for i in candidate_indices(elf, sec, strtab, rules):
-        sym = elf.symbol(sec, i, strtab)
+        try:
+            sym = elf.symbol(sec, i, strtab)
+        except ElfError as e:
+            if errors is not None and not errors:
+                errors.append(e)
+            continue
         if is_real_symbol(sym):
             glob = rules.match(sym.name)
             if glob is not None:
