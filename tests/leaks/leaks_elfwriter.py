@@ -27,12 +27,21 @@ class Sym:
     size: int = 0
 
 
-def _strtab(names: list[str]) -> tuple[bytes, dict[str, int]]:
+def _strtab(names: list[str], merge_tails: bool = False) -> tuple[bytes, dict[str, int]]:
+    """A string table; with ``merge_tails`` a name that ends another shares its bytes, as ld's
+    string merging does (so a name need not start after a NUL)."""
     out, offsets = bytearray(b"\0"), {"": 0}
-    for n in names:
-        if n not in offsets:
-            offsets[n] = len(out)
-            out += n.encode() + b"\0"
+    order = sorted(set(names), key=len, reverse=True) if merge_tails else names
+    for n in order:
+        if n in offsets:
+            continue
+        if merge_tails:
+            host = next((h for h in offsets if h and h.endswith(n)), None)
+            if host is not None:
+                offsets[n] = offsets[host] + len(host.encode()) - len(n.encode())
+                continue
+        offsets[n] = len(out)
+        out += n.encode() + b"\0"
     return bytes(out), offsets
 
 
@@ -46,6 +55,7 @@ def write_elf(
     relocs: list[tuple[int, str]] = (),
     dynamic: bool = False,
     text: bytes = b"\x90" * 16,
+    merge_tails: bool = False,
 ) -> bytes:
     e = endian
     sym_fmt = e + ("IBBHQQ" if bits == 64 else "IIIBBH")
@@ -55,7 +65,7 @@ def write_elf(
     ehsize, shentsize = struct.calcsize(ehdr_fmt), struct.calcsize(shdr_fmt)
     # Locals first, as the ELF spec wants (sh_info = first global).
     ordered = sorted(symbols, key=lambda s: s.bind != 0)
-    strtab, stroff = _strtab([s.name for s in ordered])
+    strtab, stroff = _strtab([s.name for s in ordered], merge_tails)
     text_index = 1
 
     def pack_sym(s: Sym | None, offs: dict[str, int]) -> bytes:
