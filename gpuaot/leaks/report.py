@@ -4,7 +4,7 @@
 
     >>> print(format_text(result))                                   # doctest: +SKIP
     build/libk.so
-      gpu_report_exception  undefined GLOBAL FUNC  .dynsym  [gpu_*]
+      gpu_report_exception  undefined GLOBAL NOTYPE .dynsym  [gpu_*]
           referenced by launch (k.c:7)
     <BLANKLINE>
     1 leak in 1 of 3 ELF images.

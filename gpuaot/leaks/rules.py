@@ -8,7 +8,7 @@ demangled), so they are anchored at the start: nvcc's ``_Z...__nv_...`` host stu
     ('gpu_*', None, None)
     >>> Rules.default(allow=["gpu_ok_*"]).match("gpu_ok_1")       # allow wins over forbid
     >>> glob_literal("*cuda*Launch"), glob_literal("gpu_*")       # what the fast filter searches
-    (('cuda', False), ('gpu_', True))
+    (('Launch', False), ('gpu_', True))
 
 The fast filter in :mod:`gpuaot.leaks.symbols` searches string tables for each glob's literal; a
 glob's full regex then decides, so the filter can only narrow, never change, the answer.

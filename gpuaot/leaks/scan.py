@@ -3,8 +3,8 @@
 ::
 
     >>> result = scan_paths(["build/libk.so"])                      # doctest: +SKIP
-    >>> [(f.symbol, f.defined, f.section, f.referenced_by) for f in result.findings]
-    [('gpu_report_exception', False, '.dynsym', ['launch'])]        # doctest: +SKIP
+    >>> [(f.symbol, f.defined, f.section, f.referenced_by) for f in result.findings]  # doctest: +SKIP
+    [('gpu_report_exception', False, '.dynsym', ['launch'])]
     >>> result.errors, result.exit_code                             # doctest: +SKIP
     ([], 1)
 

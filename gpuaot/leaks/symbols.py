@@ -4,8 +4,9 @@ The hot path of the gate.  A clean 170,000-symbol library costs one ``find`` per
 its string table and nothing else::
 
     >>> elf = ElfFile(buf, "libk.so")                                  # doctest: +SKIP
-    >>> [(s.name, glob) for s, glob in forbidden_symbols(elf, elf.sections[3], Rules.default())]
-    [('gpu_report_exception', 'gpu_*')]                                # doctest: +SKIP
+    >>> table = elf.section_by_name(".dynsym")                          # doctest: +SKIP
+    >>> [(s.name, glob) for s, glob in forbidden_symbols(elf, table, Rules.default())]  # doctest: +SKIP
+    [('gpu_report_exception', 'gpu_*')]
 
 How: a symbol's name starts at ``st_name`` in the string table, so a name starting with the
 literal ``gpu_`` has ``st_name`` equal to an offset where ``gpu_`` occurs (linkers merge string
@@ -54,19 +55,46 @@ def candidate_offsets(
     se = so + strtab.size
     points: set[int] = set()
     ranges: list[tuple[int, int]] = []
-    for lit, anchored in literals:
-        if not lit:
+    if any(not lit for lit, _ in literals):
+        return None
+    for stem, group in _share_passes([lit for lit, anchored in literals if anchored]):
+        hits = find_all(buf, stem, so, se, OCCURRENCE_LIMIT)
+        if hits is None:
             return None
+        if len(group) > 1:  # one pass for literals with a common stem, then compare each
+            hits = [h for h in hits if any(buf[h : h + len(g)] == g for g in group)]
+        points.update(h - so for h in hits)
+    for lit, anchored in literals:
+        if anchored:
+            continue
         hits = find_all(buf, lit, so, se, OCCURRENCE_LIMIT)
         if hits is None:
             return None
-        if anchored:
-            points.update(h - so for h in hits)
-        else:
-            for h in hits:
-                # The name holding this occurrence starts after the previous NUL, at the earliest.
-                ranges.append((buf.rfind(b"\0", so, h) + 1 - so if h > so else 0, h - so))
+        for h in hits:
+            # The name holding this occurrence starts after the previous NUL, at the earliest.
+            ranges.append((buf.rfind(b"\0", so, h) + 1 - so if h > so else 0, h - so))
     return points, ranges
+
+
+def _share_passes(literals: list[bytes]) -> list[tuple[bytes, list[bytes]]]:
+    """Group literals by a common stem of 4+ bytes, so ``__nv_`` and ``__nvvm_`` cost one pass.
+
+    >>> _share_passes([b"gpu_", b"__nv_", b"__nvvm_"])
+    [(b'gpu_', [b'gpu_']), (b'__nv', [b'__nv_', b'__nvvm_'])]
+    """
+    groups: dict[bytes, list[bytes]] = {}
+    for lit in dict.fromkeys(literals):
+        groups.setdefault(lit[:4] if len(lit) >= 4 else lit, []).append(lit)
+    out = []
+    for group in groups.values():
+        stem = group[0]
+        for g in group[1:]:
+            n = 0
+            while n < min(len(stem), len(g)) and stem[n] == g[n]:
+                n += 1
+            stem = stem[:n]
+        out.append((stem if len(group) > 1 else group[0], group))
+    return out
 
 
 def _packed_search(elf: ElfFile, sec: Section, count: int, points: set[int]) -> list[int]:

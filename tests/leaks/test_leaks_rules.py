@@ -120,3 +120,16 @@ def test_both_candidate_paths(count):
     (table,) = elf.symbol_tables()
     found = forbidden_symbols(elf, table, Rules.default())
     assert sorted(s.name for s, _ in found) == sorted(f"gpu_k{i}" for i in range(count))
+
+
+@pytest.mark.parametrize(
+    "module", ["elf", "rules", "symbols", "inputs", "scan", "report", "undefined", "attribute"]
+)
+def test_module_docstring_examples_run(module):
+    """The examples in the modules' docstrings are real (those needing files are skipped)."""
+    import doctest
+    import importlib
+
+    mod = importlib.import_module(f"gpuaot.leaks.{module}")
+    failed, _ = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+    assert failed == 0
