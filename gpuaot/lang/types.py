@@ -168,7 +168,8 @@ class _ArrayFactory:
     def __getitem__(self, params) -> ArrayType:
         if not isinstance(params, tuple):
             params = (params,)
-        dtype = params[0]
+        # The Python builtins spell scalar types too, as in the compiler's annotations.
+        dtype = _PY_SCALARS.get(params[0], params[0]) if isinstance(params[0], type) else params[0]
         ndim = params[1] if len(params) > 1 else 1
         layout = params[2] if len(params) > 2 else "C"
         if not isinstance(dtype, Scalar) or dtype.weak:
@@ -183,6 +184,7 @@ class _ArrayFactory:
         return "Array"
 
 
+_PY_SCALARS = {bool: boolean, int: i64, float: f64}
 Array = _ArrayFactory()
 
 
