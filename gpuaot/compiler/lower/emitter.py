@@ -121,7 +121,7 @@ class Emitter:
                 return v
             return b.fpext(v, dt) if dst.bits > src.bits else b.fptrunc(v, dt)
         if src.is_float:
-            return b.fptosi(v, dt) if dst.is_signed else b.fptoui(v, dt)
+            return self.float_to_int(b, v, dst)
         if dst.is_float:
             return b.sitofp(v, dt) if src.is_signed else b.uitofp(v, dt)
         if st.width == dt.width:
@@ -129,6 +129,23 @@ class Emitter:
         if dt.width < st.width:
             return b.trunc(v, dt)
         return b.sext(v, dt) if src.is_signed else b.zext(v, dt)
+
+    def float_to_int(self, b: ir.IRBuilder, v: ir.Value, dst: Scalar) -> ir.Value:
+        """``int(x)`` wrapped to ``dst``'s width, as Python's casts and numpy's ``astype`` do.
+
+        ``fptosi``/``fptoui`` straight to ``dst`` are poison outside its range (``u8(-1.5)``,
+        ``i8(200.0)``), which LLVM folds to anything. So: convert to 64 bits with the
+        saturating intrinsics (defined for every input, NaN gives 0), then truncate. Exact
+        for |x| < 2**63 (and up to 2**64 for u64); larger magnitudes saturate.
+        """
+        sfx = "f32" if v.type == F32 else "f64"
+        r = b.call(self.declare(f"llvm.fptosi.sat.i64.{sfx}", I64, [v.type]), [v])
+        if dst.bits == 64 and not dst.is_signed:
+            big = b.fcmp_ordered(">=", v, ir.Constant(v.type, 2.0**63))
+            r = b.select(big, b.call(self.declare(f"llvm.fptoui.sat.i64.{sfx}", I64, [v.type]),
+                                     [v]), r)
+        lt = self.lltype(dst)
+        return r if lt.width == 64 else b.trunc(r, lt)
 
     def truth(self, b: ir.IRBuilder, v: ir.Value, t: Scalar) -> ir.Value:
         if t is boolean:
