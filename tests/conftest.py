@@ -1,0 +1,141 @@
+"""Shared fixtures: build a fixture package on the CPU backend and import it fresh.
+
+    def test_x(built):                       # session-scoped, one build per package
+        pkg = built("conformance").module    # fixtures/conformance, copied, built, imported
+        pkg.saxpy[4, 32](...)
+
+    def test_y(tmp_path, monkeypatch):       # a build of your own
+        root = copy_package(FIXTURES / "example", tmp_path)
+        res = build(root, cache_dir=tmp_path / "cache")
+        pkg = import_package(root, monkeypatch)
+
+Packages are always copied into a temporary directory first, so builds never write into the
+repository, and each build gets its own bundle path: ``ctypes.CDLL`` of one path twice in a
+process returns the library loaded first. The bundle goes to ``PKG/_gpuaot/`` (the default
+place the run time looks), so ``$GPUAOT_BUNDLE_PATH`` is not needed; it is cleared here.
+The GPU target is left out (``no_gpu=True``): every test here runs on the CPU only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "fixtures"
+VENV_BIN = Path(sys.executable).parent
+
+
+def copy_package(src: Path | str, dest_parent: Path, name: str | None = None) -> Path:
+    """Copy a package directory (without build outputs) to ``dest_parent/name``."""
+    src = Path(src)
+    dest = Path(dest_parent) / (name or src.name)
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("_gpuaot", "__pycache__"))
+    return dest
+
+
+def write_package(root: Path, files: dict[str, str]) -> Path:
+    """Write a package from ``{relative path: source}``; adds an empty ``__init__.py``."""
+    root.mkdir(parents=True, exist_ok=True)
+    if "__init__.py" not in files:
+        (root / "__init__.py").write_text("")
+    for rel, text in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    return root
+
+
+def build(
+    root: Path | str,
+    *,
+    out: Path | None = None,
+    cache_dir: Path | None = None,
+    debug: bool | None = None,
+    jobs: int | None = None,
+):
+    """Build a package directory on the CPU backend; returns the driver's BuildResult."""
+    from gpuaot.compiler.driver import BuildOptions, build_package
+
+    root = Path(root)
+    opts = BuildOptions.resolve(
+        str(root),
+        no_gpu=True,
+        out_dir=out,
+        cache_dir=str(cache_dir or root.parent / ".gpuaot-cache"),
+        debug=debug,
+        jobs=jobs,
+    )
+    return build_package(opts)
+
+
+def unload(name: str) -> None:
+    """Forget a package: its modules, and its loaded bundle."""
+    from gpuaot.runtime import bundle
+
+    for mod in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+        del sys.modules[mod]
+    bundle.forget(name)
+
+
+def import_package(root: Path, monkeypatch: pytest.MonkeyPatch | None = None):
+    """Import the package at ``root`` afresh (its parent goes first on ``sys.path``)."""
+    name = root.name
+    unload(name)
+    if monkeypatch is not None:
+        monkeypatch.syspath_prepend(str(root.parent))
+    else:
+        sys.path.insert(0, str(root.parent))
+    importlib.invalidate_caches()
+    return importlib.import_module(name)
+
+
+@dataclass
+class Built:
+    name: str
+    root: Path
+    result: object  # BuildResult
+
+    @property
+    def bundle(self) -> Path:
+        return self.result.bundle
+
+    @property
+    def manifest(self) -> dict:
+        return self.result.manifest
+
+    @property
+    def module(self):
+        mod = sys.modules.get(self.name)
+        if mod is None or Path(mod.__file__).resolve().parent != self.root.resolve():
+            mod = import_package(self.root)
+        return mod
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """``built(name)``: fixtures/NAME copied, built (once per session) and importable."""
+    os.environ.pop("GPUAOT_BUNDLE_PATH", None)
+    done: dict[tuple[str, bool], Built] = {}
+    added: list[str] = []
+
+    def get(name: str, debug: bool = False) -> Built:
+        key = (name, debug)
+        if key not in done:
+            parent = tmp_path_factory.mktemp(f"{name}{'-debug' if debug else ''}")
+            root = copy_package(FIXTURES / name, parent)
+            result = build(root, cache_dir=tmp_path_factory.getbasetemp() / "cache", debug=debug)
+            done[key] = Built(name, root, result)
+            added.append(str(parent))
+        return done[key]
+
+    yield get
+    for p in added:
+        while p in sys.path:
+            sys.path.remove(p)

@@ -1,0 +1,1546 @@
+"""SPEC §2 conformance: every function of fixtures/conformance, compiled and simulated.
+
+One session build of the package. Each :class:`Case` makes its inputs, launches the kernel
+(or calls the host function) on the CPU backend, and compares the result with a numpy /
+CPython oracle written here from the SPEC's rules; the same case then runs under ``simulate``
+against the same oracle. Integer results and ``+ - * /`` float results must match exactly
+(no FMA without ``fastmath``); f32 transcendentals to ``rtol=1e-6``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import types
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from gpuaot.lang.decorators import Host
+
+i8, i16, i32, i64 = np.int8, np.int16, np.int32, np.int64
+u8, u16, u32, u64 = np.uint8, np.uint16, np.uint32, np.uint64
+f32, f64 = np.float32, np.float64
+I64_MIN, I64_MAX = np.iinfo(i64).min, np.iinfo(i64).max
+I32_MIN, I32_MAX = np.iinfo(i32).min, np.iinfo(i32).max
+
+
+@dataclass
+class Case:
+    fn: str  # the function's name in the package
+    inputs: Callable[[np.random.Generator], dict]  # the state: named arrays and scalars
+    args: Callable[[dict], tuple]  # the call's arguments, built from a state (views too)
+    oracle: Callable[[dict], dict] | None = None  # expected state entries (or {"return": v})
+    config: tuple = (4, 32)
+    rtol: float | None = None  # None: exact
+    atol: float = 0.0
+    variant: str = ""
+    sim_oracle: Callable[[dict], dict] | None = None  # where simulate's answer differs (overlay)
+    check: Callable[[dict], None] | None = None  # order-free results (atomics)
+    raises: type[BaseException] | None = None
+    sim_xfail: str | None = None  # a known simulate limitation (strict xfail)
+    ret_type: type | tuple | None = None  # host functions: numpy type(s) of the result
+
+    @property
+    def id(self) -> str:
+        return f"{self.fn}-{self.variant}" if self.variant else self.fn
+
+
+def names(*keys: str) -> Callable[[dict], tuple]:
+    return lambda s: tuple(s[k] for k in keys)
+
+
+def quiet():
+    """numpy warns on integer wrap-around and NaN; both are intended here."""
+    return np.errstate(all="ignore")
+
+
+def nonzero(rng, lo, hi, n, dtype):
+    v = rng.integers(lo, hi, n).astype(dtype)
+    v[v == 0] = 1
+    return v
+
+
+def wrap(value: int, bits: int, signed: bool) -> int:
+    """Python's int wrapped to a fixed width: the SPEC's integer overflow rule."""
+    value &= (1 << bits) - 1
+    if signed and value >= 1 << (bits - 1):
+        value -= 1 << bits
+    return value
+
+
+def py_trunc(x: np.ndarray) -> np.ndarray:
+    return np.array([int(v) for v in x], dtype=object)
+
+
+N = 100  # elements per 1-D case; the launches cover 128 threads (a non-multiple)
+CASES: list[Case] = []
+
+
+def case(*args, **kwargs) -> None:
+    CASES.append(Case(*args, **kwargs))
+
+
+# ---------------------------------------------------------------------- arithmetic
+
+
+def _int_ops_inputs(rng):
+    a = rng.integers(-1000, 1000, N).astype(i64)
+    b = nonzero(rng, -50, 50, N, i64)
+    a[:4] = [I64_MIN, I64_MAX, I64_MIN, -7]
+    b[:4] = [-1, 2, 3, 2]
+    return {"a": a, "b": b, "out": np.zeros((10, N), i64)}
+
+
+def _int_ops_oracle(s):
+    a, b = s["a"], s["b"]
+    with quiet():
+        return {
+            "out": np.stack(
+                [
+                    a + b,
+                    a - b,
+                    a * b,
+                    np.floor_divide(a, b),
+                    np.mod(a, b),
+                    -a,
+                    a,
+                    a**3,
+                    np.floor_divide(17, b),
+                    np.mod(a, 7),
+                ]
+            )
+        }
+
+
+case("int_ops", _int_ops_inputs, names("a", "b", "out"), _int_ops_oracle)
+
+
+def _i32_ops_inputs(rng):
+    a = rng.integers(I32_MIN, I32_MAX, N, endpoint=True).astype(i32)
+    b = nonzero(rng, -40000, 40000, N, i32)
+    a[:5] = [I32_MIN, I32_MAX, -7, 7, I32_MIN]
+    b[:5] = [-1, 1, 2, -2, 3]
+    return {"a": a, "b": b, "out": np.zeros((9, N), i32)}
+
+
+def _i32_ops_oracle(s):
+    a, b = s["a"], s["b"]
+    with quiet():
+        return {
+            "out": np.stack(
+                [
+                    a + b,
+                    a - b,
+                    a * b,
+                    np.floor_divide(a, b),
+                    np.mod(a, b),
+                    -a,
+                    a * i32(65537),
+                    a + i32(I32_MAX),
+                    np.floor_divide(a, i32(-1)),
+                ]
+            )
+        }
+
+
+case("i32_ops", _i32_ops_inputs, names("a", "b", "out"), _i32_ops_oracle)
+
+
+def _small_inputs(rng):
+    return {
+        "a": rng.integers(0, 256, N).astype(u8),
+        "b": nonzero(rng, 0, 256, N, u8),
+        "c": rng.integers(-128, 128, N).astype(i8),
+        "ou": np.zeros((7, N), u8),
+        "oi": np.zeros((6, N), i8),
+    }
+
+
+def _small_oracle(s):
+    a, b, c = s["a"], s["b"], s["c"]
+    with quiet():
+        ou = np.stack([a + b, a - b, a * b, a // b, a % b, a * u8(3), u8(44) + a])
+        oi = np.stack([c + c, c * c, -c, np.floor_divide(c, i8(3)), np.mod(c, i8(-3)), c - i8(100)])
+    return {"ou": ou, "oi": oi}
+
+
+case("small_int_wrap", _small_inputs, names("a", "b", "c", "ou", "oi"), _small_oracle)
+
+
+def _float_inputs(dtype):
+    def make(rng):
+        a = (rng.standard_normal(N) * 10).astype(dtype)
+        b = (rng.standard_normal(N) * 3).astype(dtype)
+        b[np.abs(b) < 0.1] = dtype(0.75)
+        a[:6] = [7.0, -7.0, 7.0, -7.0, 0.0, -0.0]
+        b[:6] = [2.0, 2.0, -2.0, -2.0, 3.0, 3.0]
+        return {"a": a, "b": b, "out": np.zeros((8, N), dtype)}
+
+    return make
+
+
+def _f32_oracle(s):
+    a, b = s["a"], s["b"]
+    return {
+        "out": np.stack(
+            [a + b, a - b, a * b, a / b, np.floor_divide(a, b), np.mod(a, b), -a, a * b + a]
+        )
+    }
+
+
+def _f64_oracle(s):
+    a, b = s["a"], s["b"]
+    return {
+        "out": np.stack(
+            [a + b, a - b, a * b, a / b, np.floor_divide(a, b), np.mod(a, b), -a, a * b - b]
+        )
+    }
+
+
+case("f32_ops", _float_inputs(f32), names("a", "b", "out"), _f32_oracle)
+case("f64_ops", _float_inputs(f64), names("a", "b", "out"), _f64_oracle)
+
+
+def _true_div_inputs(rng):
+    return {
+        "a": nonzero(rng, -1000, 1000, N, i32),
+        "b": nonzero(rng, -30, 30, N, i64),
+        "out": np.zeros((5, N), f64),
+    }
+
+
+def _true_div_oracle(s):
+    a, b = s["a"].astype(f64), s["b"].astype(f64)
+    return {"out": np.stack([a / b, a / 2, np.full(N, 3.5), a * 0.5, b / a])}
+
+
+case("int_true_div", _true_div_inputs, names("a", "b", "out"), _true_div_oracle)
+
+
+def _literal_inputs(rng):
+    n = rng.integers(-(2**30), 2**30, N).astype(i32)
+    n[:2] = [2**30 - 1, I32_MAX]
+    return {
+        "x": (rng.standard_normal(N) * 100).astype(f32),
+        "n": n,
+        "of": np.zeros((6, N), f64),
+        "oi": np.zeros((5, N), i64),
+    }
+
+
+def _literal_oracle(s):
+    x, n = s["x"], s["n"]
+    with quiet():
+        of = np.stack(
+            [
+                (x * f32(0.1)).astype(f64),  # x * 2.0 stays f32: the literal takes x's type
+                (x + f32(1e-8)).astype(f64),
+                ((x * f32(2.0)) / f32(3.0)).astype(f64),
+                np.full(N, 0.1 * 3),  # literals alone are f64
+                np.full(N, 0.1 * 3),
+                n.astype(f64) * 0.1,  # int with a float literal: f64
+            ]
+        )
+        oi = np.stack(
+            [
+                (n * i32(3)).astype(i64),  # wraps in i32
+                n.astype(i64) * 3,
+                np.full(N, (1 << 40) // 3),
+                np.full(N, 9000000000),
+                (n + i32(255)).astype(i64),
+            ]
+        )
+    return {"of": of, "oi": oi}
+
+
+case("literal_types", _literal_inputs, names("x", "n", "of", "oi"), _literal_oracle)
+
+
+def _mixed_inputs(rng):
+    return {
+        "a": rng.integers(-(2**15), 2**15, N).astype(i16),
+        "b": rng.integers(-(2**40), 2**40, N).astype(i64),
+        "c": rng.integers(0, 256, N).astype(u8),
+        "d": (rng.standard_normal(N) * 7).astype(f32),
+        "out": np.zeros((5, N), f64),
+    }
+
+
+def _mixed_oracle(s):
+    a, b, c, d = s["a"], s["b"], s["c"], s["d"]
+    with quiet():
+        return {
+            "out": np.stack(
+                [
+                    (a.astype(i64) * b).astype(f64),  # narrower with wider: the wider
+                    (a * c.astype(i16)).astype(f64),  # i16 with u8: i16, wrapping
+                    (a.astype(f32) * d).astype(f64),  # int with float: the float
+                    (c + c).astype(f64),  # u8 wraps
+                    (a * a).astype(f64),
+                ]
+            )
+        }
+
+
+case("mixed_width", _mixed_inputs, names("a", "b", "c", "d", "out"), _mixed_oracle)
+
+
+def _int_float_inputs(rng):
+    a = rng.integers(2**25, 2**40, N).astype(i64)  # not exact in f32
+    n = rng.integers(2**25, 2**30, N).astype(i32)
+    return {"a": a, "n": n, "d": (rng.random(N) + 0.5).astype(f32), "out": np.zeros((3, N), f64)}
+
+
+def _int_float_oracle(s):
+    a32, n32, d = s["a"].astype(f32), s["n"].astype(f32), s["d"]
+    return {"out": np.stack([(a32 * d).astype(f64), (n32 / d).astype(f64), (d + a32).astype(f64)])}
+
+
+case(
+    "int_float_promotion",
+    _int_float_inputs,
+    names("a", "n", "d", "out"),
+    _int_float_oracle,
+    sim_xfail="simulate computes with numpy's promotion (i64 * f32 -> f64); SPEC §2 says "
+    "int ⊕ float gives the float type (f32)",
+)
+
+
+def _bitwise_inputs(rng):
+    a = rng.integers(I64_MIN, I64_MAX, N, endpoint=True).astype(i64)
+    b = rng.integers(I64_MIN, I64_MAX, N, endpoint=True).astype(i64)
+    s = rng.integers(0, 70, N).astype(i64)
+    a[:4] = [-1, 1, I64_MIN, 12345]
+    s[:4] = [63, 63, 64, 100]
+    return {"a": a, "b": b, "s": s, "out": np.zeros((8, N), i64)}
+
+
+def _bitwise_oracle(s):
+    a, b, sh = s["a"], s["b"], s["s"]
+    # Python shifts of a 64-bit value: bits shifted out are lost (wrap), >= 64 gives 0 / -1.
+    left = np.array([wrap(int(x) << int(k), 64, True) for x, k in zip(a, sh)], dtype=i64)
+    right = np.array([int(x) >> int(k) for x, k in zip(a, sh)], dtype=i64)
+    return {"out": np.stack([a & b, a | b, a ^ b, ~a, left, right, a & 255, (a ^ -1) >> 3])}
+
+
+case("bitwise", _bitwise_inputs, names("a", "b", "s", "out"), _bitwise_oracle)
+
+
+def _shift_inputs(rng):
+    return {
+        "a": rng.integers(0, 2**32, N).astype(u32),
+        "s": rng.integers(0, 40, N).astype(u32),
+        "b": rng.integers(I32_MIN, I32_MAX, N).astype(i32),
+        "t": rng.integers(0, 40, N).astype(i32),
+        "ou": np.zeros((3, N), u32),
+        "oi": np.zeros((3, N), i32),
+        "ob": np.zeros((3, N), bool),
+    }
+
+
+def _shift_oracle(s):
+    a, sh, b, t = s["a"], s["s"], s["b"], s["t"]
+    ou = np.stack(
+        [
+            np.array([int(x) >> int(k) for x, k in zip(a, sh)], dtype=u32),
+            np.array([wrap(int(x) << int(k), 32, False) for x, k in zip(a, sh)], dtype=u32),
+            ~a,
+        ]
+    )
+    oi = np.stack(
+        [
+            np.array([int(x) >> int(k) for x, k in zip(b, t)], dtype=i32),
+            np.array([wrap(int(x) << int(k), 32, True) for x, k in zip(b, t)], dtype=i32),
+            ~b,
+        ]
+    )
+    p, q = a > sh, b > t
+    return {"ou": ou, "oi": oi, "ob": np.stack([p & q, p | q, p ^ q])}
+
+
+case("shifts_narrow", _shift_inputs, names("a", "s", "b", "t", "ou", "oi", "ob"), _shift_oracle)
+
+
+def _cmp_inputs(rng):
+    c = rng.integers(-12, 12, N).astype(f64) + rng.choice([0.0, 0.5], N)
+    c[::7] = np.nan
+    return {
+        "a": rng.integers(-12, 12, N).astype(i64),
+        "b": rng.integers(-12, 12, N).astype(i64),
+        "c": c,
+        "out": np.zeros((8, N), bool),
+    }
+
+
+def _cmp_oracle(s):
+    a, b, c = s["a"], s["b"], s["c"]
+    with quiet():
+        return {
+            "out": np.stack(
+                [
+                    (a < b) & (b <= c),
+                    (a == b) & (b != 0),
+                    (0 <= a) & (a < 10),
+                    ~(a > b),
+                    c != c,
+                    c < 1.5,
+                    (a >= b) & (b > -5),
+                    c == a,
+                ]
+            )
+        }
+
+
+case("compare_chain", _cmp_inputs, names("a", "b", "c", "out"), _cmp_oracle)
+
+
+def _logic_inputs(rng):
+    return {
+        "a": rng.integers(-200, 200, N).astype(i64),
+        "counter": np.zeros(1, i64),
+        "out": np.zeros((7, N), bool),
+    }
+
+
+def _logic_oracle(s):
+    x = s["a"]
+    return {
+        "out": np.stack(
+            [
+                (x > 0) & (x < 10),
+                (x < 0) | (x > 5),
+                x % 2 != 0,
+                ((x > 0) & (x < 10)) | (x == -3),
+                (x > 100) & (x % 3 == 0),
+                np.ones(N, bool),
+                x != 0,
+            ]
+        ),
+        # the helper runs only where the left operand does not decide: proves short-circuit
+        "counter": np.array([np.sum(x > 100) + np.sum(x <= -100)], i64),
+    }
+
+
+case("logic", _logic_inputs, names("a", "counter", "out"), _logic_oracle)
+
+
+def _ifexp_inputs(rng):
+    return {
+        "a": rng.standard_normal(N) * 2,
+        "b": rng.integers(-50, 50, N).astype(i32),
+        "out": np.zeros((4, N), f64),
+    }
+
+
+def _ifexp_oracle(s):
+    a, b = s["a"], s["b"]
+    return {
+        "out": np.stack(
+            [
+                np.abs(a),
+                np.where(b > 0, b, 0.5),
+                np.where(a > 1, 1.0, np.where(a > -1, 2.0, 3.0)),
+                np.where(b % 2 == 0, b * 2, b),
+            ]
+        )
+    }
+
+
+case("ifexp", _ifexp_inputs, names("a", "b", "out"), _ifexp_oracle)
+
+
+# ---------------------------------------------------------------------- control flow
+
+
+def _collatz_py(n: int) -> int:
+    steps = 0
+    while n != 1:
+        n = n // 2 if n % 2 == 0 else 3 * n + 1
+        steps += 1
+    return steps
+
+
+case(
+    "collatz",
+    lambda rng: {"n": rng.integers(1, 2000, N).astype(i64), "out": np.zeros(N, i64)},
+    names("n", "out"),
+    lambda s: {"out": np.array([_collatz_py(int(v)) for v in s["n"]])},
+)
+
+
+def _find_first_oracle(s):
+    x, thr = s["x"], s["thr"]
+    out = []
+    for row in x:
+        hits = np.nonzero(row > thr)[0]
+        out.append(hits[0] if len(hits) else -1)
+    return {"out": np.array(out, i64)}
+
+
+case(
+    "find_first",
+    lambda rng: {"x": rng.random((N, 7)), "thr": 0.8, "out": np.zeros(N, i64)},
+    names("x", "thr", "out"),
+    _find_first_oracle,
+)
+
+
+def _sum_skip_inputs(rng):
+    x = rng.integers(-5, 10, (N, 9)).astype(i64)
+    x[rng.random((N, 9)) < 0.1] = 999
+    return {"x": x, "out": np.zeros(N, i64)}
+
+
+def _sum_skip_oracle(s):
+    out = []
+    for row in s["x"]:
+        acc = 0
+        for v in row:
+            if v < 0:
+                continue
+            if v == 999:
+                break
+            acc += int(v)
+        out.append(acc)
+    return {"out": np.array(out, i64)}
+
+
+case("sum_skip", _sum_skip_inputs, names("x", "out"), _sum_skip_oracle)
+
+
+def _reverse_oracle(s):
+    x = [int(v) for v in s["x"]]
+    n = len(x)
+    rows = [
+        [sum(x[j] for j in range(n - 1, i - 1, -1)) for i in range(n)],
+        [sum(x[j] for j in range(i, -1, -2)) for i in range(n)],
+        [sum(range(10, i, -3)) for i in range(n)],
+        [list(range(i, i + 7, 3))[-1] for i in range(n)],
+        [0] * n,
+    ]
+    return {"out": np.array(rows, i64)}
+
+
+case(
+    "reverse_ranges",
+    lambda rng: {"x": rng.integers(-100, 100, 37).astype(i64), "out": np.zeros((5, 37), i64)},
+    names("x", "out"),
+    _reverse_oracle,
+    config=(2, 32),
+)
+
+
+def _dyn_range(start, stop, step):
+    def make(rng):
+        return {
+            "start": start,
+            "stop": stop,
+            "step": step,
+            "out": np.full(64, -999, i64),
+            "count": np.zeros(1, i64),
+        }
+
+    def oracle(s):
+        r = list(range(start, stop, step))
+        out = np.full(64, -999, i64)
+        out[: min(64, len(r))] = r[:64]
+        return {"out": out, "count": np.array([len(r)], i64)}
+
+    case(
+        "dynamic_range",
+        make,
+        names("start", "stop", "step", "out", "count"),
+        oracle,
+        config=(1, 1),
+        variant=f"{start}_{stop}_{step}",
+    )
+
+
+for _args in [
+    (0, 10, 1),
+    (10, 0, -1),
+    (10, -11, -3),
+    (-5, 5, 4),
+    (5, 5, 1),
+    (5, 6, -1),
+    (3, -3, 2),
+]:
+    _dyn_range(*_args)
+
+
+def _tuples_oracle(s):
+    rows = [[] for _ in range(9)]
+    for a, b in zip(map(int, s["a"]), map(int, s["b"])):
+        lo, hi = (a, b) if a <= b else (b, a)
+        vals = [
+            a // b,
+            a % b,
+            lo,
+            hi,
+            (a + b) + 1000 * (a - b) + 1000000 * (a * b),
+            min(lo, 5),
+            max(hi, 5),
+            b - a,
+            a // 4 + (a % 4) * 100,
+        ]
+        for r, v in zip(rows, vals):
+            r.append(v)
+    return {"out": np.array(rows, i64)}
+
+
+case(
+    "tuples",
+    lambda rng: {
+        "a": rng.integers(-100, 100, N).astype(i64),
+        "b": nonzero(rng, -20, 20, N, i64),
+        "out": np.zeros((9, N), i64),
+    },
+    names("a", "b", "out"),
+    _tuples_oracle,
+)
+
+
+def _generic_inputs(rng):
+    return {
+        "xf": (rng.standard_normal(N) * 5).astype(f32),
+        "xd": rng.standard_normal(N) * 5,
+        "xi": rng.integers(-(2**20), 2**20, N).astype(i32),
+        "xl": rng.integers(-1000, 1000, N).astype(i64),
+        "of": np.zeros(N, f32),
+        "od": np.zeros(N, f64),
+        "oi": np.zeros(N, i32),
+        "ol": np.zeros(N, i64),
+    }
+
+
+def _generic_oracle(s):
+    xf, xd, xi, xl = s["xf"], s["xd"], s["xi"], s["xl"]
+    with quiet():
+        return {
+            "of": f32(2) * xf + xf,
+            "od": (2.5 * xd + 1.0) + (np.clip(xd, -0.5, 0.5) + 0.5),
+            "oi": xi * xi + i32(3),
+            "ol": (2 * xl + 1) + (xl * 2 + 1) + np.clip(xl, -5, 5),
+        }
+
+
+case(
+    "generic",
+    _generic_inputs,
+    names("xf", "xd", "xi", "xl", "of", "od", "oi", "ol"),
+    _generic_oracle,
+)
+
+
+def _constants_oracle(s):
+    x = s["x"]
+    return {
+        "out": np.stack(
+            [
+                x * 1.5,
+                x + -7,
+                np.full(N, 255.0),
+                np.full(N, 0.75 * (2 * math.pi)),
+                np.full(N, 321.0),
+                np.full(N, 79.0),
+                np.full(N, 32.0),
+                1.5 * x + -7,
+                np.ones(N),
+                (x > 0.25).astype(f64),
+            ]
+        )
+    }
+
+
+case(
+    "constants",
+    lambda rng: {"x": rng.standard_normal(N), "out": np.zeros((10, N))},
+    names("x", "out"),
+    _constants_oracle,
+)
+
+
+def _statements_inputs(rng):
+    x = rng.standard_normal(N) * 2
+    x[::5] = 0.0
+    return {"x": x, "out": rng.standard_normal((3, N)), "flags": np.zeros(N, i32)}
+
+
+def _statements_oracle(s):
+    x, out = s["x"], s["out"].copy()
+    out[0] = (x * 2 - 1) / 4
+    out[1] = np.where(x < -1, -1.0, np.where(x < 0, -0.5, np.where(x == 0, out[1], 1.0)))
+    out[2] = (out[2] + x) * 3
+    return {"out": out, "flags": np.full(N, 9, i32)}
+
+
+case("statements", _statements_inputs, names("x", "out", "flags"), _statements_oracle)
+
+
+# ---------------------------------------------------------------------- math, casts
+
+
+UNARY = [
+    "sqrt",
+    "exp",
+    "log",
+    "log2",
+    "log10",
+    "sin",
+    "cos",
+    "tan",
+    "asin3",
+    "acos3",
+    "atan",
+    "sinh",
+    "cosh",
+    "tanh",
+    "fabs",
+    "erf",
+    "erfc",
+]
+
+
+def _unary_ref(name: str, v: float, dtype) -> float:
+    if name.endswith("3"):
+        v = float(dtype(v) / dtype(3.0))
+        name = name[:-1]
+    return dtype(getattr(math, name)(v))
+
+
+def _math_unary(dtype, rtol):
+    def make(rng):
+        x = rng.uniform(0.2, 2.5, N).astype(dtype)
+        x[:3] = [1.0, 0.5, 2.0]
+        return {"x": x, "out": np.zeros((len(UNARY), N), dtype)}
+
+    def oracle(s):
+        return {
+            "out": np.array(
+                [[_unary_ref(nm, float(v), dtype) for v in s["x"]] for nm in UNARY], dtype
+            )
+        }
+
+    name = "math_unary_f32" if dtype is f32 else "math_unary_f64"
+    case(name, make, names("x", "out"), oracle, rtol=rtol)
+
+
+_math_unary(f32, 1e-6)
+_math_unary(f64, 1e-14)
+
+
+def _binary_inputs(rng):
+    x = rng.uniform(0.5, 2.0, N)
+    y = rng.uniform(0.5, 2.0, N)
+    return {
+        "x": x.astype(f32),
+        "y": y.astype(f32),
+        "xd": x,
+        "yd": y,
+        "out": np.zeros((6, N), f32),
+        "outd": np.zeros((6, N)),
+    }
+
+
+def _binary_oracle(s):
+    x, y = s["x"].astype(f64), s["y"].astype(f64)
+    ym1 = (s["y"] - f32(1)).astype(f64)
+    out = np.array(
+        [
+            [math.atan2(b, a) for a, b in zip(x, y)],
+            [a**b for a, b in zip(x, y)],
+            [math.fmod(b, a) for a, b in zip(x, y)],
+            np.hypot(x, y),
+            np.copysign(x, ym1),
+            [a**b for a, b in zip(x, y)],
+        ]
+    ).astype(f32)
+    xd, yd = s["xd"], s["yd"]
+    outd = np.array(
+        [
+            [math.atan2(b, a) for a, b in zip(xd, yd)],
+            [math.pow(a, b) for a, b in zip(xd, yd)],
+            [math.fmod(b, a) for a, b in zip(xd, yd)],
+            [math.hypot(a, b) for a, b in zip(xd, yd)],
+            np.copysign(xd, yd - 1),
+            xd**2.5,
+        ]
+    )
+    return {"out": out, "outd": outd}
+
+
+case(
+    "math_binary",
+    _binary_inputs,
+    names("x", "y", "xd", "yd", "out", "outd"),
+    _binary_oracle,
+    rtol=1e-6,
+)
+
+
+def _rounding_inputs(rng):
+    x = rng.uniform(-100, 100, N)
+    x[:8] = [-2.5, -2.0, -0.5, -0.0, 0.5, 2.0, 2.5, 99.999]
+    return {
+        "x": x,
+        "y": x.astype(f32),
+        "n": rng.integers(-1000, 1000, N).astype(i32),
+        "out": np.zeros((8, N), i64),
+    }
+
+
+def _rounding_oracle(s):
+    x, y, n = s["x"], s["y"], s["n"]
+    return {
+        "out": np.stack(
+            [
+                np.floor(x),
+                np.ceil(x),
+                np.trunc(x),
+                np.floor(y),
+                np.ceil(y),
+                np.trunc(y),
+                n,
+                np.floor(x / 2) + np.ceil(x * 2),
+            ]
+        ).astype(i64)
+    }
+
+
+case("math_rounding", _rounding_inputs, names("x", "y", "n", "out"), _rounding_oracle)
+
+
+def _pred_inputs(rng):
+    x = rng.standard_normal(N)
+    x[::4] = np.nan
+    x[1::9] = np.inf
+    x[2::9] = -np.inf
+    return {"x": x, "y": x[::-1].astype(f32), "out": np.zeros((9, N), bool)}
+
+
+def _pred_oracle(s):
+    x, y = s["x"], s["y"]
+    z = np.zeros(N, bool)
+    with quiet():
+        return {
+            "out": np.stack(
+                [
+                    np.isnan(x),
+                    np.isinf(x),
+                    np.isfinite(x),
+                    np.isnan(y),
+                    np.isinf(y),
+                    np.isfinite(y),
+                    x == np.inf,
+                    z,
+                    z,
+                ]
+            )
+        }
+
+
+case("math_predicates", _pred_inputs, names("x", "y", "out"), _pred_oracle)
+
+
+def _consts_ints_oracle(s):
+    n = s["n"]
+    return {
+        "out": np.array(
+            [
+                [math.sqrt(v) for v in n],
+                [math.exp(v / 10) for v in n],
+                math.pi * n.astype(f64),
+                np.full(N, math.e),
+                [math.hypot(v, 3) for v in n],
+                np.abs(n).astype(f64),
+            ]
+        )
+    }
+
+
+case(
+    "math_consts_ints",
+    lambda rng: {"n": rng.integers(0, 100, N).astype(i64), "out": np.zeros((6, N))},
+    names("n", "out"),
+    _consts_ints_oracle,
+    rtol=1e-14,
+)
+
+
+def _casts_inputs(rng):
+    x = rng.uniform(-300, 300, N)
+    x[:6] = [-1.5, -0.5, 0.0, 255.9, -128.7, 299.0]
+    n = rng.integers(-(2**50), 2**50, N).astype(i64)
+    n[:4] = [-1, 255, -129, 2**31]
+    return {
+        "x": x,
+        "n": n,
+        "of": np.zeros(N, f32),
+        "oi": np.zeros((12, N), i64),
+        "ob": np.zeros((3, N), bool),
+    }
+
+
+def _casts_oracle(s):
+    x, n = s["x"], s["n"]
+    ints = [int(v) for v in n]
+    tr = [int(v) for v in x]  # int(x): toward zero
+    oi = [
+        tr,
+        [wrap(v, 8, True) for v in ints],
+        [wrap(v, 8, False) for v in ints],
+        [wrap(v, 16, True) for v in ints],
+        [wrap(v, 16, False) for v in ints],
+        [wrap(v, 32, True) for v in ints],
+        [int(float(v) * 0.5) for v in ints],
+        [int(float(f32(v) * f32(4))) for v in x],
+        [1 + int(v > 0) for v in x],
+        [wrap(v, 8, False) for v in tr],
+        [wrap(v, 8, True) for v in tr],
+        [wrap(v, 64, False) >> 1 for v in ints],
+    ]
+    return {
+        "of": x.astype(f32),
+        "oi": np.array(oi, i64),
+        "ob": np.stack([x != 0, n != 0, (n & 1) != 0]),
+    }
+
+
+case("casts", _casts_inputs, names("x", "n", "of", "oi", "ob"), _casts_oracle)
+
+case(
+    "cast_constants",
+    lambda rng: {"oi": np.zeros(7, i64)},
+    names("oi"),
+    lambda s: {
+        "oi": np.array(
+            [
+                wrap(int(-1.5), 8, False),
+                wrap(int(300.7), 8, False),
+                wrap(int(200.0), 8, True),
+                wrap(-129, 8, True),
+                wrap(-1, 16, False),
+                int(-2.9),
+                wrap(int(2.0**31 + 5), 32, True),
+            ],
+            i64,
+        )
+    },
+    config=(1, 1),
+)
+
+
+def _minmax_inputs(rng):
+    x = rng.standard_normal(N)
+    x[::11] = np.nan
+    y = rng.standard_normal(N).astype(f32)
+    y[3::13] = np.nan
+    a = rng.integers(-10, 10, N).astype(i64)
+    a[0] = I64_MIN
+    return {
+        "a": a,
+        "b": rng.integers(-10, 10, N).astype(i64),
+        "x": x,
+        "y": y,
+        "oi": np.zeros((4, N), i64),
+        "of": np.zeros((6, N)),
+    }
+
+
+def _py_min(*vals):
+    return min(*vals)
+
+
+def _minmax_oracle(s):
+    a, b, x, y = s["a"], s["b"], s["x"], s["y"]
+    with quiet():
+        oi = np.stack(
+            [
+                np.abs(a),
+                np.minimum(a, b),
+                np.maximum(np.maximum(a, b), 0),
+                np.minimum(np.minimum(a, 3), b + 1),
+            ]
+        )
+    # Python's min/max: the first argument unless a later one compares smaller/greater,
+    # so a NaN first stays, a NaN later is skipped.
+    yd = y.astype(f64)
+    of = [
+        np.abs(x),
+        [min(p, q) for p, q in zip(x, yd)],
+        [max(float(p), q) for p, q in zip(a, x)],
+        [min(p, 0.5) for p in x],
+        [f64(max(q, f32(-0.25))) for q in y],
+        np.abs(y - f32(1)).astype(f64),
+    ]
+    return {"oi": oi, "of": np.array(of, f64)}
+
+
+case("abs_min_max", _minmax_inputs, names("a", "b", "x", "y", "oi", "of"), _minmax_oracle)
+
+
+# ---------------------------------------------------------------------- arrays, intrinsics
+
+
+case(
+    "shapes",
+    lambda rng: {
+        "x": np.zeros((3, 4, 5), f32),
+        "y": np.zeros((6, 7), i64),
+        "out": np.full(8, -1, i64),
+    },
+    names("x", "y", "out"),
+    lambda s: {"out": np.array([3, 3, 4, 5, 5, 6007, 8, -1])},
+    config=(1, 1),
+)
+
+
+def _transpose_oracle(s):
+    x = s["x"]
+    i, j = np.indices(x.shape)
+    return {"out": (x + i - j).T}
+
+
+case(
+    "transpose2d",
+    lambda rng: {"x": rng.standard_normal((13, 7)), "out": np.zeros((7, 13))},
+    names("x", "out"),
+    _transpose_oracle,
+    config=((2, 1), (8, 8)),
+)
+
+
+def _volume_oracle(s):
+    x = s["x"]
+    i, j, k = np.indices(x.shape)
+    return {"out": x * (i + 10 * j + 100 * k)}
+
+
+case(
+    "volume",
+    lambda rng: {"x": rng.standard_normal((5, 6, 7)), "out": np.zeros((5, 6, 7))},
+    names("x", "out"),
+    _volume_oracle,
+    config=((2, 2, 2), (4, 4, 4)),
+)
+
+
+def _strided2d_inputs(rng):
+    return {"xb": rng.standard_normal((20, 30)).astype(f32), "ob": np.zeros((12, 40), f32)}
+
+
+def _strided2d_oracle(s):
+    x = s["xb"][::2, 1::3]
+    ob = s["ob"].copy()
+    j = np.arange(x.shape[1])[None, :]
+    ob[1:11, ::-4] = x * f32(2) + j
+    return {"ob": ob}
+
+
+case(
+    "strided_2d",
+    _strided2d_inputs,
+    lambda s: (s["xb"][::2, 1::3], s["ob"][1:11, ::-4]),
+    _strided2d_oracle,
+    config=((2, 2), (8, 8)),
+    variant="views",
+)
+
+
+def _strided2d_t_oracle(s):
+    x = s["xb"].T
+    ob = s["ob"].copy()
+    j = np.arange(x.shape[1])[None, :]
+    ob[:, :] = x * f32(2) + j
+    return {"ob": ob}
+
+
+case(
+    "strided_2d",
+    lambda rng: {"xb": rng.standard_normal((9, 11)).astype(f32), "ob": np.zeros((11, 9), f32)},
+    lambda s: (s["xb"].T, s["ob"]),
+    _strided2d_t_oracle,
+    config=((2, 2), (8, 8)),
+    variant="transposed_and_contiguous",
+)
+
+
+def _strided1d_oracle(s):
+    x = s["xb"][::-3]
+    return {"out": x - x[::-1]}
+
+
+case(
+    "strided_1d",
+    lambda rng: {"xb": rng.standard_normal(301), "out": np.zeros(101)},
+    lambda s: (s["xb"][::-3], s["out"]),
+    _strided1d_oracle,
+)
+
+
+case(
+    "strided_3d",
+    lambda rng: {
+        "xb": rng.integers(-1000, 1000, (6, 5, 8)).astype(i32),
+        "out": np.zeros((8, 3, 5), i32),
+    },
+    lambda s: (s["xb"].transpose(2, 0, 1)[:, ::2, :], s["out"]),
+    lambda s: {"out": s["xb"].transpose(2, 0, 1)[:, ::2, :] + 1},
+    config=((2, 1, 1), (4, 4, 8)),
+)
+
+
+_TID_GRID, _TID_BLOCK = (2, 3, 2), (4, 2, 3)
+
+
+def _thread_ids_oracle(s):
+    (gx, gy, gz), (bx_, by_, bz_) = _TID_GRID, _TID_BLOCK
+    sx, sy, sz = gx * bx_, gy * by_, gz * bz_
+    out = np.zeros((sx * sy * sz, 11), i64)
+    for bz in range(gz):
+        for by in range(gy):
+            for bx in range(gx):
+                for tz in range(bz_):
+                    for ty in range(by_):
+                        for tx in range(bx_):
+                            x, y, z = bx * bx_ + tx, by * by_ + ty, bz * bz_ + tz
+                            row = x + sx * (y + sy * z)
+                            out[row] = [
+                                tx,
+                                ty,
+                                tz,
+                                bx,
+                                by,
+                                bz,
+                                bx_ * 100 + by_ * 10 + bz_,
+                                gx * 100 + gy * 10 + gz,
+                                x,
+                                x * 1000 + y,
+                                sx,
+                            ]
+    return {"out": out}
+
+
+case(
+    "thread_ids",
+    lambda rng: {"out": np.full((288, 11), -1, i64)},
+    names("out"),
+    _thread_ids_oracle,
+    config=(_TID_GRID, _TID_BLOCK),
+)
+
+case(
+    "grid_stride",
+    lambda rng: {"x": rng.standard_normal(1000), "out": np.zeros(1000)},
+    names("x", "out"),
+    lambda s: {"out": s["x"] * 3 + 1},
+    config=(3, 32),
+)
+
+case(
+    "grid_stride_2d",
+    lambda rng: {"x": rng.standard_normal((37, 29)).astype(f32), "out": np.zeros((37, 29), f32)},
+    names("x", "out"),
+    lambda s: {"out": s["x"] + f32(0.5)},
+    config=((2, 2), (4, 4)),
+)
+
+_BIG_N = 5000  # > 4096 threads: the CPU launcher spreads blocks over its thread pool
+
+case(
+    "histogram",
+    lambda rng: {"x": rng.integers(0, 1000, _BIG_N).astype(i64), "bins": np.zeros(13, i64)},
+    names("x", "bins"),
+    lambda s: {"bins": np.bincount(s["x"] % 13, minlength=13)},
+    config=(20, 256),
+)
+
+
+def _tickets_check(s):
+    # Threads run concurrently: any order, but every ticket exactly once.
+    assert s["counter"][0] == _BIG_N
+    np.testing.assert_array_equal(np.sort(s["order"]), np.arange(_BIG_N))
+
+
+case(
+    "tickets",
+    lambda rng: {"order": np.full(_BIG_N, -1, i64), "counter": np.zeros(1, i64)},
+    names("order", "counter"),
+    check=_tickets_check,
+    config=(20, 256),
+)
+
+
+def _atomics_inputs(rng):
+    return {
+        "x": rng.integers(-8, 8, 4500).astype(f32),
+        "y": rng.integers(-1000, 1000, (4500, 2)).astype(i32),
+        "acc": np.array([0.5], f32),
+        "ext": np.array([[7, 0], [0, 100]], i32),
+    }
+
+
+def _atomics_oracle(s):
+    x, y = s["x"], s["y"]
+    return {
+        "acc": np.array([0.5 + x.astype(f64).sum()], f32),
+        "ext": np.array(
+            [[7 + y[:, 0].sum(), max(0, y[:, 1].max())], [min(0, y[:, 1].min()), 100 - len(x)]], i32
+        ),
+    }
+
+
+case(
+    "atomics_mixed",
+    _atomics_inputs,
+    names("x", "y", "acc", "ext"),
+    _atomics_oracle,
+    config=(18, 256),
+)
+
+
+def _local_sort(width):
+    case(
+        "local_sort",
+        lambda rng: {"x": rng.standard_normal((50, width)), "out": np.zeros((50, width))},
+        names("x", "out"),
+        lambda s: {"out": np.sort(s["x"], axis=1)},
+        config=(2, 32),
+        variant=f"w{width}",
+    )
+
+
+_local_sort(8)
+_local_sort(5)
+
+case(
+    "local_2d",
+    lambda rng: {"out": np.full((40, 3), -1, i64)},
+    names("out"),
+    lambda s: {"out": np.array([[12 * i + 18, 0, 34] for i in range(40)], i64)},
+    config=(2, 32),
+)
+
+case(
+    "overlays",
+    lambda rng: {"x": rng.uniform(0.1, 10, N), "backend": np.full(N, -1, i64), "out": np.zeros(N)},
+    names("x", "backend", "out"),
+    # compiled for the CPU, the CPU overlay replaces the original: which_backend() == 1
+    lambda s: {"backend": np.ones(N, i64), "out": 1.0 / np.sqrt(s["x"])},
+    # simulate runs the Python source of the original: which_backend() == 0
+    sim_oracle=lambda s: {"backend": np.zeros(N, i64), "out": 1.0 / np.sqrt(s["x"])},
+)
+
+
+# ---------------------------------------------------------------------- raise / assert
+
+
+case(
+    "checked_div",
+    lambda rng: {
+        "a": rng.integers(-100, 100, N).astype(i64),
+        "b": nonzero(rng, -9, 9, N, i64),
+        "out": np.zeros(N, i64),
+    },
+    names("a", "b", "out"),
+    lambda s: {"out": np.floor_divide(s["a"], s["b"])},
+)
+case(
+    "checked_div",
+    lambda rng: {
+        "a": np.arange(N, dtype=i64),
+        "b": np.arange(N, dtype=i64) - 50,
+        "out": np.zeros(N, i64),
+    },
+    names("a", "b", "out"),
+    raises=ZeroDivisionError,
+    variant="raises",
+)
+case(
+    "raise_at",
+    lambda rng: {"t": -1, "out": np.zeros(N, i64)},
+    names("t", "out"),
+    lambda s: {"out": np.arange(N, dtype=i64) * 2},
+)
+case(
+    "raise_at",
+    lambda rng: {"t": 77, "out": np.zeros(N, i64)},
+    names("t", "out"),
+    raises=ValueError,
+    variant="raises",
+)
+case(
+    "implicit_div",
+    lambda rng: {
+        "a": rng.integers(-100, 100, N).astype(i64),
+        "b": nonzero(rng, -9, 9, N, i64),
+        "out": np.zeros((2, N), i64),
+    },
+    names("a", "b", "out"),
+    lambda s: {"out": np.stack([np.floor_divide(s["a"], s["b"]), np.mod(s["a"], s["b"])])},
+)
+case(
+    "implicit_div",
+    lambda rng: {
+        "a": np.ones(N, i64),
+        "b": np.arange(N, dtype=i64) % 7,
+        "out": np.zeros((2, N), i64),
+    },
+    names("a", "b", "out"),
+    raises=ZeroDivisionError,
+    variant="raises",
+    sim_xfail="simulate divides numpy scalars: 1 // 0 is 0 with a warning, not Python's "
+    "ZeroDivisionError",
+)
+case(
+    "assert_positive",
+    lambda rng: {"x": rng.uniform(0.1, 5, N), "out": np.zeros(N)},
+    names("x", "out"),
+    lambda s: {"out": s["x"] * 2},
+)
+case(
+    "assert_positive",
+    lambda rng: {"x": np.linspace(5, -5, N), "out": np.zeros(N)},
+    names("x", "out"),
+    raises=AssertionError,
+    variant="raises",
+)
+case(
+    "deep_raise",
+    lambda rng: {"x": rng.integers(0, 100, N).astype(i64), "out": np.zeros(N, i64)},
+    names("x", "out"),
+    lambda s: {"out": s["x"] * 10 + 1},
+)
+case(
+    "deep_raise",
+    lambda rng: {"x": np.arange(N, dtype=i64) - 90, "out": np.zeros(N, i64)},
+    names("x", "out"),
+    raises=OverflowError,
+    variant="raises",
+)
+
+
+# ---------------------------------------------------------------------- host functions
+
+
+def host_case(fn, inputs, args, ret_type, **kw):
+    case(fn, inputs, args, ret_type=ret_type, config=None, **kw)
+
+
+host_case("h_sum", lambda rng: {"x": rng.standard_normal(1001)}, names("x"), f64)
+host_case(
+    "h_dot",
+    lambda rng: {"x": rng.standard_normal(333), "y": rng.standard_normal(333)},
+    names("x", "y"),
+    f64,
+)
+host_case("h_norm", lambda rng: {"x": rng.standard_normal(77)}, names("x"), f64)
+host_case("h_stats", lambda rng: {"x": rng.standard_normal(500) * 3 + 1}, names("x"), (f64, f64))
+host_case("h_argmax", lambda rng: {"x": rng.standard_normal(999).astype(f32)}, names("x"), i64)
+host_case(
+    "h_count_between",
+    lambda rng: {"x": rng.integers(-50, 50, 400).astype(i32), "lo": -10, "hi": 20},
+    names("x", "lo", "hi"),
+    i64,
+)
+host_case(
+    "h_is_sorted",
+    lambda rng: {"x": np.sort(rng.standard_normal(50))},
+    names("x"),
+    np.bool_,
+    variant="sorted",
+)
+host_case(
+    "h_is_sorted",
+    lambda rng: {"x": rng.standard_normal(50)},
+    names("x"),
+    np.bool_,
+    variant="unsorted",
+)
+host_case("h_frobenius", lambda rng: {"x": rng.standard_normal((17, 9))}, names("x"), f32)
+host_case(
+    "h_range_info",
+    lambda rng: {"x": rng.integers(-(2**40), 2**40, 300).astype(i64)},
+    names("x"),
+    (i64, i64, i64),
+)
+host_case("h_fill", lambda rng: {"out": np.zeros((6, 7)), "v": 2.5}, names("out", "v"), type(None))
+host_case("h_divmod", lambda rng: {"a": -17, "b": 5}, names("a", "b"), (i64, i64))
+host_case(
+    "h_divmod", lambda rng: {"a": 2**62 + 3, "b": -7}, names("a", "b"), (i64, i64), variant="big"
+)
+host_case("h_u8_sum", lambda rng: {"x": rng.integers(0, 256, 1000).astype(u8)}, names("x"), u8)
+host_case(
+    "h_scalar_mix",
+    lambda rng: {"a": f32(1.25), "b": 3, "c": True},
+    names("a", "b", "c"),
+    f64,
+    variant="true",
+)
+host_case(
+    "h_scalar_mix",
+    lambda rng: {"a": f32(1.25), "b": 3, "c": False},
+    names("a", "b", "c"),
+    f64,
+    variant="false",
+)
+host_case("h_checked_sqrt", lambda rng: {"x": 6.25}, names("x"), f64)
+host_case(
+    "h_checked_sqrt", lambda rng: {"x": -1.0}, names("x"), f64, raises=ValueError, variant="raises"
+)
+
+
+# ---------------------------------------------------------------------- running
+
+
+@pytest.fixture(scope="module")
+def conformance(built):
+    return built("conformance")
+
+
+def _function(pkg, c: Case):
+    return getattr(pkg, c.fn)
+
+
+def _compare(got: dict, want: dict, c: Case) -> None:
+    assert want, "an oracle that checks nothing"
+    for key, expected in want.items():
+        actual = got[key]
+        expected = np.asarray(expected)
+        assert np.asarray(actual).shape == expected.shape, key
+        if c.rtol is None:
+            np.testing.assert_array_equal(
+                actual,
+                expected.astype(np.asarray(actual).dtype),
+                err_msg=f"{c.id}: '{key}'",
+                strict=True,
+            )
+        else:
+            np.testing.assert_allclose(
+                actual, expected, rtol=c.rtol, atol=c.atol, err_msg=f"{c.id}: '{key}'"
+            )
+
+
+def _run(c: Case, launch) -> dict:
+    state = c.inputs(np.random.default_rng(sum(map(ord, c.id))))
+    expected_state = copy.deepcopy(state)
+    args = c.args(state)
+    if c.raises is not None:
+        with quiet(), pytest.raises(c.raises):
+            launch(*args)
+        return {}
+    with quiet():
+        launch(*args)
+    return {"state": state, "expected_state": expected_state}
+
+
+KERNEL_CASES = [c for c in CASES if c.config is not None]
+HOST_CASES = [c for c in CASES if c.config is None]
+
+
+@pytest.mark.parametrize("c", KERNEL_CASES, ids=lambda c: c.id)
+def test_kernel_compiled(conformance, c: Case):
+    kern = _function(conformance.module, c)
+    r = _run(c, kern[c.config])
+    if not r:
+        return
+    if c.check is not None:
+        c.check(r["state"])
+        return
+    _compare(r["state"], c.oracle(r["expected_state"]), c)
+
+
+@pytest.mark.parametrize(
+    "c",
+    [
+        pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=c.sim_xfail))
+        if c.sim_xfail
+        else c
+        for c in KERNEL_CASES
+    ],
+    ids=lambda c: c.id,
+)
+def test_kernel_simulate(conformance, c: Case):
+    kern = _function(conformance.module, c)
+    r = _run(c, kern.simulate[c.config])
+    if not r:
+        return
+    if c.check is not None:
+        c.check(r["state"])
+        return
+    _compare(r["state"], (c.sim_oracle or c.oracle)(r["expected_state"]), c)
+
+
+def python_host(fn, _memo=None):
+    """A @host function as plain CPython: calls to other host functions stay in Python."""
+    memo = {} if _memo is None else _memo
+    if id(fn) in memo:
+        return memo[id(fn)]
+    py = fn.py_func
+    g = dict(py.__globals__)
+    memo[id(fn)] = plain = types.FunctionType(
+        py.__code__, g, py.__name__, py.__defaults__, py.__closure__
+    )
+    for k, v in py.__globals__.items():
+        if isinstance(v, Host):
+            g[k] = python_host(v, memo)
+    return plain
+
+
+def _as_declared(fn, args):
+    """Scalars converted to the annotated parameter types, as the compiled call does."""
+    out = []
+    for a, (name, ann) in zip(args, fn.py_func.__annotations__.items()):
+        del name
+        out.append(ann(a) if callable(ann) and not isinstance(a, np.ndarray) else a)
+    return out
+
+
+@pytest.mark.parametrize("c", HOST_CASES, ids=lambda c: c.id)
+def test_host(conformance, c: Case):
+    fn = _function(conformance.module, c)
+    state = c.inputs(np.random.default_rng(sum(map(ord, c.id))))
+    py_state = copy.deepcopy(state)
+    if c.raises is not None:
+        with pytest.raises(c.raises):
+            fn(*c.args(state))
+        with pytest.raises(c.raises):
+            python_host(fn)(*_as_declared(fn, c.args(py_state)))
+        return
+    got = fn(*c.args(state))
+    with quiet(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = python_host(fn)(*_as_declared(fn, c.args(py_state)))
+    if fn.py_func.__name__ == "h_scalar_mix":
+        # SPEC: f32 ⊕ i64 computes in f32; CPython with numpy scalars would use f64.
+        a, b, cond = c.args(py_state)
+        want = f64(f32(a) * f32(b)) if cond else f64(f32(a) - f32(b))
+    if isinstance(c.ret_type, tuple):
+        assert isinstance(got, tuple) and len(got) == len(c.ret_type)
+        assert tuple(type(g) for g in got) == c.ret_type
+        for g, w, t in zip(got, want, c.ret_type):
+            assert g == t(w), (got, want)
+    else:
+        assert type(got) is c.ret_type, type(got)
+        if c.ret_type is not type(None):
+            assert got == c.ret_type(want), (got, want)
+    for key in state:
+        np.testing.assert_array_equal(state[key], py_state[key], err_msg=key, strict=True)
+    if fn.py_func.__name__ == "h_fill":
+        i, j = np.indices((6, 7))
+        np.testing.assert_array_equal(state["out"], 2.5 * i + j)
+
+
+def test_every_function_has_a_case(conformance):
+    m = conformance.manifest
+    kernels = {k["name"] for k in m["kernels"]}
+    hosts = {h["name"] for h in m["host_functions"]}
+    assert len(kernels) + len(hosts) >= 40
+    assert {c.fn for c in KERNEL_CASES} == kernels
+    assert {c.fn for c in HOST_CASES} == hosts
+    # Every kernel runs on the CPU: the conformance package uses no GPU-only feature.
+    assert all(s["cpu"] and not s["gpu_only"] for k in m["kernels"] for s in k["specializations"])
