@@ -17,11 +17,8 @@ of addresses), so code scanning tracks a leak from run to run.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from typing import Any
-from urllib.parse import quote
 
 from .scan import (
     RULE_DEVICE,
@@ -193,6 +190,8 @@ def finding_dict(f: Finding) -> dict[str, Any]:
 
 
 def format_json(result: ScanResult) -> str:
+    import json
+
     doc = {
         "version": JSON_VERSION,
         "tool": {"name": TOOL_NAME, "version": _tool_version()},
@@ -231,6 +230,8 @@ def format_json(result: ScanResult) -> str:
 
 def artifact_uri(path: str) -> str:
     """A relative URI for paths under the current directory (what code scanning wants)."""
+    from urllib.parse import quote
+
     full = os.path.abspath(path)
     try:
         rel = os.path.relpath(full)
@@ -242,6 +243,8 @@ def artifact_uri(path: str) -> str:
 
 
 def fingerprint(f: Finding) -> str:
+    import hashlib
+
     key = "\0".join(
         [
             f.rule,
@@ -257,6 +260,8 @@ def fingerprint(f: Finding) -> str:
 
 
 def _related(f: Finding) -> list[dict[str, Any]]:
+    from urllib.parse import quote
+
     out = []
     for i, loc in enumerate(f.locations):
         file, _, line = loc.rpartition(":")
@@ -276,6 +281,8 @@ def _related(f: Finding) -> list[dict[str, Any]]:
 
 
 def format_sarif(result: ScanResult) -> str:
+    import json
+
     rule_ids = list(RULES)
     rules = [
         {

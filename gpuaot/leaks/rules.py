@@ -21,7 +21,6 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
@@ -133,17 +132,20 @@ class ConfigError(UsageError):
     """A bad ``[tool.gpuaot.check-leaks]`` table: a usage error (exit 2)."""
 
 
-def find_pyproject(start: str | os.PathLike[str] | None = None) -> Path | None:
+def find_pyproject(start: str | os.PathLike[str] | None = None) -> str | None:
     """The nearest ``pyproject.toml`` in ``start`` (default: the current directory) or above."""
-    here = Path(start or os.getcwd()).resolve()
-    for d in (here, *here.parents):
-        candidate = d / "pyproject.toml"
-        if candidate.is_file():
+    here = os.path.realpath(start or os.getcwd())
+    while True:
+        candidate = os.path.join(here, "pyproject.toml")
+        if os.path.isfile(candidate):
             return candidate
-    return None
+        parent = os.path.dirname(here)
+        if parent == here:
+            return None
+        here = parent
 
 
-def load_config(path: Path) -> dict[str, Any]:
+def load_config(path: str) -> dict[str, Any]:
     """The ``[tool.gpuaot.check-leaks]`` table of ``path`` (empty if absent), type-checked."""
     if sys.version_info >= (3, 11):
         import tomllib
