@@ -469,8 +469,11 @@ class Typer:
     def expr(self, node: ast.expr) -> Type:
         handler = _EXPRS.get(type(node))
         if handler is None:
+            # Located here, at the unsupported node: a Reject raised outside the try below
+            # would be located at the enclosing expression or statement instead.
             what = type(node).__name__
-            raise Reject(f"{_EXPR_NAMES.get(what, what)} is not supported in kernels")
+            self.error(f"{_EXPR_NAMES.get(what, what)} is not supported in kernels", node)
+            raise _Stop()
         try:
             t = handler(self, node)
         except Reject as r:
