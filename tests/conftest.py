@@ -4,10 +4,13 @@
         pkg = built("conformance").module    # fixtures/conformance, copied, built, imported
         pkg.saxpy[4, 32](...)
 
-    def test_y(tmp_path, monkeypatch):       # a build of your own
-        root = copy_package(FIXTURES / "example", tmp_path)
-        res = build(root, cache_dir=tmp_path / "cache")
-        pkg = import_package(root, monkeypatch)
+    def test_y(kit, tmp_path, monkeypatch):  # a build of your own
+        root = kit.copy_package(kit.FIXTURES / "example", tmp_path)
+        res = kit.build(root, cache_dir=tmp_path / "cache")
+        pkg = kit.import_package(root, monkeypatch)
+
+The helpers come through the ``kit`` fixture rather than ``from conftest import ...``: more
+than one ``conftest`` module lives under tests/.
 
 Packages are always copied into a temporary directory first, so builds never write into the
 repository, and each build gets its own bundle path: ``ctypes.CDLL`` of one path twice in a
@@ -24,6 +27,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -116,6 +120,21 @@ class Built:
         if mod is None or Path(mod.__file__).resolve().parent != self.root.resolve():
             mod = import_package(self.root)
         return mod
+
+
+@pytest.fixture(scope="session")
+def kit() -> SimpleNamespace:
+    """The helpers of this module, for test files."""
+    return SimpleNamespace(
+        REPO=REPO,
+        FIXTURES=FIXTURES,
+        VENV_BIN=VENV_BIN,
+        copy_package=copy_package,
+        write_package=write_package,
+        build=build,
+        unload=unload,
+        import_package=import_package,
+    )
 
 
 @pytest.fixture(scope="session")
