@@ -147,7 +147,8 @@ def _run(
         text = FORMATTERS[fmt](result)
     if output is not None:
         try:
-            with open(output, "w", encoding="utf-8") as f:
+            # surrogateescape: a file name that is not UTF-8 is written back as its own bytes.
+            with open(output, "w", encoding="utf-8", errors="surrogateescape") as f:
                 f.write(text + "\n" if text else "")
         except OSError as e:
             raise click.UsageError(f"cannot write {output}: {e.strerror or e}") from None
@@ -173,7 +174,12 @@ def _stdout_is_terminal() -> bool:
 
 def _echo(text: str) -> None:
     try:
-        click.echo(text)
+        try:
+            click.echo(text)
+        except UnicodeEncodeError:
+            # A name that is not valid in the terminal's encoding: show it, do not crash.
+            safe = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            click.echo(safe.encode("ascii", "backslashreplace").decode("ascii"))
         sys.stdout.flush()
     except BrokenPipeError:
         # `gpuaot check-leaks ... | head` closing the pipe is not a crash; keep the exit code.

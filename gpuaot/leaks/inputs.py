@@ -21,7 +21,7 @@ import os
 import posixpath
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .elf import ELF_MAGIC
@@ -117,12 +117,8 @@ class Skipped:
 Item = Blob | Problem | Skipped
 
 
-@dataclass
 class Walker:
-    """Yields the scan items of each path; counts the files it looked at."""
-
-    files_seen: int = 0
-    _zips: list[Any] = field(default_factory=list)
+    """Yields the scan items of each path, in order; nothing is read before it is asked for."""
 
     def items(self, paths: list[str]) -> Iterator[Item]:
         for p in paths:
@@ -151,13 +147,13 @@ class Walker:
 
     def _file(self, path: str, explicit: bool) -> Iterator[Item]:
         try:
+            # stat before open: opening a FIFO or a device could block or never end.
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                if explicit:
+                    yield Problem(path, "not a regular file", path)
+                return
             with open(path, "rb") as f:
                 st = os.fstat(f.fileno())
-                if not stat.S_ISREG(st.st_mode):
-                    if explicit:
-                        yield Problem(path, "not a regular file", path)
-                    return
-                self.files_seen += 1
                 head = f.read(8)
                 kind = sniff(head)
                 if kind is None:
@@ -192,7 +188,12 @@ class Walker:
         except Exception as e:  # BadZipFile, OSError, ValueError, ... on a damaged directory
             yield Problem(path, f"unreadable zip: {e}", path)
             return
-        self._zips.append(zf)
+        try:
+            yield from self._zip_members(zf, infos, path)
+        finally:
+            zf.close()
+
+    def _zip_members(self, zf: Any, infos: list[Any], path: str) -> Iterator[Item]:
         ns = ZipNamespace(zf, path)
         for info in infos:
             display = f"{path}!{info.filename}"
@@ -218,11 +219,6 @@ class Walker:
                 yield Blob(display, path, info.filename, data, 0, len(data), origin)
             else:
                 yield from iter_archive(data, 0, len(data), display, path, info.filename, origin)
-
-    def close(self) -> None:
-        for zf in self._zips:
-            zf.close()
-        self._zips.clear()
 
 
 def iter_archive(

@@ -110,9 +110,9 @@ class Scanner:
 
     def scan(self, paths: list[str]) -> ScanResult:
         result = ScanResult(rules=self.rules)
-        walker = Walker()
+        items = Walker().items(list(paths))
         try:
-            for item in walker.items(list(paths)):
+            for item in items:
                 if isinstance(item, Problem):
                     result.errors.append(
                         InputError(
@@ -130,7 +130,7 @@ class Scanner:
                     result.scanned.append(item.display)
                     self._scan_blob(item, result)
         finally:
-            walker.close()
+            items.close()  # a --traceback re-raise still closes an open wheel
         return result
 
     def _scan_blob(self, blob: Blob, result: ScanResult) -> None:

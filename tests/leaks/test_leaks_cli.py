@@ -242,3 +242,53 @@ def test_through_the_gpuaot_cli_in_a_subprocess(corpus):
         timeout=60,
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_fifo_and_devices_are_not_opened(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    r = run(str(fifo), "/dev/null")  # opening the FIFO would block forever
+    assert r.exit_code == 3
+    assert r.output.count("not a regular file") == 2
+
+
+def test_file_names_that_are_not_utf8(corpus, tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    name = os.fsencode(str(d)) + b"/lib\xff\xfe.so"
+    with open(name, "wb") as f:
+        f.write(corpus["libexported.so"].read_bytes())
+    out = tmp_path / "report.txt"
+    r = run("-o", str(out), str(d))
+    assert r.exit_code == 1
+    assert b"lib\xff\xfe.so" in out.read_bytes()  # the name's own bytes, not mojibake
+    r = run("--json", str(d))
+    assert (
+        r.exit_code == 1 and json.loads(r.stdout)["findings"][0]["symbol"] == "gpu_exported_entry"
+    )
+
+
+def test_closed_pipe_is_not_a_crash(tmp_path):
+    from leaks_elfwriter import Sym, write_elf
+
+    many = tmp_path / "many.o"  # 6,000 findings: far more output than a pipe buffers
+    many.write_bytes(write_elf(symbols=[Sym(f"gpu_k{i}", size=1) for i in range(6000)]))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    probe = subprocess.run(
+        [sys.executable, "-c", "import gpuaot.cli"], env=env, capture_output=True
+    )
+    if probe.returncode != 0:
+        pytest.skip("gpuaot.cli does not import yet")
+    proc = subprocess.run(
+        f"'{sys.executable}' -m gpuaot.cli check-leaks --no-config '{many}' | head -n 1;"
+        " exit ${PIPESTATUS[0]}",
+        shell=True,
+        executable="/bin/bash",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.stdout.count("\n") == 1
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+    assert proc.returncode == 1  # the verdict survives the closed pipe
