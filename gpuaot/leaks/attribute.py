@@ -199,7 +199,7 @@ def _stub_start(elf: ElfFile, sec: Section, site: int) -> int:
     return site
 
 
-def _x86_refs(elf: ElfFile, sec: Section, dests: set[int]):
+def _x86_refs(elf: ElfFile, sec: Section, dests: set[int]) -> list[tuple[int, int]]:
     """(instruction address, referenced address) for x86-64 references into ``dests``."""
     import numpy as np
 
@@ -246,7 +246,7 @@ def _x86_refs(elf: ElfFile, sec: Section, dests: set[int]):
 class _Namer:
     """Address (or section offset, in a .o) -> the function or object that holds it."""
 
-    def __init__(self, elf: ElfFile):
+    def __init__(self, elf: ElfFile) -> None:
         import numpy as np
 
         self.elf = elf

@@ -87,7 +87,9 @@ class ElfError(GpuaotError):
 
     exit_code = 3
 
-    def __init__(self, reason: str, *, offset: int | None = None, section: str | None = None):
+    def __init__(
+        self, reason: str, *, offset: int | None = None, section: str | None = None
+    ) -> None:
         self.reason = reason
         self.offset = offset
         self.section = section
@@ -183,7 +185,7 @@ def is_elf(buf: Any, base: int = 0) -> bool:
 class ElfFile:
     """One ELF image inside ``buf[base:base+size]``; nothing past the header is read eagerly."""
 
-    def __init__(self, buf: Any, name: str = "", base: int = 0, size: int | None = None):
+    def __init__(self, buf: Any, name: str = "", base: int = 0, size: int | None = None) -> None:
         self.buf = buf
         self.name = name
         self.base = base

@@ -50,7 +50,7 @@ def sniff(head: bytes) -> str | None:
 class ZipNamespace:
     """A wheel's member names, for resolving ``$ORIGIN`` and ``<pkg>.libs/`` inside it."""
 
-    def __init__(self, zf: Any, path: str):
+    def __init__(self, zf: Any, path: str) -> None:
         self.zf, self.path = zf, path
         self.members = {i.filename for i in zf.infolist() if not i.is_dir()}
         self._cache: dict[str, bytes | None] = {}

@@ -20,6 +20,7 @@ import fnmatch
 import os
 import re
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,7 +102,9 @@ class Rules:
         object.__setattr__(self, "_allow_rx", re.compile(allow, re.DOTALL) if allow else None)
 
     @classmethod
-    def default(cls, forbid=(), allow=(), undefined: bool = False) -> Rules:
+    def default(
+        cls, forbid: Iterable[str] = (), allow: Iterable[str] = (), undefined: bool = False
+    ) -> Rules:
         """The default forbidden set plus ``forbid``; ``allow`` exempts names."""
         extra = tuple(g for g in forbid if g not in DEFAULT_FORBID)
         return cls(DEFAULT_FORBID + extra, tuple(allow), undefined)

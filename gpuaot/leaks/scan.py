@@ -19,9 +19,11 @@ gate that could not read everything must not look like it did (the findings are 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
-from .elf import EM_CUDA, ET_REL, SHT_DYNSYM, ElfError, ElfFile, Section, Symbol
+from .elf import EM_CUDA, ET_REL, SHT_DYNSYM, ElfError, ElfFile, Section, Symbol, Version
 from .inputs import Blob, Problem, Skipped, Walker
 from .rules import Rules
 from .symbols import forbidden_symbols
@@ -102,7 +104,7 @@ class ScanResult:
 class Scanner:
     """Scans inputs under one set of rules; ``debug`` lets internal errors raise (--traceback)."""
 
-    def __init__(self, rules: Rules, *, attribute: bool = True, debug: bool = False):
+    def __init__(self, rules: Rules, *, attribute: bool = True, debug: bool = False) -> None:
         self.rules = rules
         self.attribute = attribute
         self.debug = debug
@@ -201,7 +203,9 @@ class Scanner:
             self._attribute(elf, hits)
 
     @staticmethod
-    def _version(elf: ElfFile, table: Section, sym: Symbol, problems: list[ElfError]):
+    def _version(
+        elf: ElfFile, table: Section, sym: Symbol, problems: list[ElfError]
+    ) -> Version | None:
         if table.type != SHT_DYNSYM:
             return None
         try:
@@ -211,7 +215,9 @@ class Scanner:
             problems.append(e)
             return None
 
-    def _unresolved(self, elf: ElfFile, blob: Blob, result: ScanResult, base: dict):
+    def _unresolved(
+        self, elf: ElfFile, blob: Blob, result: ScanResult, base: dict[str, Any]
+    ) -> list[tuple[Section, Symbol, Finding]]:
         from .undefined import Resolver
 
         if self._resolver is None:
@@ -269,7 +275,13 @@ def _error(blob: Blob, e: ElfError) -> InputError:
     return InputError(blob.display, e.reason, e.offset, e.section, blob.path, blob.member)
 
 
-def scan_paths(paths: list[str], *, forbid=(), allow=(), undefined=False) -> ScanResult:
+def scan_paths(
+    paths: list[str],
+    *,
+    forbid: Iterable[str] = (),
+    allow: Iterable[str] = (),
+    undefined: bool = False,
+) -> ScanResult:
     """Scan files, directories, archives and wheels with the default rules plus ``forbid``.
 
     ``allow`` globs exempt names; ``undefined`` also reports unresolved dynamic references.

@@ -201,7 +201,7 @@ class SymbolArray:
     Used by ``--undefined`` and by attribution, never on a clean file's hot path.
     """
 
-    def __init__(self, elf: ElfFile, sec: Section):
+    def __init__(self, elf: ElfFile, sec: Section) -> None:
         import numpy as np
 
         self.elf, self.sec = elf, sec

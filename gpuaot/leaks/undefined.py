@@ -24,6 +24,7 @@ import struct
 import subprocess
 import sys
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .elf import (
@@ -37,6 +38,7 @@ from .elf import (
     STB_GLOBAL,
     ElfError,
     ElfFile,
+    Section,
     Symbol,
     Version,
 )
@@ -96,7 +98,7 @@ def exports_of(elf: ElfFile) -> dict[str, set[str | None]]:
     return out
 
 
-def _versym(elf: ElfFile, dynsym, count: int) -> list[int] | None:
+def _versym(elf: ElfFile, dynsym: Section, count: int) -> list[int] | None:
     sec = next(
         (s for s in elf.sections if s.type == SHT_GNU_VERSYM and s.link == dynsym.index), None
     )
@@ -129,7 +131,7 @@ def undefined_refs(elf: ElfFile) -> list[tuple[Symbol, Version | None, str]]:
 class Resolver:
     """Finds and caches libraries and their exported symbols across a whole run."""
 
-    def __init__(self, env: dict[str, str] | None = None):
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
         env = os.environ if env is None else env
         self.ld_library_path = [p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p]
         self._libs: dict[str, Library | None] = {}
@@ -155,7 +157,9 @@ class Resolver:
         lib = self._libs[key]
         return lib if lib is not None and _compatible(lib.elf, want) else None
 
-    def _load_member(self, origin: Origin, member: str, soname: str, want: ElfFile):
+    def _load_member(
+        self, origin: Origin, member: str, soname: str, want: ElfFile
+    ) -> Library | None:
         assert origin.zip is not None
         key = f"{origin.zip.path}!{member}"
         if key not in self._libs:
@@ -211,7 +215,9 @@ class Resolver:
                 return lib
         return self._in_dirs(default_dirs(elf), soname, elf, Origin("/"), relative=False)
 
-    def _in_dirs(self, dirs, soname, elf, origin: Origin, relative: bool) -> Library | None:
+    def _in_dirs(
+        self, dirs: list[str], soname: str, elf: ElfFile, origin: Origin, relative: bool
+    ) -> Library | None:
         for d in dirs:
             if origin.zip is not None and relative and not os.path.isabs(d):
                 member = posixpath.normpath(posixpath.join(d, soname))
@@ -266,7 +272,9 @@ class Resolver:
                 pass
         return self._interp
 
-    def unresolved(self, elf: ElfFile, origin: Origin):
+    def unresolved(
+        self, elf: ElfFile, origin: Origin
+    ) -> tuple[list[str], list[tuple[Symbol, Version | None, str]]]:
         """(missing sonames, [(symbol, version, table)] no library in scope defines)."""
         if not elf.dynamic:
             return [], []
