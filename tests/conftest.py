@@ -66,6 +66,7 @@ def build(
 ):
     """Build a package directory on the CPU backend; returns the driver's BuildResult."""
     from gpuaot.compiler.driver import BuildOptions, build_package
+    from gpuaot.errors import CompileErrors
 
     root = Path(root)
     opts = BuildOptions.resolve(
@@ -76,7 +77,11 @@ def build(
         debug=debug,
         jobs=jobs,
     )
-    return build_package(opts)
+    try:
+        return build_package(opts)
+    except CompileErrors as e:
+        e.add_note(e.format())  # pytest then shows the diagnostics, not only "1 error"
+        raise
 
 
 def unload(name: str) -> None:
