@@ -17,9 +17,10 @@ A site outside any sized function symbol is named by its address (``0x1139``).
 
 from __future__ import annotations
 
+import bisect
 import io
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -331,7 +332,7 @@ def line_table(image: bytes, addrs: set[int]) -> dict[int, str]:
     dwarf = ef.get_dwarf_info()
     out: dict[int, str] = {}
     want = sorted(addrs)
-    for cu in dwarf.iter_CUs():
+    for cu in _units_for(dwarf, want):
         lp = dwarf.line_program_for_CU(cu)
         if lp is None:
             continue
@@ -341,13 +342,26 @@ def line_table(image: bytes, addrs: set[int]) -> dict[int, str]:
             if state is None:
                 continue
             if prev is not None and prev.address <= state.address:
-                for a in want:
-                    if prev.address <= a < state.address and a not in out:
-                        out[a] = f"{_file_name(lp, prev.file)}:{prev.line}"
+                lo = bisect.bisect_left(want, prev.address)
+                hi = bisect.bisect_left(want, state.address)
+                for a in want[lo:hi]:
+                    out.setdefault(a, f"{_file_name(lp, prev.file)}:{prev.line}")
             prev = None if state.end_sequence else state
         if len(out) == len(want):
             break
     return out
+
+
+def _units_for(dwarf: Any, want: list[int]) -> Iterator[Any]:
+    """The compile units holding ``want``: through .debug_aranges when it answers (a large
+    library has thousands of units), else every unit."""
+    aranges = dwarf.get_aranges()
+    offsets = {aranges.cu_offset_at_addr(a) for a in want} if aranges is not None else {None}
+    if None in offsets:
+        yield from dwarf.iter_CUs()
+        return
+    for off in sorted(offsets):
+        yield dwarf.get_CU_at(off)
 
 
 def _file_name(lp: Any, index: int) -> str:

@@ -369,6 +369,13 @@ def _gh_prop(text: str) -> str:
     return _gh_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
+def _repo_path(path: str) -> str:
+    """Annotations link to files by their path from the repository root (the cwd in CI)."""
+    full = os.path.abspath(path)
+    rel = os.path.relpath(full)
+    return full if rel.startswith("..") else rel
+
+
 def format_github(result: ScanResult) -> str:
     """``::error file=...::`` annotations, one per finding and per unreadable input."""
     lines = []
@@ -376,13 +383,13 @@ def format_github(result: ScanResult) -> str:
         where = f"{f.member}: " if f.member else ""
         msg = where + f.message + (f" at {', '.join(f.locations)}" if f.locations else "")
         title = f"gpuaot check-leaks: {RULES[f.rule][0]}"
-        lines.append(f"::error file={_gh_prop(f.path)},title={_gh_prop(title)}::{_gh_data(msg)}")
+        path = _gh_prop(_repo_path(f.path))
+        lines.append(f"::error file={path},title={_gh_prop(title)}::{_gh_data(msg)}")
     for e in result.errors:
         title = "gpuaot check-leaks: unreadable input"
         msg = (f"{e.member}: " if e.member else "") + error_line(e)
-        lines.append(
-            f"::error file={_gh_prop(e.path or e.file)},title={_gh_prop(title)}::{_gh_data(msg)}"
-        )
+        path = _gh_prop(_repo_path(e.path or e.file))
+        lines.append(f"::error file={path},title={_gh_prop(title)}::{_gh_data(msg)}")
     lines.append(summary(result))
     return "\n".join(lines)
 

@@ -292,3 +292,28 @@ def test_closed_pipe_is_not_a_crash(tmp_path):
     assert proc.stdout.count("\n") == 1
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
     assert proc.returncode == 1  # the verdict survives the closed pipe
+
+
+def test_github_paths_are_repository_relative(corpus, tmp_path, monkeypatch):
+    (tmp_path / "build").mkdir()
+    (tmp_path / "build" / "k.o").write_bytes(corpus["kernel_host.o"].read_bytes())
+    monkeypatch.chdir(tmp_path)
+    r = run("--format", "github", "build")
+    assert r.stdout.splitlines()[0].startswith("::error file=build/k.o,")
+
+
+def test_command_import_is_light():
+    """`gpuaot --help` pays for click only: the scanner loads when check-leaks runs."""
+    code = (
+        "import sys, gpuaot.leaks.command; "
+        "print(sorted(m for m in sys.modules if m.startswith('gpuaot.leaks.') "
+        "or m.startswith('llvmlite')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['gpuaot.leaks.command']"
