@@ -7,7 +7,7 @@ offset bounds-checked, every problem an :class:`ElfError` that names the offset 
     >>> elf.machine, elf.elf_type, [s.name for s in elf.symbol_tables()]  # doctest: +SKIP
     (62, 3, ['.dynsym', '.symtab'])
     >>> elf.symbol(elf.section_by_name(".dynsym"), 5)                    # doctest: +SKIP
-    Symbol(index=5, name='gpu_report_exception', bind=1, type=2, shndx=0, value=0, size=0)
+    Symbol(index=5, name='gpu_report_exception', bind=1, type=0, other=0, shndx=0, ...)
 
 The buffer may hold other things around the ELF image (an ``ar`` archive member is read in place,
 never copied), so every offset is relative to ``base``.  Bulk work over whole symbol tables lives in
@@ -55,19 +55,6 @@ TYPE_NAMES = {
     5: "COMMON",
     6: "TLS",
     10: "IFUNC",
-}
-MACHINE_NAMES = {
-    EM_386: "i386",
-    EM_X86_64: "x86-64",
-    EM_AARCH64: "AArch64",
-    EM_CUDA: "CUDA",
-    2: "SPARC",
-    8: "MIPS",
-    20: "PowerPC",
-    21: "PowerPC64",
-    22: "S/390",
-    40: "ARM",
-    243: "RISC-V",
 }
 
 # Per class (32/64): struct layouts without the byte-order character.
@@ -176,10 +163,6 @@ class Version:
 
     def suffix(self, defined: bool) -> str:
         return f"@@{self.name}" if defined and not self.hidden else f"@{self.name}"
-
-
-def is_elf(buf: Any, base: int = 0) -> bool:
-    return buf[base : base + 4] == ELF_MAGIC
 
 
 class ElfFile:

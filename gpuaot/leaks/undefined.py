@@ -32,6 +32,7 @@ from .elf import (
     EM_AARCH64,
     EM_X86_64,
     ET_DYN,
+    ET_EXEC,
     SHN_UNDEF,
     SHT_DYNSYM,
     SHT_GNU_VERSYM,
@@ -301,7 +302,7 @@ def _satisfies(versions: set[str | None] | None, wanted: Version | None) -> bool
 
 def _compatible(lib: ElfFile, want: ElfFile) -> bool:
     return (lib.bits, lib.endian, lib.machine) == (want.bits, want.endian, want.machine) and (
-        lib.elf_type == ET_DYN or lib.elf_type == 2
+        lib.elf_type in (ET_DYN, ET_EXEC)
     )
 
 
