@@ -36,18 +36,58 @@ from ..frontend.typed import TypedFunction
 from ..lower.emitter import F32, F64, I1, I64, PTR, VOID, Emitter
 from ..lower.lowering import ModuleBuilder
 
-HIDDEN = ("exc", "tid.x", "tid.y", "tid.z", "bid.x", "bid.y", "bid.z",
-          "bdim.x", "bdim.y", "bdim.z", "gdim.x", "gdim.y", "gdim.z")
+HIDDEN = (
+    "exc",
+    "tid.x",
+    "tid.y",
+    "tid.z",
+    "bid.x",
+    "bid.y",
+    "bid.z",
+    "bdim.x",
+    "bdim.y",
+    "bdim.z",
+    "gdim.x",
+    "gdim.y",
+    "gdim.z",
+)
 _INDEX_BASE = {"thread_idx": 1, "block_idx": 4, "block_dim": 7, "grid_dim": 10}
 REPORT = "gpuaot_rt_report_exception"
 
-EXPORTS = "{\n  global: gpuaot_cpu_*; gpuaot_host_*; gpuaot_manifest*; gpuaot_fatbin*;\n  local: *;\n};\n"
+EXPORTS = (
+    "{\n  global: gpuaot_cpu_*; gpuaot_host_*; gpuaot_manifest*; gpuaot_fatbin*;\n  local: *;\n};\n"
+)
 
 # LLVM intrinsics the vectoriser understands; the rest are libm calls.
-_LLVM_MATH = {"sqrt", "fabs", "floor", "ceil", "trunc", "copysign", "exp", "log", "log2",
-              "log10", "sin", "cos", "pow"}
-_LIBM = {"tan", "asin", "acos", "atan", "atan2", "sinh", "cosh", "tanh", "hypot", "erf",
-         "erfc", "fmod"}
+_LLVM_MATH = {
+    "sqrt",
+    "fabs",
+    "floor",
+    "ceil",
+    "trunc",
+    "copysign",
+    "exp",
+    "log",
+    "log2",
+    "log10",
+    "sin",
+    "cos",
+    "pow",
+}
+_LIBM = {
+    "tan",
+    "asin",
+    "acos",
+    "atan",
+    "atan2",
+    "sinh",
+    "cosh",
+    "tanh",
+    "hypot",
+    "erf",
+    "erfc",
+    "fmod",
+}
 
 
 class CPUEmitter(Emitter):
@@ -100,8 +140,13 @@ def _load_args(b: ir.IRBuilder, args_ptr, types: list[ir.Type]) -> list[ir.Value
     return out
 
 
-def _counted_loop(b: ir.IRBuilder, fn: ir.Function, start, stop, name: str, body) -> None:
-    """``for i in range(start, stop): body(i)`` with a phi induction variable."""
+def _counted_loop(
+    b: ir.IRBuilder, fn: ir.Function, start, stop, name: str, body, plain: bool = False
+) -> None:
+    """``for i in range(start, stop): body(i)`` with a phi induction variable.
+
+    ``plain`` asks LLVM to neither vectorise nor unroll it (the few threads at a range's edge).
+    """
     pre = b.block
     head = fn.append_basic_block(f"{name}.head")
     loop = fn.append_basic_block(f"{name}.body")
@@ -115,8 +160,26 @@ def _counted_loop(b: ir.IRBuilder, fn: ir.Function, start, stop, name: str, body
     body(i)
     nxt = b.add(i, ir.Constant(I64, 1))
     i.add_incoming(nxt, b.block)
-    b.cbranch(b.icmp_signed("<", nxt, stop), head, done)
+    latch = b.cbranch(b.icmp_signed("<", nxt, stop), head, done)
+    if plain:
+        latch.set_metadata("llvm.loop", _loop_id(b.module, _NO_VECTORIZE, _NO_UNROLL))
     b.position_at_end(done)
+
+
+_NO_VECTORIZE = ("llvm.loop.vectorize.enable", False)
+_NO_UNROLL = ("llvm.loop.unroll.disable",)
+
+
+def _loop_id(module: ir.Module, *props: tuple) -> ir.MDValue:
+    """A distinct, self-referential loop ID (``!0 = !{!0, !{"…"}, …}``) holding ``props``."""
+    nodes = [
+        module.add_metadata([ir.MetaDataString(module, p[0]), *(ir.Constant(I1, v) for v in p[1:])])
+        for p in props
+    ]
+    # llvmlite uniques metadata by operands; a loop ID must be distinct and refer to itself.
+    md = ir.values.MDValue(module, [], name=str(len(module.metadata)))
+    md.operands = (md, *nodes)
+    return md
 
 
 def kernel_entry(mb: ModuleBuilder, tf: TypedFunction) -> str:
@@ -128,9 +191,11 @@ def kernel_entry(mb: ModuleBuilder, tf: TypedFunction) -> str:
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     params = [p for t in tf.arg_types for p in mb.em.param_types(materialize(t))]
     vals = _load_args(b, args_ptr, params)
-    dims = [b.load(b.gep(dims_ptr, [ir.Constant(I64, k)], source_etype=I64), typ=I64)
-            for k in range(6)]
+    dims = [
+        b.load(b.gep(dims_ptr, [ir.Constant(I64, k)], source_etype=I64), typ=I64) for k in range(6)
+    ]
     gx, gy, gz, bdx, bdy, bdz = dims
+    split = XSplit.analyse(body, len(vals) + 1)
 
     def per_block(blk):
         bx = b.urem(blk, gx)
@@ -140,10 +205,30 @@ def kernel_entry(mb: ModuleBuilder, tf: TypedFunction) -> str:
 
         def per_z(tz):
             def per_y(ty):
+                def args(tx):
+                    return [*vals, exc, tx, ty, tz, bx, by, bz, bdx, bdy, bdz, gx, gy, gz]
+
                 def per_x(tx):
-                    b.call(body, [*vals, exc, tx, ty, tz, bx, by, bz, bdx, bdy, bdz, gx, gy, gz])
-                _counted_loop(b, fn, ir.Constant(I64, 0), bdx, "tx", per_x)
+                    b.call(body, args(tx))
+
+                zero = ir.Constant(I64, 0)
+                if split is None:
+                    _counted_loop(b, fn, zero, bdx, "tx", per_x)
+                    return
+                env = {id(p): v for p, v in zip(body.args, args(zero))}
+                lo, hi = split.bounds(b, env, bdx)
+
+                def fast_x(tx):
+                    split.assume(b, env, tx)
+                    per_x(tx)
+
+                # The edges hold the few threads a guard turns away: kept small and scalar.
+                _counted_loop(b, fn, zero, lo, "tx.pre", per_x, plain=True)
+                _counted_loop(b, fn, lo, hi, "tx", fast_x)
+                _counted_loop(b, fn, hi, bdx, "tx.post", per_x, plain=True)
+
             _counted_loop(b, fn, ir.Constant(I64, 0), bdy, "ty", per_y)
+
         _counted_loop(b, fn, ir.Constant(I64, 0), bdz, "tz", per_z)
 
     # Blocks one after another; stop early once any thread has raised.
@@ -163,6 +248,286 @@ def kernel_entry(mb: ModuleBuilder, tf: TypedFunction) -> str:
     b.position_at_end(done)
     b.ret_void()
     return name
+
+
+# ---------------------------------------------------------------------- x-loop splitting
+#
+# A kernel body almost always starts with a range guard on its grid index (``if i < n:``,
+# ``if 0 < j < m - 1``). Inlined into the x loop, that guard varies per thread, so the loop
+# vectoriser if-converts it: every load and store becomes a masked one, which runs at half
+# the speed of a plain vector loop even when memory-bound. LLVM would split such a loop at the
+# guard's bound (IRCE, LoopBoundSplit), but neither runs in the O3 pipeline.
+#
+# So the entry splits the x range itself: it finds the integer comparisons the body branches
+# on whose one side is ``tx + c`` (c invariant in the x loop) and the other invariant,
+# computes, per block and row, the sub-range [lo, hi) of threads for which every such
+# comparison takes the value that leads into the body's work, and runs three loops:
+# [0, lo) and [hi, bdx) as before, and [lo, hi) with ``llvm.assume`` of each comparison,
+# rebuilt from the same operands so that, after inlining, GVN folds the body's own guard
+# away and the vectoriser sees straight-line code.
+#
+# Soundness does not rest on the analysis: each assumed comparison is rebuilt in the entry
+# from wrap-free operations (add, sub, mul, casts) on the body's arguments, and [lo, hi) is
+# computed exactly, in 128-bit arithmetic, from the same operands, with a no-wrap check on
+# ``c + tx``; when that check fails the range is empty. The analysis only decides which
+# comparisons are worth assuming and in which direction; choosing badly costs speed, never
+# correctness.
+
+_MIRROR = {
+    "slt": "sgt",
+    "sle": "sge",
+    "sgt": "slt",
+    "sge": "sle",
+    "ult": "ugt",
+    "ule": "uge",
+    "ugt": "ult",
+    "uge": "ule",
+}
+_INVERT = {
+    "slt": "sge",
+    "sle": "sgt",
+    "sgt": "sle",
+    "sge": "slt",
+    "ult": "uge",
+    "ule": "ugt",
+    "ugt": "ule",
+    "uge": "ult",
+}
+_I128 = ir.IntType(128)
+_MAX_CONSTRAINTS = 8
+
+
+class XSplit:
+    """The x-range guards of one kernel body: ``(icmp, wanted truth value, linear side)``."""
+
+    def __init__(self, body: ir.Function, tx: ir.Argument, constraints: list):
+        self.body = body
+        self.tx = tx
+        self.constraints = constraints
+        self.resolve = _Resolver(body).resolve
+
+    @classmethod
+    def analyse(cls, body: ir.Function, tx_index: int) -> XSplit | None:
+        tx = body.args[tx_index]
+        res = _Resolver(body)
+        wanted: dict[int, tuple[ir.Instruction, set[bool]]] = {}
+
+        def want(v, truth: bool, depth: int = 0) -> None:
+            v = res.resolve(v)
+            if depth > 16 or not isinstance(v, ir.Instruction):
+                return
+            op = v.opname
+            if op == "icmp":
+                wanted.setdefault(id(v), (v, set()))[1].add(truth)
+            elif v.type == I1 and (op == "and" and truth or op == "or" and not truth):
+                for o in v.operands:
+                    want(o, truth, depth + 1)
+            elif op == "xor" and v.type == I1:
+                a, c = v.operands
+                if isinstance(a, ir.Constant):
+                    a, c = c, a
+                if isinstance(c, ir.Constant) and c.constant in (1, -1, True):
+                    want(a, not truth, depth + 1)
+            elif op == "phi" and v.type == I1:
+                # Sufficient: if every incoming value has the wanted truth, so has the phi.
+                for val, _blk in v.incomings:
+                    want(val, truth, depth + 1)
+
+        for blk in body.blocks:
+            br = blk.terminator
+            if isinstance(br, ir.instructions.ConditionalBranch):
+                want(br.operands[0], _work_side(br))
+        lin = _Linear(res, tx)
+        constraints = []
+        for cmp, truths in wanted.values():
+            if len(truths) != 1 or cmp.op not in _MIRROR or cmp.operands[0].type != I64:
+                continue
+            kl, kr = (lin.coef(o) for o in cmp.operands)
+            if (kl, kr) == (1, 0):
+                constraints.append((cmp, truths.pop(), 0))
+            elif (kl, kr) == (0, 1):
+                constraints.append((cmp, truths.pop(), 1))
+        if not constraints:
+            return None
+        return cls(body, tx, constraints[:_MAX_CONSTRAINTS])
+
+    def _emit(self, b: ir.IRBuilder, v, env: dict, cache: dict):
+        v = self.resolve(v)
+        key = id(v)
+        if key in cache:
+            return cache[key]
+        if isinstance(v, ir.Argument):
+            out = env[id(v)]
+        elif isinstance(v, ir.Constant):
+            out = v
+        elif v.opname in ("add", "sub", "mul"):
+            x, y = (self._emit(b, o, env, cache) for o in v.operands)
+            out = getattr(b, v.opname)(x, y)
+        else:  # sext, zext, trunc: _Linear admits nothing else
+            out = getattr(b, v.opname)(self._emit(b, v.operands[0], env, cache), v.type)
+        cache[key] = out
+        return out
+
+    def bounds(self, b: ir.IRBuilder, env: dict, bdx) -> tuple[ir.Value, ir.Value]:
+        """[lo, hi) within [0, bdx) where every guard has its wanted value (may be empty)."""
+        cache: dict = {}
+        zero = ir.Constant(_I128, 0)
+        n = b.zext(_smax(b, bdx, ir.Constant(I64, 0)), _I128)
+        lo, hi, ok = zero, n, ir.Constant(I1, 1)
+        for cmp, truth, side in self.constraints:
+            pred = cmp.op if side == 0 else _MIRROR[cmp.op]
+            pred = pred if truth else _INVERT[pred]
+            ext = b.sext if pred[0] == "s" else b.zext
+            c = ext(self._emit(b, cmp.operands[side], env, cache), _I128)  # tx + c at tx = 0
+            bound = ext(self._emit(b, cmp.operands[1 - side], env, cache), _I128)
+            top = (1 << 63) - 1 if pred[0] == "s" else (1 << 64) - 1
+            # No wrap: c + (bdx - 1) stays in range, so tx + c is exact for every tx < bdx.
+            last = b.sub(b.add(c, n), ir.Constant(_I128, 1))
+            ok = b.and_(ok, b.icmp_signed("<=", last, ir.Constant(_I128, top)))
+            edge = b.sub(bound, c)
+            if pred[1:] == "lt":
+                hi = _smin(b, hi, edge)
+            elif pred[1:] == "le":
+                hi = _smin(b, hi, b.add(edge, ir.Constant(_I128, 1)))
+            elif pred[1:] == "gt":
+                lo = _smax(b, lo, b.add(edge, ir.Constant(_I128, 1)))
+            else:
+                lo = _smax(b, lo, edge)
+        lo = _smin(b, lo, n)
+        hi = _smax(b, hi, lo)
+        lo = b.select(ok, lo, zero)
+        hi = b.select(ok, hi, zero)
+        return b.trunc(lo, I64), b.trunc(hi, I64)
+
+    def assume(self, b: ir.IRBuilder, env: dict, tx) -> None:
+        """Inside [lo, hi): state each guard, built as the body builds it, for GVN to fold."""
+        env = {**env, id(self.tx): tx}
+        cache: dict = {}
+        fn = b.module.globals.get("llvm.assume")
+        if fn is None:
+            fn = ir.Function(b.module, ir.FunctionType(VOID, [I1]), "llvm.assume")
+        for cmp, truth, _side in self.constraints:
+            x, y = (self._emit(b, o, env, cache) for o in cmp.operands)
+            icmp = b.icmp_unsigned if cmp.op[0] == "u" else b.icmp_signed
+            c = icmp(_CMP_OP[cmp.op[1:]], x, y)
+            b.call(fn, [c if truth else b.not_(c)])
+
+
+_CMP_OP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+
+
+def _smin(b, x, y):
+    return b.select(b.icmp_signed("<", x, y), x, y)
+
+
+def _smax(b, x, y):
+    return b.select(b.icmp_signed(">", x, y), x, y)
+
+
+def _work_side(br) -> bool:
+    """Which way a branch goes into the body's work: its likely side, else away from an exit."""
+    prof = br.metadata.get("prof")
+    if prof is not None and len(prof.operands) == 3:
+        t, f = (o.constant for o in prof.operands[1:])
+        return t >= f
+    t, f = br.operands[1], br.operands[2]
+    return not (_exits(t) and not _exits(f))
+
+
+def _exits(block: ir.Block) -> bool:
+    """A block that only returns, or raises and returns (``if i >= n: return`` / ``raise``)."""
+    if not isinstance(block.terminator, ir.instructions.Ret):
+        return False
+    return all(
+        isinstance(i, ir.CallInstr) and i.callee.name == REPORT for i in block.instructions[:-1]
+    )
+
+
+class _Resolver:
+    """See through the lowering's memory form: a variable stored once, a tuple element."""
+
+    def __init__(self, fn: ir.Function):
+        stores: dict[int, list] = {}
+        escaped: set[int] = set()
+        for blk in fn.blocks:
+            for ins in blk.instructions:
+                if isinstance(ins, ir.StoreInstr):
+                    stores.setdefault(id(ins.operands[1]), []).append(ins.operands[0])
+                    escaped.add(id(ins.operands[0]))
+                elif isinstance(ins, ir.PhiInstr):
+                    escaped.update(id(val) for val, _blk in ins.incomings)
+                elif not isinstance(ins, ir.LoadInstr):
+                    escaped.update(id(o) for o in ins.operands)
+        self.single = {k: v[0] for k, v in stores.items() if len(v) == 1 and k not in escaped}
+
+    def resolve(self, v):
+        for _ in range(64):
+            if isinstance(v, ir.LoadInstr) and isinstance(v.operands[0], ir.AllocaInstr):
+                nxt = self.single.get(id(v.operands[0]))
+                if nxt is None or nxt.type != v.type:
+                    return v
+                v = nxt
+            elif isinstance(v, ir.ExtractValue):
+                agg = self.resolve(v.aggregate)
+                while isinstance(agg, ir.InsertValue) and list(agg.indices) != list(v.indices):
+                    agg = self.resolve(agg.aggregate)
+                if not isinstance(agg, ir.InsertValue):
+                    return v
+                v = agg.value
+            else:
+                return v
+        return v
+
+
+class _Linear:
+    """The coefficient of tx in a value, modulo 2**64: 0, 1, … or None (not linear, unknown)."""
+
+    _CASTS = ("sext", "zext", "trunc")
+
+    def __init__(self, res: _Resolver, tx: ir.Argument):
+        self.res = res
+        self.tx = tx
+        self.memo: dict[int, int | None] = {}
+
+    def coef(self, v) -> int | None:
+        v = self.res.resolve(v)
+        key = id(v)
+        if key not in self.memo:
+            self.memo[key] = None  # cycles (phis) are not linear
+            self.memo[key] = self._coef(v)
+        return self.memo[key]
+
+    def _coef(self, v) -> int | None:
+        if not isinstance(v.type, ir.IntType):
+            return None
+        if isinstance(v, ir.Argument):
+            return 1 if v is self.tx else 0
+        if isinstance(v, ir.Constant):
+            return 0 if isinstance(v.constant, int) else None
+        if not isinstance(v, ir.Instruction) or v.flags:
+            return None
+        op = v.opname
+        if op in self._CASTS:
+            return 0 if self.coef(v.operands[0]) == 0 else None
+        if op not in ("add", "sub", "mul"):
+            return None
+        a, c = (self.coef(o) for o in v.operands)
+        if a is None or c is None:
+            return None
+        mod = 1 << v.type.width
+        if op == "add":
+            return (a + c) % mod
+        if op == "sub":
+            return (a - c) % mod
+        if a and c:
+            return None
+        if a == c == 0:
+            return 0
+        k = v.operands[1] if a else v.operands[0]
+        k = self.res.resolve(k)
+        if not isinstance(k, ir.Constant):
+            return None
+        return (max(a, c) * k.constant) % mod
 
 
 def host_entry(mb: ModuleBuilder, tf: TypedFunction) -> str:
@@ -189,8 +554,9 @@ def runtime_module() -> ir.Module:
     fn = ir.Function(mod, ir.FunctionType(VOID, [PTR, I64] + [I64] * 6), REPORT)
     exc, site, *idx = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    won = b.extract_value(b.cmpxchg(exc, ir.Constant(I64, 0), ir.Constant(I64, 1),
-                                    "acq_rel", "monotonic"), 1)
+    won = b.extract_value(
+        b.cmpxchg(exc, ir.Constant(I64, 0), ir.Constant(I64, 1), "acq_rel", "monotonic"), 1
+    )
     with b.if_then(won):
         b.store(site, b.gep(exc, [ir.Constant(I64, 1)], source_etype=I64))
         for k, v in enumerate(idx):
@@ -217,8 +583,9 @@ def target_machine(cpu: str = "native"):
         name, features = llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
     else:
         name, features = cpu, ""
-    return target.create_target_machine(cpu=name, features=features, opt=3, reloc="pic",
-                                        codemodel="small")
+    return target.create_target_machine(
+        cpu=name, features=features, opt=3, reloc="pic", codemodel="small"
+    )
 
 
 def new_module(name: str) -> ir.Module:
@@ -259,7 +626,8 @@ def find_cc() -> str:
     if path is None:
         raise BuildError(
             f"no C compiler found ({'$CC=' + cc if 'CC' in os.environ else 'cc'}): gpuaot links "
-            "the host bundle with the system C compiler; install gcc or clang, or set CC")
+            "the host bundle with the system C compiler; install gcc or clang, or set CC"
+        )
     return cc
 
 
@@ -277,10 +645,21 @@ def link_shared(objects: list[bytes], out_path: str) -> None:
         script = os.path.join(tmp, "exports.map")
         with open(script, "w") as f:
             f.write(EXPORTS)
-        cmd = [*cc.split(), "-shared", "-fPIC", "-o", tmp_out, *names, "-Wl,--as-needed",
-               f"-Wl,--version-script={script}",
-               "-lm", "-Wl,-z,noexecstack", "-Wl,--hash-style=gnu", "-Wl,--build-id=none",
-               "-Wl,-O1"]
+        cmd = [
+            *cc.split(),
+            "-shared",
+            "-fPIC",
+            "-o",
+            tmp_out,
+            *names,
+            "-Wl,--as-needed",
+            f"-Wl,--version-script={script}",
+            "-lm",
+            "-Wl,-z,noexecstack",
+            "-Wl,--hash-style=gnu",
+            "-Wl,--build-id=none",
+            "-Wl,-O1",
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
         if proc.returncode != 0:
             raise BuildError(f"linking the host bundle failed ({cc}):\n{proc.stderr.strip()}")
@@ -289,5 +668,14 @@ def link_shared(objects: list[bytes], out_path: str) -> None:
         os.replace(tmp_final, out_path)
 
 
-__all__ = ["CPUEmitter", "kernel_entry", "host_entry", "runtime_module", "optimize",
-           "emit_object", "link_shared", "new_module", "I1"]
+__all__ = [
+    "CPUEmitter",
+    "kernel_entry",
+    "host_entry",
+    "runtime_module",
+    "optimize",
+    "emit_object",
+    "link_shared",
+    "new_module",
+    "I1",
+]

@@ -1,0 +1,437 @@
+"""CPU code generation: the x-thread loop stays vectorised, and fast code stays right.
+
+* The optimised IR of the bench kernels (``bench/kernels_pkg``) holds a plain vector loop:
+  a change that kills vectorisation, or brings back the masked loads and stores of an
+  if-converted range guard, fails here rather than in a benchmark nobody reads.
+* The bench kernels agree with numpy at small sizes and awkward launch shapes.
+* The entry's x-range split (``targets.cpu.XSplit``) changes nothing a kernel computes or
+  raises: guards of every shape it recognises (and some it must not be fooled by) are run
+  over launch shapes that put the split points everywhere, against numpy oracles.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+I64_MAX = np.iinfo(np.int64).max
+I64_MIN = np.iinfo(np.int64).min
+
+
+def _vector_bodies(ir_text: str) -> list[str]:
+    """The text of each ``vector.body*`` block of an optimised module."""
+    blocks = re.split(r"\n(?=[\w.\"-]+:)", ir_text)
+    return [blk for blk in blocks if re.match(r"vector\.body[\w.]*:", blk)]
+
+
+@pytest.fixture(scope="module")
+def bench_src(kit, monkeypatch_module):
+    """bench/kernels_pkg found by name (``gpuaot emit`` style), without building it."""
+    monkeypatch_module.syspath_prepend(str(kit.REPO / "bench"))
+    return "kernels_pkg"
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def bench_pkg(kit, tmp_path_factory, monkeypatch_module):
+    """bench/kernels_pkg copied, built on the CPU and imported."""
+    parent = tmp_path_factory.mktemp("bench")
+    root = kit.copy_package(kit.REPO / "bench" / "kernels_pkg", parent)
+    kit.build(root, cache_dir=parent / "cache")
+    monkeypatch_module.delenv("GPUAOT_BUNDLE_PATH", raising=False)
+    yield kit.import_package(root, monkeypatch_module)
+    kit.unload("kernels_pkg")
+
+
+# ---------------------------------------------------------------------- vectorisation
+
+
+@pytest.mark.parametrize("kernel", ["saxpy", "stencil5"])
+def test_x_loop_is_a_plain_vector_loop(bench_src, kernel):
+    from gpuaot.compiler.driver import emit_function
+
+    ir_text = emit_function(f"{bench_src}.kernels:{kernel}", stage="opt", target="cpu")
+    bodies = _vector_bodies(ir_text)
+    assert bodies, f"{kernel}: the x-thread loop was not vectorised (no vector.body)"
+    plain = [
+        blk
+        for blk in bodies
+        if re.search(r"= load <(\d+) x float>", blk)
+        and re.search(r"store <(\d+) x float>", blk)
+        and "masked" not in blk
+    ]
+    assert plain, (
+        f"{kernel}: no vector loop with plain <N x float> loads and stores; the range "
+        "guard is if-converted into masked memory operations again"
+    )
+    widths = {int(w) for blk in plain for w in re.findall(r"<(\d+) x float>", blk)}
+    assert max(widths) >= 4
+
+
+def test_saxpy_asm_uses_vector_registers(bench_src):
+    from gpuaot.compiler.driver import emit_function
+
+    asm = emit_function(f"{bench_src}.kernels:saxpy", stage="asm", target="cpu")
+    assert re.search(r"\bv?(mul|fmadd\w*)ps\b.*%[xyz]mm", asm), "no packed float multiply"
+
+
+# ---------------------------------------------------------------------- bench kernels
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@pytest.mark.parametrize("n,threads", [(1, 1), (1000, 64), (1023, 1024), (4099, 256), (77, 7)])
+def test_bench_saxpy(bench_pkg, n, threads):
+    rng = np.random.default_rng(n)
+    a = np.float32(-1.75)
+    x = rng.standard_normal(n, dtype=np.float32)
+    y = rng.standard_normal(n, dtype=np.float32)
+    out = np.full(n, np.nan, dtype=np.float32)
+    bench_pkg.saxpy[_cdiv(n, threads), threads](a, x, y, out)
+    np.testing.assert_array_equal(out, a * x + y)
+
+
+@pytest.mark.parametrize(
+    "shape,block",
+    [((3, 3), (4, 4)), ((17, 33), (8, 4)), ((64, 130), (32, 8)), ((40, 70), (256, 1))],
+)
+def test_bench_stencil(bench_pkg, shape, block):
+    rng = np.random.default_rng(shape[1])
+    u = rng.standard_normal(shape, dtype=np.float32)
+    out = np.full(shape, -7.0, dtype=np.float32)
+    grid = (_cdiv(shape[1], block[0]), _cdiv(shape[0], block[1]))
+    bench_pkg.stencil5[grid, block](u, out)
+    ref = np.full(shape, -7.0, dtype=np.float32)
+    ref[1:-1, 1:-1] = (
+        0.25 * (u[:-2, 1:-1] + u[2:, 1:-1] + u[1:-1, :-2] + u[1:-1, 2:]) - u[1:-1, 1:-1]
+    )
+    np.testing.assert_array_equal(out, ref)
+
+
+@pytest.mark.parametrize("shape,threads", [((1, 1), 1), ((37, 129), 16), ((256, 64), 64)])
+def test_bench_row_sums(bench_pkg, shape, threads):
+    rng = np.random.default_rng(shape[0])
+    x = rng.standard_normal(shape, dtype=np.float32)
+    out = np.zeros(shape[0], dtype=np.float32)
+    bench_pkg.row_sums[_cdiv(shape[0], threads), threads](x, out)
+    # Sequential f32 sums, as the kernel adds; numpy's pairwise sum differs in the last bits.
+    ref = np.zeros(shape[0], dtype=np.float32)
+    for j in range(shape[1]):
+        ref += x[:, j]
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_allclose(out, x.sum(axis=1), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("n,block", [(1, (1, 1)), (33, (8, 4)), (70, (64, 4))])
+def test_bench_matmul(bench_pkg, n, block):
+    rng = np.random.default_rng(n)
+    A = rng.standard_normal((n, n + 3), dtype=np.float32)
+    B = rng.standard_normal((n + 3, n), dtype=np.float32)
+    C = np.zeros((n, n), dtype=np.float32)
+    bench_pkg.matmul[(_cdiv(n, block[0]), _cdiv(n, block[1])), block](A, B, C)
+    ref = np.zeros((n, n), dtype=np.float32)
+    for k in range(n + 3):
+        ref += A[:, k : k + 1] * B[k : k + 1, :]  # the kernel's order: acc += a*b per k
+    np.testing.assert_array_equal(C, ref)
+    np.testing.assert_allclose(C, A @ B, rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------------- x-range split
+
+GUARDS = """
+import gpuaot as ga
+from gpuaot import Array, i64
+
+
+@ga.kernel
+def lt(n: i64, out: Array[i64]):
+    i = ga.grid(1)
+    if i < n:
+        out[i] = i + 1
+
+
+@ga.kernel
+def early_return(n: i64, out: Array[i64]):
+    i = ga.grid(1)
+    if i >= n:
+        return
+    out[i] = 2 * i
+
+
+@ga.kernel
+def window(lo: i64, hi: i64, out: Array[i64]):
+    i = ga.grid(1)
+    if lo <= i and i < hi and i < out.shape[0]:
+        out[i] = 7
+
+
+@ga.kernel
+def offset(off: i64, n: i64, out: Array[i64]):
+    i = ga.grid(1)
+    k = i + off
+    if k < n and i < out.shape[0]:
+        out[i] = k
+
+
+@ga.kernel
+def offset_ge(off: i64, n: i64, out: Array[i64]):
+    i = ga.grid(1)
+    k = i + off
+    if k >= n and i < out.shape[0]:
+        out[i] = k
+
+
+@ga.kernel
+def backwards(n: i64, out: Array[i64]):
+    i = ga.grid(1)
+    if n > i - 3 and 2 < i + 1:
+        if i < out.shape[0]:
+            out[i] = 5
+
+
+@ga.kernel
+def chained(out: Array[i64, 2]):
+    j, i = ga.grid(2)
+    n, m = out.shape
+    if 0 < i < n - 1 and 0 < j <= m - 2:
+        out[i, j] = i * 1000 + j
+
+
+@ga.kernel
+def negated(n: i64, out: Array[i64]):
+    i = ga.grid(1)
+    if not (i >= n):
+        out[i] = 3
+
+
+@ga.kernel
+def either(n: i64, out: Array[i64]):
+    i = ga.grid(1)
+    if i < out.shape[0]:
+        if i < n or i > 3 * n:
+            out[i] = 1
+        else:
+            out[i] = 2
+
+
+@ga.kernel
+def scaled(n: i64, out: Array[i64]):
+    i = ga.grid(1)
+    if 2 * i < n:
+        out[2 * i] = 9
+
+
+@ga.kernel
+def reassigned(n: i64, out: Array[i64]):
+    i = ga.grid(1)
+    k = i
+    if k < n:
+        k = k + 1
+    if k < n:
+        out[i] = k
+
+
+@ga.kernel
+def flat(n: i64, out: Array[i64]):
+    t = ga.thread_idx.y * ga.block_dim.x + ga.thread_idx.x
+    g = ga.block_idx.x * (ga.block_dim.x * ga.block_dim.y) + t
+    if g < n:
+        out[g] = ga.thread_idx.x + 100 * ga.thread_idx.y
+
+
+@ga.kernel
+def raises(n: i64, out: Array[i64]):
+    i = ga.grid(1)
+    if i >= n:
+        raise IndexError("past the end")
+    out[i] = i
+
+
+@ga.kernel(debug=True)
+def checked(off: i64, n: i64, out: Array[i64]):
+    i = ga.grid(1)
+    if i < n:
+        out[i + off] = i
+"""
+
+
+@pytest.fixture(scope="module")
+def guards(kit, tmp_path_factory, monkeypatch_module):
+    parent = tmp_path_factory.mktemp("guards")
+    root = kit.write_package(parent / "xsplit_guards", {"kernels.py": GUARDS})
+    kit.build(root, cache_dir=parent / "cache")
+    monkeypatch_module.delenv("GPUAOT_BUNDLE_PATH", raising=False)
+    mod = kit.import_package(root, monkeypatch_module)
+    import importlib
+
+    yield importlib.import_module("xsplit_guards.kernels")
+    kit.unload(mod.__name__)
+
+
+SHAPES = [(1, 1), (1, 5), (3, 4), (2, 16), (5, 7), (4, 33)]  # (blocks, threads)
+
+
+def _run(kernel, shape, *args):
+    kernel[shape](*args)
+    return args[-1]
+
+
+def _wrap(v: int) -> int:
+    return (v + 2**63) % 2**64 - 2**63
+
+
+@pytest.mark.parametrize("blocks,threads", SHAPES)
+@pytest.mark.parametrize("n", [-5, 0, 1, 3, 4, 16, 17, 40, 10**6])
+def test_split_lt_early_return_negated(guards, blocks, threads, n):
+    total = blocks * threads
+    for name, value in (
+        ("lt", lambda i: i + 1),
+        ("early_return", lambda i: 2 * i),
+        ("negated", lambda i: 3),
+    ):
+        out = np.full(max(total, 1), -1, dtype=np.int64)
+        getattr(guards, name)[blocks, threads](n, out)
+        ref = np.full_like(out, -1)
+        for i in range(min(max(n, 0), total)):
+            ref[i] = value(i)
+        np.testing.assert_array_equal(out, ref, err_msg=f"{name} n={n}")
+
+
+@pytest.mark.parametrize("blocks,threads", SHAPES)
+@pytest.mark.parametrize("lo,hi", [(0, 0), (-3, 2), (2, 9), (9, 2), (5, 6), (I64_MIN, I64_MAX)])
+def test_split_window(guards, blocks, threads, lo, hi):
+    total = blocks * threads
+    out = np.zeros(total, dtype=np.int64)
+    guards.window[blocks, threads](lo, hi, out)
+    ref = np.array([7 if lo <= i < hi else 0 for i in range(total)], dtype=np.int64)
+    np.testing.assert_array_equal(out, ref)
+
+
+@pytest.mark.parametrize("blocks,threads", SHAPES)
+@pytest.mark.parametrize(
+    "off,n",
+    [
+        (0, 5),
+        (-7, 0),
+        (3, 3),
+        (I64_MAX - 5, 0),
+        (I64_MAX - 5, I64_MAX),
+        (I64_MIN, -3),
+        (I64_MAX, I64_MIN + 4),
+        (-(2**62), 2**62),
+    ],
+)
+def test_split_offset_wraps(guards, blocks, threads, off, n):
+    """``i + off`` wraps inside one block: the split must see it and fall back."""
+    total = blocks * threads
+    for name, test in (("offset", lambda k: k < n), ("offset_ge", lambda k: k >= n)):
+        out = np.zeros(total, dtype=np.int64)
+        getattr(guards, name)[blocks, threads](off, n, out)
+        ref = np.zeros(total, dtype=np.int64)
+        for i in range(total):
+            k = _wrap(i + off)
+            if test(k):
+                ref[i] = k
+        np.testing.assert_array_equal(out, ref, err_msg=name)
+
+
+@pytest.mark.parametrize("blocks,threads", SHAPES)
+@pytest.mark.parametrize("n", [-4, 0, 2, 3, 6, 30])
+def test_split_mixed_shapes(guards, blocks, threads, n):
+    total = blocks * threads
+    out = np.zeros(total, dtype=np.int64)
+    guards.backwards[blocks, threads](n, out)
+    ref = np.array([5 if (n > i - 3 and 2 < i + 1) else 0 for i in range(total)])
+    np.testing.assert_array_equal(out, ref, err_msg="backwards")
+
+    out = np.zeros(total, dtype=np.int64)
+    guards.either[blocks, threads](n, out)
+    ref = np.array([1 if (i < n or i > 3 * n) else 2 for i in range(total)])
+    np.testing.assert_array_equal(out, ref, err_msg="either")
+
+    out = np.zeros(2 * total + 2, dtype=np.int64)
+    guards.scaled[blocks, threads](n, out)
+    ref = np.zeros_like(out)
+    ref[[2 * i for i in range(total) if 2 * i < n]] = 9
+    np.testing.assert_array_equal(out, ref, err_msg="scaled")
+
+    out = np.zeros(total, dtype=np.int64)
+    guards.reassigned[blocks, threads](n, out)
+    ref = np.array([i + 1 if i + 1 < n else 0 for i in range(total)])
+    np.testing.assert_array_equal(out, ref, err_msg="reassigned")
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (3, 5), (7, 9), (16, 40)])
+@pytest.mark.parametrize("block", [(1, 1), (4, 2), (8, 8), (3, 5), (64, 1)])
+def test_split_2d_chained(guards, shape, block):
+    out = np.zeros(shape, dtype=np.int64)
+    grid = (_cdiv(shape[1], block[0]), _cdiv(shape[0], block[1]))
+    guards.chained[grid, block](out)
+    ref = np.zeros(shape, dtype=np.int64)
+    n, m = shape
+    for i in range(1, n - 1):
+        for j in range(1, m - 1):
+            ref[i, j] = i * 1000 + j
+    np.testing.assert_array_equal(out, ref)
+
+
+@pytest.mark.parametrize("block", [(1, 1, 1), (4, 3, 1), (5, 2, 3), (16, 1, 2)])
+@pytest.mark.parametrize("n", [0, 7, 20, 1000])
+def test_split_thread_index_and_3d_blocks(guards, block, n):
+    bx, by, bz = block
+    blocks = 3
+    per = bx * by
+    out = np.full(blocks * per + 1, -1, dtype=np.int64)
+    guards.flat[blocks, block](n, out)
+    ref = np.full_like(out, -1)
+    for b in range(blocks):
+        for ty in range(by):
+            for tx in range(bx):
+                g = b * per + ty * bx + tx
+                if g < n:
+                    ref[g] = tx + 100 * ty
+    np.testing.assert_array_equal(out, ref)
+
+
+@pytest.mark.parametrize("blocks,threads,n", [(3, 8, 13), (2, 16, 0), (5, 7, 34)])
+def test_split_keeps_the_first_raise(guards, blocks, threads, n):
+    out = np.zeros(blocks * threads, dtype=np.int64)
+    with pytest.raises(IndexError, match="past the end") as info:
+        guards.raises[blocks, threads](n, out)
+    # Small launches run on the calling thread, threads in order: the first to raise is i = n.
+    assert f"thread ({n % threads}, 0, 0), block ({n // threads}, 0, 0)" in str(info.value)
+    np.testing.assert_array_equal(out[:n], np.arange(n))
+
+
+@pytest.mark.parametrize("blocks,threads", SHAPES)
+@pytest.mark.parametrize("off", [0, -1, 1, 5, I64_MIN, I64_MAX])
+def test_split_debug_bounds_checks(guards, blocks, threads, off):
+    total = blocks * threads
+    length = total + 2
+    n = total
+    out = np.full(length, -1, dtype=np.int64)
+    bad = [i for i in range(min(n, total)) if not 0 <= _wrap(i + off) < length]
+    if bad:
+        with pytest.raises(IndexError):
+            guards.checked[blocks, threads](off, n, out)
+    else:
+        guards.checked[blocks, threads](off, n, out)
+    ref = np.full(length, -1, dtype=np.int64)
+    for i in range(min(n, total)):
+        if bad and i >= bad[0]:
+            break  # threads stop at the first raise (one calling thread, in order)
+        ref[_wrap(i + off)] = i
+    if not bad:
+        np.testing.assert_array_equal(out, ref)
+    else:
+        np.testing.assert_array_equal(out[ref != -1], ref[ref != -1])
