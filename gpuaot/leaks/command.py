@@ -79,6 +79,11 @@ def check_leaks(
 
     Forbidden by default, defined or undefined, in .dynsym and .symtab: gpu_*, __nv_*,
     llvm.nvvm.*, __nvvm_*, __assertfail, julia.gpu.*; and any EM_CUDA image.
+    Settings may also live in [tool.gpuaot.check-leaks] of the nearest pyproject.toml.
+
+    \b
+    Exit status: 0 clean, 1 leaks found, 2 usage error,
+                 3 some input unreadable or malformed (wins over 1).
     """
     if json_out and fmt not in (None, "json"):
         raise click.UsageError(f"--json conflicts with --format {fmt}")
