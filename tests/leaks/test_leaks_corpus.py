@@ -355,3 +355,22 @@ def test_zip_member_that_is_an_archive_inside_a_wheel(corpus):
     inner = [f for f in result.findings if f.file.endswith("!pkg/libmixed.a!kernel_host.o")]
     assert {f.symbol for f in inner} == {"gpu_malloc", "gpu_report_exception"}
     assert all(f.member == "pkg/libmixed.a!kernel_host.o" for f in inner)
+
+
+def test_mapped_and_read_files_give_the_same_answer(corpus, monkeypatch):
+    """Large files are memory-mapped, small ones read: both paths, same findings."""
+    import gpuaot.leaks.inputs as inputs
+
+    directory = str(next(iter(corpus.values())).parent)
+    read = scan_paths([directory], undefined=True)
+    monkeypatch.setattr(inputs, "MMAP_THRESHOLD", 0)
+    mapped = scan_paths([directory], undefined=True)
+    key = [
+        (f.file, f.symbol, f.section, f.rule, tuple(f.referenced_by), tuple(f.locations))
+        for f in read.findings
+    ]
+    assert key == [
+        (f.file, f.symbol, f.section, f.rule, tuple(f.referenced_by), tuple(f.locations))
+        for f in mapped.findings
+    ]
+    assert len(read.findings) > 50 and read.scanned == mapped.scanned

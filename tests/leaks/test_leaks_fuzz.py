@@ -183,7 +183,8 @@ def mutate_container(rng: random.Random, data: bytes) -> bytes:
 def mutants(corpus, tmp_path_factory) -> list[Path]:
     rng = random.Random(SEED)
     out = tmp_path_factory.mktemp("mutants")
-    seeds = [corpus[n].read_bytes() for n in ELF_SEEDS] + _written_seeds()
+    extra = [n for n in ("kernel_host32.o", "libkernel_host32.so") if n in corpus]
+    seeds = [corpus[n].read_bytes() for n in ELF_SEEDS + extra] + _written_seeds()
     paths = []
     for si, seed in enumerate(seeds):
         for k in range(MUTANTS_PER_SEED if si < len(ELF_SEEDS) else MUTANTS_PER_SEED // 2):

@@ -39,8 +39,13 @@ def test_glob_literal(glob, literal):
 
 def test_glob_tokens_merge_literals():
     assert glob_tokens("ab*c?[de]f") == [
-        ("lit", "ab"), ("wild", "*"), ("lit", "c"), ("wild", "?"), ("wild", "[de]"), ("lit", "f")
-    ]  # fmt: skip
+        ("lit", "ab"),
+        ("wild", "*"),
+        ("lit", "c"),
+        ("wild", "?"),
+        ("wild", "[de]"),
+        ("lit", "f"),
+    ]
 
 
 def test_default_rules_match_spec():
@@ -56,22 +61,39 @@ def test_default_rules_match_spec():
     assert Rules.default(forbid=["cuda*"]).match("cudaLaunchKernel") == "cuda*"
 
 
-NAME_PARTS = ["gpu_", "__nv_", "__nvvm_", "llvm.nvvm.", "julia.gpu.", "__assertfail", "_Z",
-              "cuda", "x", "pu_", "a", ".", "_", "Launch"]  # fmt: skip
+NAME_PARTS = [
+    "gpu_",
+    "__nv_",
+    "__nvvm_",
+    "llvm.nvvm.",
+    "julia.gpu.",
+    "__assertfail",
+    "_Z",
+    "cuda",
+    "x",
+    "pu_",
+    "a",
+    ".",
+    "_",
+    "Launch",
+]
 names = st.lists(st.sampled_from(NAME_PARTS), min_size=1, max_size=4).map("".join)
 GLOBS = ["gpu_*", "*cuda*", "?pu_*", "[gx]pu_*", "*Launch", "__nv_*", "*", "x*a", "_Z*__nv_*"]
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    syms=st.lists(st.tuples(names, st.booleans(), st.sampled_from([0, 1, 2])), min_size=0,
-                  max_size=3 * PACKED_SEARCH_LIMIT),
+    syms=st.lists(
+        st.tuples(names, st.booleans(), st.sampled_from([0, 1, 2])),
+        min_size=0,
+        max_size=3 * PACKED_SEARCH_LIMIT,
+    ),
     extra=st.lists(st.sampled_from(GLOBS), max_size=3, unique=True),
     allow=st.lists(st.sampled_from(["gpu_a*", "*Launch", "x*"]), max_size=1),
     bits=st.sampled_from([32, 64]),
     endian=st.sampled_from(["<", ">"]),
     merge=st.booleans(),
-)  # fmt: skip
+)
 def test_fast_filter_equals_decoding_everything(syms, extra, allow, bits, endian, merge):
     symbols = [Sym(n, bind=b, defined=d, size=1) for n, d, b in syms]
     data = write_elf(bits=bits, endian=endian, symbols=symbols, merge_tails=merge, dynamic=True)
@@ -85,8 +107,11 @@ def test_fast_filter_equals_decoding_everything(syms, extra, allow, bits, endian
             sym = elf.symbol(table, i, strtab)
             # The oracle: fnmatch itself, not our compiled rules.
             hit = next((g for g in rules.forbid if fnmatch.fnmatchcase(sym.name, g)), None)
-            if hit and is_real_symbol(sym) and not any(fnmatch.fnmatchcase(sym.name, a)
-                                                       for a in allow):  # fmt: skip
+            if (
+                hit
+                and is_real_symbol(sym)
+                and not any(fnmatch.fnmatchcase(sym.name, a) for a in allow)
+            ):
                 slow.append((i, hit))
         assert fast == sorted(slow)
 
@@ -104,8 +129,12 @@ def test_tail_merged_names_are_found(tmp_path):
 @pytest.mark.parametrize("merge", [False, True])
 def test_unanchored_glob_finds_names_that_start_before_the_literal(merge):
     """'*cuda*' must find 'my_cudaLaunch' although 'cuda' sits mid-name, tails merged or not."""
-    symbols = [Sym("my_cudaLaunch", size=1), Sym("cudaLaunch", size=1), Sym("plain", size=1),
-               Sym("xcuda", size=1)]  # fmt: skip
+    symbols = [
+        Sym("my_cudaLaunch", size=1),
+        Sym("cudaLaunch", size=1),
+        Sym("plain", size=1),
+        Sym("xcuda", size=1),
+    ]
     elf = ElfFile(write_elf(symbols=symbols, merge_tails=merge), "t.o")
     (table,) = elf.symbol_tables()
     found = forbidden_symbols(elf, table, Rules(forbid=("*cuda*",)))
