@@ -1,0 +1,144 @@
+"""The compilation cache (DESIGN invariant 3): a rebuild compiles nothing, an edit recompiles
+exactly the entry points whose code changed, a corrupt entry is rebuilt, not trusted.
+
+Builds go through the CLI (``--json``: ``compiled`` / ``cached`` counts) on a copy of
+fixtures/example: kernels saxpy (calls @device axpy), matmul, stencil5 (uses constant HALF),
+scale_rows (calls @device softplus), row_sums; host functions dot and norm2 (calls dot).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gpuaot.cli import main
+
+N_UNITS = 7  # 5 kernels + 2 host functions
+
+
+@pytest.fixture
+def pkg(kit, tmp_path):
+    root = kit.copy_package(kit.FIXTURES / "example", tmp_path / "src")
+    cache = tmp_path / "cache"
+
+    def build(*extra: str) -> dict:
+        result = CliRunner().invoke(
+            main, ["build", str(root), "--no-gpu", "--cache-dir", str(cache), "--json", *extra]
+        )
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    def edit(module: str, old: str, new: str) -> None:
+        path = root / module
+        text = path.read_text()
+        assert text.count(old) == 1, old
+        path.write_text(text.replace(old, new))
+
+    def entries() -> set:
+        return {p for p in cache.rglob("*") if p.is_file()}
+
+    return root, cache, build, edit, entries
+
+
+def test_second_build_compiles_nothing(pkg):
+    root, cache, build, edit, entries = pkg
+    first = build()
+    assert (first["compiled"], first["cached"]) == (N_UNITS, 0)
+    n_entries = len(entries())
+    assert n_entries == N_UNITS + 1  # and the CPU runtime object
+    second = build()
+    assert (second["compiled"], second["cached"]) == (0, N_UNITS)
+    assert len(entries()) == n_entries
+    # Host and device entries never share a directory: a CPU-only build writes host/ only.
+    assert sorted(p.name for p in cache.iterdir()) == ["host"]
+
+
+@pytest.mark.parametrize(
+    "module, old, new, recompiled",
+    [
+        # a @device helper's body: only the kernel that calls it
+        ("util.py", "return a * x + y", "return y + a * x", {"saxpy"}),
+        ("util.py", "if x < 20.0 else x", "if x < 30.0 else x", {"scale_rows"}),
+        # a module constant: the kernel that reads it
+        ("util.py", "HALF = SCALE / 5", "HALF = SCALE / 4", {"stencil5"}),
+        # a host function: itself and the host function that calls it
+        ("reductions.py", "s += x[i] * y[i]", "s = s + y[i] * x[i]", {"dot", "norm2"}),
+        # a kernel's own body
+        (
+            "kernels.py",
+            "acc += A[row, k] * B[k, col]",
+            "acc = A[row, k] * B[k, col] + acc",
+            {"matmul"},
+        ),
+        # comments, blank lines and docstrings change no code
+        ("util.py", "@ga.device\ndef axpy", "# a comment\n\n\n@ga.device\ndef axpy", set()),
+    ],
+    ids=["device-axpy", "device-softplus", "constant", "host-dot", "kernel-matmul", "comment"],
+)
+def test_edit_recompiles_exactly_the_callers(pkg, kit, monkeypatch, module, old, new, recompiled):
+    root, cache, build, edit, entries = pkg
+    build()
+    before = entries()
+    edit(module, old, new)
+    r = build()
+    assert (r["compiled"], r["cached"]) == (len(recompiled), N_UNITS - len(recompiled))
+    assert len(entries() - before) == len(recompiled)  # one new object per recompiled unit
+    assert build()["compiled"] == 0
+
+    # The rebuilt bundle is current and computes the edited code's results.
+    mod = kit.import_package(root, monkeypatch)
+    x = np.linspace(-2, 2, 300, dtype=np.float32)
+    y = np.linspace(5, 6, 300, dtype=np.float32)
+    out = np.zeros_like(x)
+    mod.saxpy[3, 128](np.float32(2), x, y, out)
+    np.testing.assert_array_equal(out, np.float32(2) * x + y)
+    v = np.linspace(0, 1, 11)
+    acc = 0.0
+    for a in v.tolist():
+        acc += a * a
+    assert mod.dot(v, v) == acc
+    kit.unload("example")
+
+
+def test_truncated_entry_is_rebuilt(pkg, kit, monkeypatch):
+    root, cache, build, edit, entries = pkg
+    build()
+    before = entries()
+    edit("util.py", "return a * x + y", "return y + a * x")
+    build()
+    (saxpy_entry,) = entries() - before  # the object of the edited saxpy
+    good = saxpy_entry.read_bytes()
+    saxpy_entry.write_bytes(good[: len(good) // 2])
+    r = build()
+    assert (r["compiled"], r["cached"]) == (1, N_UNITS - 1)
+    assert saxpy_entry.read_bytes() == good  # rewritten, byte for byte
+    assert build()["compiled"] == 0
+
+    mod = kit.import_package(root, monkeypatch)
+    x = np.linspace(-2, 2, 300, dtype=np.float32)
+    out = np.zeros_like(x)
+    mod.saxpy[3, 128](np.float32(2), x, x, out)
+    np.testing.assert_array_equal(out, x + np.float32(2) * x)
+    kit.unload("example")
+
+
+@pytest.mark.parametrize("damage", ["empty", "garbage", "flipped-byte"])
+def test_every_corrupt_entry_is_rebuilt(pkg, damage):
+    root, cache, build, edit, entries = pkg
+    build()
+    originals = {p: p.read_bytes() for p in entries()}
+    for p, data in originals.items():
+        if damage == "empty":
+            p.write_bytes(b"")
+        elif damage == "garbage":
+            p.write_bytes(b"not a cache entry\n" + data[:100])
+        else:
+            b = bytearray(data)
+            b[len(b) // 2] ^= 0x40
+            p.write_bytes(bytes(b))
+    r = build()
+    assert (r["compiled"], r["cached"]) == (N_UNITS, 0)
+    assert {p: p.read_bytes() for p in entries()} == originals
