@@ -280,16 +280,16 @@ class _Namer:
         import numpy as np
 
         entry = self.index.get(shndx if self.relocatable else None)
-        if entry is not None:
+        if entry is not None and 0 <= addr < 2**63:
             starts, ends, sel, namer = entry
-            k = int(np.searchsorted(starts, addr, side="right")) - 1
-            # Walk back over enclosing candidates (nested or overlapping sizes are rare).
-            while k >= 0 and k >= int(np.searchsorted(starts, addr, side="right")) - 8:
+            top = int(np.searchsorted(starts, addr, side="right")) - 1
+            # The nearest start at or below addr usually holds it; a few more back cover
+            # overlapping symbols (aliases, nested labels).
+            for k in range(top, max(top - 8, -1), -1):
                 if starts[k] <= addr < ends[k]:
                     i = int(sel[k])
                     label = namer(i)
                     return label if self.kinds[i] == STT_FUNC else f"{label} (data)"
-                k -= 1
         if self.relocatable and shndx is not None and shndx < len(self.elf.sections):
             return f"{self.elf.sections[shndx].name}+{addr:#x}"
         return f"{addr:#x}"
