@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import jsonschema
@@ -44,6 +45,14 @@ def test_sarif_validates_against_the_official_schema(validator, mixed):
     assert len(run["results"]) == len(mixed.findings)
     assert run["invocations"][0]["executionSuccessful"] is False  # one input was unreadable
     assert run["invocations"][0]["toolExecutionNotifications"][0]["level"] == "error"
+    # jsonschema checks "uri-reference" only with optional packages; check RFC 3986's alphabet.
+    uri_chars = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+$")
+    uris = [
+        loc["physicalLocation"]["artifactLocation"]["uri"]
+        for res in run["results"]
+        for loc in res["locations"] + res.get("relatedLocations", [])
+    ]
+    assert uris and all(uri_chars.match(u) for u in uris), uris
     rule_ids = [r["id"] for r in run["tool"]["driver"]["rules"]]
     for res in run["results"]:
         assert rule_ids[res["ruleIndex"]] == res["ruleId"]
