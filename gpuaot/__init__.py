@@ -12,53 +12,42 @@
 Importing gpuaot imports neither llvmlite nor any compiler module.
 """
 
-from .lang.decorators import device, device_only, host, kernel, overlay
-from .lang.intrinsics import (
-    WARP_SIZE,
-    atomic_add,
-    atomic_cas,
-    atomic_exch,
-    atomic_max,
-    atomic_min,
-    atomic_sub,
-    block_dim,
-    block_idx,
-    grid,
-    grid_dim,
-    grid_size,
-    lane_id,
-    local_array,
-    shared_array,
-    shfl_down,
-    shfl_xor,
-    syncthreads,
-    thread_idx,
-)
-from .lang.types import (
-    Array,
-    f32,
-    f64,
-    float32,
-    float64,
-    i8,
-    i16,
-    i32,
-    i64,
-    int8,
-    int16,
-    int32,
-    int64,
-    u8,
-    u16,
-    u32,
-    u64,
-    uint8,
-    uint16,
-    uint32,
-    uint64,
-)
-from .lang.types import boolean as bool_
-from .runtime.errors import BundleNotFoundError, DeviceException, StaleBundleError
+# Exports resolve on first use (PEP 562): `gpuaot check-leaks` and other commands that need
+# no kernel language start without importing numpy.
+_EXPORTS = {
+    **dict.fromkeys(["device", "device_only", "host", "kernel", "overlay"], "lang.decorators"),
+    **dict.fromkeys(
+        ["WARP_SIZE", "atomic_add", "atomic_cas", "atomic_exch", "atomic_max", "atomic_min",
+         "atomic_sub", "block_dim", "block_idx", "grid", "grid_dim", "grid_size", "lane_id",
+         "local_array", "shared_array", "shfl_down", "shfl_xor", "syncthreads", "thread_idx"],
+        "lang.intrinsics"),
+    **dict.fromkeys(
+        ["Array", "f32", "f64", "float32", "float64", "i8", "i16", "i32", "i64", "int8", "int16",
+         "int32", "int64", "u8", "u16", "u32", "u64", "uint8", "uint16", "uint32", "uint64"],
+        "lang.types"),
+    **dict.fromkeys(["BundleNotFoundError", "DeviceException", "StaleBundleError"],
+                    "runtime.errors"),
+}
+
+
+def __getattr__(name: str):
+    if name == "bool_":
+        from .lang.types import boolean
+
+        return boolean
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gpuaot' has no attribute '{name}'")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *_EXPORTS, "bool_"])
+
 
 __version__ = "0.1.0"
 
