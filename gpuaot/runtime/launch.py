@@ -55,11 +55,12 @@ def _thread_pool() -> ThreadPoolExecutor:
 
 def _dim3(v, what: str) -> tuple[int, int, int]:
     if isinstance(v, (int, np.integer)):
-        v = (int(v),)
-    try:
-        v = tuple(int(x) for x in v)
-    except TypeError:
-        raise TypeError(f"{what} must be an int or a tuple of 1 to 3 ints") from None
+        v = (v,)
+    # Only integers: int("x") would raise ValueError, int(1.5) and int("3") would pass.
+    if not isinstance(v, (tuple, list)) or not all(
+            isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in v):
+        raise TypeError(f"{what} must be an int or a tuple of 1 to 3 ints, got {v!r}")
+    v = tuple(int(x) for x in v)
     if not 1 <= len(v) <= 3 or any(x < 1 for x in v):
         raise TypeError(f"{what} must be 1 to 3 positive ints, got {v}")
     return v + (1,) * (3 - len(v))
@@ -121,7 +122,7 @@ def select_specialization(name: str, entry: dict, args) -> dict:
     for s in specs:
         if _spec_matches(s, args):
             return s
-    params = specs[0]["params"] or []
+    params = next((s["params"] for s in specs if s["params"] is not None), [])
     if len(args) != len(params):
         raise TypeError(f"{name}() takes {len(params)} arguments, got {len(args)}")
     if len(specs) == 1:
@@ -247,6 +248,13 @@ def launch(kernel, config, args) -> None:
     block = _dim3(config[1], "block")
     stream = config[2] if len(config) == 3 else None
     device = device_of(name, args)
+    specs = entry["specializations"]
+    if device == "cpu" and not any(s["cpu"] for s in specs):
+        # Checked before the arguments: a GPU-only kernel of a --no-gpu build has no
+        # parameter list in the manifest, and "takes 0 arguments" would hide the reason.
+        reason = next((s["gpu_only"] for s in specs if s.get("gpu_only")), None)
+        raise TypeError(f"kernel '{name}' has no CPU implementation: "
+                        f"{reason or 'it was built with --no-cpu'}")
     spec = select_specialization(name, entry, args)
     if device == "gpu":
         from . import cuda
