@@ -211,3 +211,35 @@ def test_runtime_path_imports_no_compiler(example):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "BAD []" in proc.stdout
+
+
+GPU_ONLY_SOURCE = """\
+import gpuaot as ga
+from gpuaot import Array, f32
+
+
+@ga.kernel
+def barrier(x: Array[f32]):
+    ga.syncthreads()
+    x[ga.grid(1)] = 1
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="driver.make_manifest writes a GPU-only kernel's reason with the diagnostic's "
+    "display path (relative to the build's working directory, absolute when that is far "
+    "away): the bundle then holds a build-machine path and its bytes depend on the cwd",
+)
+def test_gpu_only_reason_holds_no_build_path(kit, tmp_path, monkeypatch):
+    root = kit.write_package(tmp_path / "src" / "gonly", {"kern.py": GPU_ONLY_SOURCE})
+    bundles = []
+    for k, cwd in enumerate([root.parent, tmp_path.anchor]):  # beside the package, and /
+        monkeypatch.chdir(cwd)
+        res = kit.build(root, out=tmp_path / f"out{k}", cache_dir=tmp_path / "cache")
+        reason = res.manifest["kernels"][0]["specializations"][0]["gpu_only"]
+        assert reason.startswith("gonly/kern.py:"), reason
+        text = run("strings", "-a", str(res.bundle))
+        assert str(tmp_path).lstrip("/") not in text
+        bundles.append(res.bundle.read_bytes())
+    assert bundles[0] == bundles[1]
