@@ -211,19 +211,39 @@ class Emitter:
         _, r, off, _ = self._floor_divmod(b, x, y)
         return b.select(off, b.add(r, y), r)
 
-    def float_mod(self, b: ir.IRBuilder, x, y):
-        r = b.frem(x, y, flags=self.flags)
+    def _float_divmod(self, b: ir.IRBuilder, x, y):
+        """Python's float divmod for y != 0, step by step as CPython and numpy's npy_divmod
+        compute it: the remainder takes the divisor's sign (``0.0 % -1.0`` is ``-0.0``), the
+        quotient is ``floor`` of the exact-ish division, snapped to the nearest integer.
+        """
+        f = self.flags
         zero = ir.Constant(x.type, 0.0)
-        adjust = b.and_(b.fcmp_ordered("!=", r, zero),
-                        b.icmp_unsigned("!=", b.fcmp_ordered("<", r, zero),
-                                        b.fcmp_ordered("<", y, zero)))
-        return b.select(adjust, b.fadd(r, y, flags=self.flags), r)
+        mod = b.frem(x, y, flags=f)
+        div = b.fdiv(b.fsub(x, mod, flags=f), y, flags=f)
+        nonzero = b.fcmp_unordered("!=", mod, zero)  # C's `if (mod)`: NaN counts as true
+        adjust = b.and_(nonzero, b.icmp_unsigned("!=", b.fcmp_ordered("<", y, zero),
+                                                 b.fcmp_ordered("<", mod, zero)))
+        signed_zero = self.intrinsic(b, "llvm.copysign", [zero, y])
+        mod = b.select(adjust, b.fadd(mod, y, flags=f), b.select(nonzero, mod, signed_zero))
+        div = b.select(adjust, b.fsub(div, ir.Constant(x.type, 1.0), flags=f), div)
+        return div, mod
+
+    def float_mod(self, b: ir.IRBuilder, x, y):
+        """Python's ``x % y`` on floats; ``x % 0.0`` is NaN (numpy's answer; Python raises)."""
+        return self._float_divmod(b, x, y)[1]
 
     def float_floordiv(self, b: ir.IRBuilder, x, y):
-        # Python: (x - x % y) / y, rounded; floor(x / y) agrees except in the last ulp.
-        m = self.float_mod(b, x, y)
-        q = b.fdiv(b.fsub(x, m, flags=self.flags), y, flags=self.flags)
-        return self.intrinsic(b, "llvm.round", [q])
+        """Python's ``x // y`` on floats; ``x // 0.0`` is ``x / 0.0`` (numpy's answer)."""
+        f = self.flags
+        zero = ir.Constant(x.type, 0.0)
+        div, _ = self._float_divmod(b, x, y)
+        floor = self.intrinsic(b, "llvm.floor", [div])
+        snap = b.fcmp_ordered(">", b.fsub(div, floor, flags=f), ir.Constant(x.type, 0.5))
+        floor = b.select(snap, b.fadd(floor, ir.Constant(x.type, 1.0), flags=f), floor)
+        quotient = b.fdiv(x, y, flags=f)
+        q = b.select(b.fcmp_unordered("!=", div, zero), floor,
+                     self.intrinsic(b, "llvm.copysign", [zero, quotient]))
+        return b.select(b.fcmp_ordered("==", y, zero), quotient, q)
 
     def int_pow(self, b: ir.IRBuilder, x, y, t: Scalar):
         """``x ** y`` for ints by squaring; a negative exponent gives 0 (as integer code)."""
