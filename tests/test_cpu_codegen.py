@@ -435,3 +435,75 @@ def test_split_debug_bounds_checks(guards, blocks, threads, off):
         np.testing.assert_array_equal(out, ref)
     else:
         np.testing.assert_array_equal(out[ref != -1], ref[ref != -1])
+
+
+# ---------------------------------------------------------------------- launch path
+
+
+@pytest.mark.parametrize("workers", ["1", "2", "3", "8"])
+def test_split_over_threads(bench_pkg, guards, monkeypatch, workers):
+    """Big launches go to the helper threads (the caller runs the first chunk)."""
+    monkeypatch.setenv("GPUAOT_NUM_THREADS", workers)
+    n = 300_001
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(n, dtype=np.float32)
+    y = rng.standard_normal(n, dtype=np.float32)
+    for _ in range(3):  # the first launch decides by thread count, later ones by time
+        out = np.zeros(n, dtype=np.float32)
+        bench_pkg.saxpy[_cdiv(n, 128), 128](np.float32(3), x, y, out)
+        np.testing.assert_array_equal(out, np.float32(3) * x + y)
+    out = np.zeros(5000, dtype=np.int64)
+    with pytest.raises(IndexError, match="past the end"):
+        guards.raises[50, 100](4321, out)  # (other chunks stop early: no more to check)
+    out = np.zeros(n, dtype=np.float32)  # the helpers are still there after a raise
+    bench_pkg.saxpy[_cdiv(n, 128), 128](np.float32(3), x, y, out)
+    np.testing.assert_array_equal(out, np.float32(3) * x + y)
+
+
+def test_concurrent_launches(bench_pkg, monkeypatch):
+    """Python threads launching at once share the helpers and never see each other's args."""
+    import threading
+
+    monkeypatch.setenv("GPUAOT_NUM_THREADS", "2")
+    errors = []
+
+    def work(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        try:
+            for _ in range(20):
+                n = int(rng.integers(1, 20_000))
+                a = np.float32(rng.standard_normal())
+                x = rng.standard_normal(n, dtype=np.float32)
+                y = rng.standard_normal(n, dtype=np.float32)
+                out = np.zeros(n, dtype=np.float32)
+                bench_pkg.saxpy[_cdiv(n, 64), 64](a, x, y, out)
+                np.testing.assert_array_equal(out, a * x + y)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+def test_launch_argument_errors_survive_the_fast_path(bench_pkg):
+    x = np.zeros(8, dtype=np.float32)
+    with pytest.raises(TypeError, match="dtype"):
+        bench_pkg.saxpy[1, 8](np.float32(1), x.astype(np.float64), x, x)
+    with pytest.raises(TypeError, match="not C-contiguous"):
+        bench_pkg.saxpy[1, 8](np.float32(1), np.zeros(16, np.float32)[::2], x, x)
+    with pytest.raises(TypeError, match="scalar"):
+        bench_pkg.saxpy[1, 8](x, x, x, x)
+    with pytest.raises(TypeError, match="takes 4 arguments"):
+        bench_pkg.saxpy[1, 8](np.float32(1), x, x)
+    # A read-only input, a Python float for f32, an empty array: all fine.
+    ro = np.arange(8, dtype=np.float32)
+    ro.flags.writeable = False
+    out = np.zeros(8, dtype=np.float32)
+    bench_pkg.saxpy[1, 8](0.5, ro, ro, out)
+    np.testing.assert_array_equal(out, np.float32(0.5) * ro + ro)
+    e = np.zeros(0, dtype=np.float32)
+    bench_pkg.saxpy[1, 8](np.float32(1), e, e, e)
