@@ -1484,6 +1484,26 @@ def test_kernel_simulate(conformance, c: Case):
     _compare(r["state"], (c.sim_oracle or c.oracle)(r["expected_state"]), c)
 
 
+@pytest.mark.parametrize(
+    "c",
+    [c for c in KERNEL_CASES if not c.raises],
+    ids=lambda c: c.id,
+)
+def test_kernel_compiled_debug(built, c: Case):
+    """The same kernels built with --debug: bounds checks and asserts on, results unchanged.
+
+    A bounds check that fired here would be a false positive (or an operand evaluated that
+    short-circuiting should have skipped, as ``k >= 0 and buf[k] > v`` in local_sort)."""
+    debug = built("conformance", debug=True)
+    assert debug.manifest["options"]["debug"] is True
+    kern = _function(debug.module, c)
+    r = _run(c, kern[c.config])
+    if c.check is not None:
+        c.check(r["state"])
+        return
+    _compare(r["state"], c.oracle(r["expected_state"]), c)
+
+
 def python_host(fn, _memo=None):
     """A @host function as plain CPython: calls to other host functions stay in Python."""
     memo = {} if _memo is None else _memo
