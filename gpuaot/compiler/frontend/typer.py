@@ -37,6 +37,7 @@ from ...lang.types import (
 from ..discover import UNFOLDABLE, FuncInfo, Package
 from ..methods import DIM3, MATH_FUNCS, MethodTable, table_for
 from . import rules
+from .definite import unassigned_reads
 from .rules import Reject
 from .typed import Builtin, RaiseSite, TypedFunction
 
@@ -188,6 +189,11 @@ class Typer:
                 break
         self.tf.var_types = dict(self.var_types)
         self._finish_return_type()
+        if not self.errors:
+            for name in unassigned_reads(self.func.node, self.assigned):
+                self.error(f"'{name.id}' may be used before it is assigned", name,
+                           f"assign '{name.id}' on every path that reaches this use, e.g. "
+                           "before the 'if' or the loop that assigns it")
         if self.errors:
             return None, self.errors
         return self.tf, []
