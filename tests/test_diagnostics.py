@@ -7,12 +7,14 @@ substring), not taken from the compiler.
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -303,6 +305,32 @@ INVALID = [
         ],
     ),
     Invalid(
+        "maybe_unassigned",
+        src("""
+        @ga.kernel
+        def k(x: Array[f64], out: Array[f64]):
+            i = ga.grid(1)
+            if x[i] > 0:
+                v = 1.5
+            out[i] = v
+            for j in range(3):
+                last = j
+            out[i] = last
+            while x[i] > 0:
+                w = 2.0
+                break
+            out[i] = w
+            total += 1.0
+            total = 0.0
+        """),
+        [
+            Expect("v\n", "'v' may be used before it is assigned"),
+            Expect("last\n", "'last' may be used before it is assigned"),
+            Expect("w\n", "'w' may be used before it is assigned"),
+            Expect("total +=", "'total' may be used before it is assigned"),
+        ],
+    ),
+    Invalid(
         "two_functions",
         src("""
         @ga.kernel
@@ -499,3 +527,61 @@ def test_emit_device_only_chain(kit, tmp_path, monkeypatch):
     built = _build_cli(tmp_path, "emitpkg", "--json")
     assert built.exit_code == 0, built.output
     assert json.loads(built.stdout)["gpu_only"] == ["emitpkg.mod.k"]
+
+
+DEFINITELY_ASSIGNED = src("""
+    @ga.device
+    def pick(c, a, b):
+        if c:
+            r = a
+        else:
+            r = b
+        return r
+
+    @ga.device
+    def first_positive(x):
+        for j in range(x.shape[0]):
+            if x[j] > 0:
+                return j
+        return -1
+
+    @ga.kernel
+    def k(x: Array[f64], out: Array[f64]):
+        i = ga.grid(1)
+        if i >= x.shape[0]:
+            return
+        if x[i] > 1:
+            v = 1.0
+        elif x[i] > 0:
+            v = 2.0
+        else:
+            raise ValueError("not positive")
+        j = 0
+        while True:
+            j += 1
+            if j > 3:
+                w = v * j
+                break
+            if x[i] > 100:
+                w = 0.0
+                break
+        acc = 0.0
+        for t in range(4):
+            acc += t
+        out[i] = pick(x[i] > 2, v, w) + acc + first_positive(x)
+    """)
+
+
+def test_definitely_assigned_patterns_build(kit, tmp_path, monkeypatch):
+    """Reads that every path reaches after an assignment compile, and compute as Python does."""
+    root = kit.write_package(tmp_path / "defpkg", {"mod.py": DEFINITELY_ASSIGNED})
+    kit.build(root, cache_dir=tmp_path / "cache")
+    kit.import_package(root, monkeypatch)
+    mod = importlib.import_module("defpkg.mod")
+    x = np.array([0.5, 1.5, 3.0, 2.5])
+    out, sim = np.zeros(4), np.zeros(4)
+    mod.k[1, 4](x, out)
+    mod.k.simulate[1, 4](x, sim)
+    np.testing.assert_array_equal(out, sim)
+    np.testing.assert_array_equal(out, [2.0 * 4 + 6, 1.0 * 4 + 6, 1.0 + 6, 1.0 + 6])
+    kit.unload("defpkg")
