@@ -52,11 +52,13 @@ class TypedFunction:
     @property
     def symbol(self) -> str:
         """A stable, readable, unique name for this specialisation."""
-        if self.func.kind in ("kernel", "host"):
-            return self.func.qualname.replace(".", "__")
         args = "_".join(t.name.replace(" ", "").replace(",", "_").replace("[", "_")
                         .replace("]", "").replace('"', "").replace("(", "T").replace(")", "")
                         for t in self.arg_types)
+        if self.func.kind in ("kernel", "host"):
+            base = self.func.qualname.replace(".", "__")
+            # A kernel with several signatures has one entry point per specialisation.
+            return f"{base}__{args}" if "signatures" in self.func.options else base
         return f"{self.func.qualname}.{args}"
 
     def type_of(self, node: ast.AST) -> Type:
