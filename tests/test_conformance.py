@@ -1239,6 +1239,62 @@ case(
 )
 
 
+# ---------------------------------------------------------------------- kernel options
+
+
+def _scale_any(dtype):
+    case(
+        "scale_any",
+        lambda rng: {
+            "a": dtype(3),
+            "x": rng.integers(-1000, 1000, N).astype(dtype),
+            "out": np.zeros(N, dtype),
+        },
+        names("a", "x", "out"),
+        lambda s: {"out": s["a"] * s["x"] + dtype(1)},
+        variant=dtype.__name__,
+    )
+
+
+for _dt in (f32, f64, i32):
+    _scale_any(_dt)
+
+
+case(
+    "fast_poly",
+    lambda rng: {"x": rng.uniform(-2, 2, N).astype(f32), "out": np.zeros(N, f32)},
+    names("x", "out"),
+    # fastmath may contract and reassociate: close to the unfused f32 result, not equal
+    lambda s: {"out": ((s["x"] * f32(0.5) + f32(1.25)) * s["x"] - f32(3)) * s["x"] + f32(0.125)},
+    rtol=1e-5,
+    atol=1e-5,
+)
+
+
+def _claim_check(s):
+    n = len(s["seen"])
+    assert s["wins"][0] == 1  # exactly one compare-and-swap succeeded
+    assert 0 <= s["owner"][0] < n
+    # each exchange returned the value the previous one stored: together with the final
+    # value, every thread index once, and the initial -1
+    values = np.sort(np.concatenate([s["seen"], s["last"]]))
+    np.testing.assert_array_equal(values, np.arange(-1, n))
+
+
+case(
+    "claim",
+    lambda rng: {
+        "owner": np.array([-1], i64),
+        "wins": np.zeros(1, i64),
+        "last": np.array([-1], i64),
+        "seen": np.full(_BIG_N, -7, i64),
+    },
+    names("owner", "wins", "last", "seen"),
+    check=_claim_check,
+    config=(20, 256),
+)
+
+
 # ---------------------------------------------------------------------- raise / assert
 
 

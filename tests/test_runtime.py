@@ -98,6 +98,17 @@ def test_strided_views_are_fine_for_A_layout(conf):
     np.testing.assert_array_equal(out, x * f32(2) + np.arange(x.shape[1], dtype=f32))
 
 
+def test_specialisation_is_chosen_by_the_arrays(conf):
+    k = conf.module.scale_any
+    with pytest.raises(TypeError, match=r"no specialisation matches \(int, int64\[1-D\]"):
+        k[1, 8](3, np.zeros(3, i64), np.zeros(3, i64))
+    with pytest.raises(TypeError, match=r"no specialisation matches"):
+        k[1, 8](3, np.zeros(3, f32), np.zeros(3, f64))  # mixed: matches none
+    specs = next(e for e in conf.manifest["kernels"] if e["name"] == "scale_any")
+    symbols = [s["cpu"]["symbol"] for s in specs["specializations"]]
+    assert len(set(symbols)) == 3  # one entry point per signature
+
+
 class FakeCudaArray:
     """Enough of ``__cuda_array_interface__`` for the launcher to see a GPU array."""
 
