@@ -571,18 +571,24 @@ def call_host(host, args):
     return _from_ctypes(ret, ret_t)
 
 
+def _ret_ctype(t):
+    """The C layout of a return type: a scalar, or a struct of them (tuples nest)."""
+    if hasattr(t, "items"):
+        fields = [(f"f{k}", _ret_ctype(i)) for k, i in enumerate(t.items)]
+        return type("Ret", (ctypes.Structure,), {"_fields_": fields})
+    return _CTYPES[t.name]
+
+
 def _ret_buffer(t):
     if t.name == "None":
         return None
-    if hasattr(t, "items"):
-        fields = [(f"f{k}", _CTYPES[i.name]) for k, i in enumerate(t.items)]
-        return type("Ret", (ctypes.Structure,), {"_fields_": fields})()
-    return _CTYPES[t.name]()
+    return _ret_ctype(t)()
 
 
 def _from_ctypes(ret, t):
     if ret is None:
         return None
     if hasattr(t, "items"):
-        return tuple(i.np_dtype.type(getattr(ret, f"f{k}")) for k, i in enumerate(t.items))
-    return t.np_dtype.type(ret.value)
+        return tuple(_from_ctypes(getattr(ret, f"f{k}"), i) for k, i in enumerate(t.items))
+    # a top-level scalar is a ctypes object; a struct's field reads as a Python value
+    return t.np_dtype.type(getattr(ret, "value", ret))
