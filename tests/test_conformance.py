@@ -1447,6 +1447,19 @@ host_case(
     f64,
     variant="false",
 )
+host_case(
+    "h_nested",
+    lambda rng: {"a": -7, "x": f32(1.25)},
+    names("a", "x"),
+    (i64, (f32, np.bool_), (np.bool_, f64)),
+)
+host_case(
+    "h_nested",
+    lambda rng: {"a": 9, "x": f32(-0.5)},
+    names("a", "x"),
+    (i64, (f32, np.bool_), (np.bool_, f64)),
+    variant="positive",
+)
 host_case("h_checked_sqrt", lambda rng: {"x": 6.25}, names("x"), f64)
 host_case(
     "h_checked_sqrt", lambda rng: {"x": -1.0}, names("x"), f64, raises=ValueError, variant="raises"
@@ -1585,6 +1598,18 @@ def _as_declared(fn, args):
     return out
 
 
+def _check_return(got, want, t) -> None:
+    """Same value, and the numpy scalar type the signature promises; tuples nest."""
+    if isinstance(t, tuple):
+        assert isinstance(got, tuple) and len(got) == len(t), (got, t)
+        for g, w, ti in zip(got, want, t):
+            _check_return(g, w, ti)
+        return
+    assert type(got) is t, (got, t)
+    if t is not type(None):
+        assert got == t(want), (got, want)
+
+
 @pytest.mark.parametrize("c", HOST_CASES, ids=lambda c: c.id)
 def test_host(conformance, c: Case):
     fn = _function(conformance.module, c)
@@ -1604,15 +1629,7 @@ def test_host(conformance, c: Case):
         # SPEC: f32 ⊕ i64 computes in f32; CPython with numpy scalars would use f64.
         a, b, cond = c.args(py_state)
         want = f64(f32(a) * f32(b)) if cond else f64(f32(a) - f32(b))
-    if isinstance(c.ret_type, tuple):
-        assert isinstance(got, tuple) and len(got) == len(c.ret_type)
-        assert tuple(type(g) for g in got) == c.ret_type
-        for g, w, t in zip(got, want, c.ret_type):
-            assert g == t(w), (got, want)
-    else:
-        assert type(got) is c.ret_type, type(got)
-        if c.ret_type is not type(None):
-            assert got == c.ret_type(want), (got, want)
+    _check_return(got, want, c.ret_type)
     for key in state:
         np.testing.assert_array_equal(state[key], py_state[key], err_msg=key, strict=True)
     if fn.py_func.__name__ == "h_fill":
