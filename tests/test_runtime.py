@@ -253,6 +253,21 @@ DEBUG_PKG = {
                 m[r, c] = r * 100 + c
 
         @ga.kernel
+        def raise_at3(t: Array[i64]):
+            x, y, z = ga.grid(3)
+            if x == t[0] and y == t[1] and z == t[2]:
+                raise LookupError("found it")
+
+        @ga.kernel
+        def bare_raise(x: Array[f32]):
+            if x[ga.grid(1)] < 0:
+                raise ValueError
+
+        @ga.host
+        def host_get(x: Array[f32], k: i64) -> f32:
+            return x[k]
+
+        @ga.kernel
         def checked(x: Array[f32], out: Array[f32]):
             i = ga.grid(1)
             if i < x.shape[0]:
@@ -450,3 +465,40 @@ def test_gpu_only_kernel_on_cpu_names_the_reason(kit, gpu_only_pkg, monkeypatch)
     kern.block_sum.simulate[2, 32](y, out)
     np.testing.assert_array_equal(out, y.reshape(2, 32).sum(axis=1))
     kit.unload("gpuonly")
+
+
+@pytest.mark.parametrize("pkg", ["dbgpkg", "relpkg"])
+def test_raise_in_3d_launch(dbg, debug_pkgs, pkg):
+    """Exactly one thread of a 3-D grid of 3-D blocks raises: all six indices come back."""
+    grid, block = (2, 3, 2), (4, 2, 3)
+    target = (5, 4, 3)  # absolute (x, y, z)
+    line = line_of(debug_pkgs[pkg] / "kern.py", 'raise LookupError("found it")')
+    with pytest.raises(LookupError) as info:
+        dbg[pkg].raise_at3[grid, block](np.array(target, i64))
+    tid = tuple(t % b for t, b in zip(target, block))
+    bid = tuple(t // b for t, b in zip(target, block))
+    msg = str(info.value)
+    assert msg.startswith(f"found it (in kernel '{pkg}.kern.raise_at3' at {pkg}/kern.py:{line}")
+    assert msg.endswith(f"thread {tid}, block {bid})"), msg
+    dbg[pkg].raise_at3[grid, block](np.array([8, 0, 0], i64))  # out of the grid: no raise
+
+
+def test_bare_raise_without_message(dbg):
+    with pytest.raises(ValueError, match=r"^\(in kernel 'dbgpkg.kern.bare_raise' at "):
+        dbg["dbgpkg"].bare_raise[1, 4](np.array([1, 2, -3, 4], f32))
+    with pytest.raises(ValueError, match=r"^$"):
+        dbg["dbgpkg"].bare_raise.simulate[1, 4](np.array([1, 2, -3, 4], f32))
+
+
+def test_debug_bounds_check_in_host_function(dbg, debug_pkgs):
+    x = np.arange(5, dtype=f32)
+    assert dbg["dbgpkg"].host_get(x, 4) == f32(4)
+    line = line_of(debug_pkgs["dbgpkg"] / "kern.py", "return x[k]")
+    with pytest.raises(IndexError) as info:
+        dbg["dbgpkg"].host_get(x, 5)
+    msg = str(info.value)
+    assert msg == (
+        f"index out of bounds (in host function 'dbgpkg.kern.host_get' at dbgpkg/kern.py:{line})"
+    )
+    with pytest.raises(IndexError):
+        dbg["dbgpkg"].host_get(x, -1)
