@@ -502,3 +502,47 @@ def test_debug_bounds_check_in_host_function(dbg, debug_pkgs):
     )
     with pytest.raises(IndexError):
         dbg["dbgpkg"].host_get(x, -1)
+
+
+# ---------------------------------------------------------------------- concurrency
+
+
+def test_concurrent_launches_from_python_threads(conf):
+    """Eight Python threads launch at once; every other one raises: each launch sees only
+    its own exception, and every clean launch computes its own result."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    n = 6000  # above the launcher's inline threshold: the blocks go to its helpers
+    kernel = conf.module.raise_at  # imported once, before the threads
+
+    def job(k):
+        out = np.zeros(n, i64)
+        target = 1000 + k if k % 2 else -1
+        try:
+            kernel[47, 128](target, out)
+        except ValueError as e:
+            return k, str(e)
+        return k, out
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(job, range(16)))
+    for k, r in results:
+        if k % 2:
+            t = 1000 + k
+            assert isinstance(r, str) and f"thread ({t % 128}, 0, 0), block ({t // 128}, 0, 0)" in r
+        else:
+            np.testing.assert_array_equal(r, np.arange(n) * 2)
+
+
+@pytest.mark.parametrize("threads", ["1", "3", "16"])
+def test_any_worker_count_gives_the_same_result(conf, monkeypatch, threads):
+    monkeypatch.setenv("GPUAOT_NUM_THREADS", threads)
+    rng = np.random.default_rng(int(threads))
+    x = rng.integers(0, 1000, 20000).astype(i64)
+    bins = np.zeros(17, i64)
+    conf.module.histogram[79, 256](x, bins)
+    np.testing.assert_array_equal(bins, np.bincount(x % 17, minlength=17))
+    order, counter = np.full(20000, -1, i64), np.zeros(1, i64)
+    conf.module.tickets[79, 256](order, counter)
+    assert counter[0] == 20000
+    np.testing.assert_array_equal(np.sort(order), np.arange(20000))
