@@ -51,13 +51,19 @@ class DeviceArray:
         self.nbytes = max(1, host.nbytes)
         self.ptr = _check(driver, driver.cuMemAlloc(self.nbytes), "cuMemAlloc")
         if host.nbytes:
-            _check(driver, driver.cuMemcpyHtoD(self.ptr, host.ctypes.data, host.nbytes),
-                   "cuMemcpyHtoD")
+            _check(
+                driver, driver.cuMemcpyHtoD(self.ptr, host.ctypes.data, host.nbytes), "cuMemcpyHtoD"
+            )
 
     @property
     def __cuda_array_interface__(self) -> dict:
-        return {"shape": self.shape, "typestr": self.dtype.str, "data": (int(self.ptr), False),
-                "version": 3, "strides": None}
+        return {
+            "shape": self.shape,
+            "typestr": self.dtype.str,
+            "data": (int(self.ptr), False),
+            "version": 3,
+            "strides": None,
+        }
 
     def get(self) -> np.ndarray:
         from gpuaot.runtime.cuda import _check
@@ -65,8 +71,11 @@ class DeviceArray:
         out = np.empty(self.shape, self.dtype)
         if out.nbytes:
             _check(self._driver, self._driver.cuCtxSynchronize(), "cuCtxSynchronize")
-            _check(self._driver, self._driver.cuMemcpyDtoH(out.ctypes.data, self.ptr, out.nbytes),
-                   "cuMemcpyDtoH")
+            _check(
+                self._driver,
+                self._driver.cuMemcpyDtoH(out.ctypes.data, self.ptr, out.nbytes),
+                "cuMemcpyDtoH",
+            )
         return out
 
     def __del__(self):

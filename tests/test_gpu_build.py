@@ -25,9 +25,22 @@ FIXTURES = Path(__file__).parent.parent / "fixtures"
 ARCHS = ["sm_75", "sm_80", "sm_90"]
 
 
-def _build(pkg_dir: Path, out: Path, cache: Path, *extra: str, env=None) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "gpuaot.cli", "build", str(pkg_dir), "--out", str(out),
-           "--cache-dir", str(cache), "--json", *extra]
+def _build(
+    pkg_dir: Path, out: Path, cache: Path, *extra: str, env=None
+) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable,
+        "-m",
+        "gpuaot.cli",
+        "build",
+        str(pkg_dir),
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(cache),
+        "--json",
+        *extra,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
 
 
@@ -47,8 +60,7 @@ def _cuobjdump(path: Path) -> str:
     tool = find_cuobjdump()
     if tool is None:
         pytest.skip("cuobjdump wheel (nvidia-cuda-cuobjdump) not installed")
-    proc = subprocess.run([str(tool), "-lptx", "-lelf", str(path)], capture_output=True,
-                          text=True)
+    proc = subprocess.run([str(tool), "-lptx", "-lelf", str(path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -78,11 +90,13 @@ def test_manifest_images_match_the_fatbin_section(gpu_bundle):
 def test_no_device_symbol_in_host_code(gpu_bundle):
     _, _, path, _ = gpu_bundle
     for flags in (["-D"], []):
-        names = subprocess.run(["nm", *flags, str(path)], capture_output=True, text=True,
-                               check=True).stdout
+        names = subprocess.run(
+            ["nm", *flags, str(path)], capture_output=True, text=True, check=True
+        ).stdout
         for bad in ("gpu_", "__nv_", "llvm.nvvm", "__nvvm"):
-            assert not any(line.split()[-1].startswith(bad) for line in names.splitlines()
-                           if line.strip()), (bad, names)
+            assert not any(
+                line.split()[-1].startswith(bad) for line in names.splitlines() if line.strip()
+            ), (bad, names)
     from gpuaot.leaks import scan_paths
 
     result = scan_paths([str(path)])
@@ -91,8 +105,10 @@ def test_no_device_symbol_in_host_code(gpu_bundle):
 
 def test_gpu_only_kernels_are_marked_and_refuse_cpu_launch(gpu_bundle, monkeypatch):
     root, pkg, path, report = gpu_bundle
-    assert sorted(report["gpu_only"]) == ["gpu_features.kernels.block_sum",
-                                          "gpu_features.kernels.warp_sum"]
+    assert sorted(report["gpu_only"]) == [
+        "gpu_features.kernels.block_sum",
+        "gpu_features.kernels.warp_sum",
+    ]
     monkeypatch.syspath_prepend(str(root))
     monkeypatch.setenv("GPUAOT_BUNDLE_PATH", str(path.parent))
     rt_bundle.forget()
@@ -135,8 +151,9 @@ def test_gate_refuses_host_code_compiled_with_the_gpu_table(tmp_path):
     assert good.returncode == 0, good.stderr
     bundle = Path(json.loads(good.stdout)["bundle"])
     before = bundle.read_bytes()
-    bad = _build(pkg, tmp_path / "out", tmp_path / "cache", "--no-gpu",
-                 env={"GPUAOT_TEST_HOST_TABLE": "gpu"})
+    bad = _build(
+        pkg, tmp_path / "out", tmp_path / "cache", "--no-gpu", env={"GPUAOT_TEST_HOST_TABLE": "gpu"}
+    )
     assert bad.returncode == 1, bad.stderr
     leaks = json.loads(bad.stdout)["leaks"]
     assert {"symbol": "gpu_report_exception", "defined": False, "section": ".dynsym"} in leaks
@@ -157,8 +174,12 @@ def test_device_cache_is_per_architecture_and_incremental(tmp_path):
     again = json.loads(_build(pkg, tmp_path / "o2", cache, "--no-cpu").stdout)
     assert again["compiled"] == 0 and again["cached"] == 7
     src = pkg / "kernels.py"
-    src.write_text(src.read_text().replace('raise ValueError("x must be non-negative")',
-                                           'raise ValueError("x must not be negative")'))
+    src.write_text(
+        src.read_text().replace(
+            'raise ValueError("x must be non-negative")',
+            'raise ValueError("x must not be negative")',
+        )
+    )
     edited = json.loads(_build(pkg, tmp_path / "o3", cache, "--no-cpu").stdout)
     # The message lives in the manifest, not the code: nothing to recompile.
     assert edited["compiled"] == 0
@@ -167,15 +188,17 @@ def test_device_cache_is_per_architecture_and_incremental(tmp_path):
     assert edited["compiled"] == 1 and edited["cached"] == 6
     # Only the new sm_90 cubin is missing when an architecture is added... none here: dropping
     # sm_75 changes the PTX target, so every kernel is rebuilt for the new lowest arch.
-    fewer = json.loads(_build(pkg, tmp_path / "o5", cache, "--no-cpu", "--arch", "sm_80,sm_90")
-                       .stdout)
+    fewer = json.loads(
+        _build(pkg, tmp_path / "o5", cache, "--no-cpu", "--arch", "sm_80,sm_90").stdout
+    )
     assert fewer["architectures"] == ["sm_80", "sm_90"] and fewer["compiled"] == 7
 
 
 def test_emit_ptx_for_an_architecture(monkeypatch):
     monkeypatch.syspath_prepend(str(FIXTURES))
-    result = CliRunner().invoke(main, ["emit", "gpu_features.kernels:block_sum", "--stage",
-                                       "ptx", "--target", "sm_90"])
+    result = CliRunner().invoke(
+        main, ["emit", "gpu_features.kernels:block_sum", "--stage", "ptx", "--target", "sm_90"]
+    )
     assert result.exit_code == 0, result.output
     assert ".target sm_90" in result.output
     assert ".visible .entry gpu_features__kernels__block_sum_s0(" in result.output

@@ -27,9 +27,20 @@ def pkgs(tmp_path_factory):
     root = tmp_path_factory.mktemp("gpurt")
     for name in ("example", "gpu_features"):
         shutil.copytree(FIXTURES / name, root / name, ignore=shutil.ignore_patterns("_gpuaot"))
-        proc = subprocess.run([sys.executable, "-m", "gpuaot.cli", "build", str(root / name),
-                               "--cache-dir", str(root / "cache"), "--json"],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "gpuaot.cli",
+                "build",
+                str(root / name),
+                "--cache-dir",
+                str(root / "cache"),
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == 0, proc.stderr
         json.loads(proc.stdout)
     sys.path.insert(0, str(root))
