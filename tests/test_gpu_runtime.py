@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gpu_support import DeviceArray, requires_gpu
 
 from gpuaot.runtime import bundle as rt_bundle
-
-from gpu_support import DeviceArray, requires_gpu
 
 pytestmark = [pytest.mark.gpu, requires_gpu]
 FIXTURES = Path(__file__).parent.parent / "fixtures"
