@@ -650,11 +650,20 @@ class Typer:
             chain = [f"in {self.func.kind} '{self.func.qualname}'"] + self.ctx.call_chain()[1:]
             err = TargetUnavailable(
                 f"'{shown}' has no {self.ctx.target.upper()} implementation",
-                self.func.loc(node),
-                hint=f"give it one with @overlay(..., target=\"{self.ctx.target}\"), or launch "
-                     "this kernel on the GPU only",
-                notes=chain)
+                self.func.loc(node), hint=self._unavailable_hint(key), notes=chain)
             self.errors.append(err)
+
+    def _unavailable_hint(self, key: str) -> str:
+        # Only a user function can be given an overlay; only a kernel can run on the GPU alone
+        # (a host function always runs on the CPU).
+        target = self.ctx.target
+        root = self.ctx.chain[0][0] if self.ctx.chain else self.func
+        fix = (f"give it a {target.upper()} version with "
+               f"@overlay({key.rsplit('.', 1)[-1]}, target=\"{target}\")"
+               if key.startswith("user.") else None)
+        if root.kind == "host":
+            return (f"{fix}; " if fix else "") + "host functions run on the CPU only"
+        return (f"{fix}, or " if fix else "") + "launch this kernel on the GPU only"
 
     def e_call(self, node: ast.Call) -> Type:
         if node.keywords:
