@@ -260,6 +260,8 @@ INVALID = [
             "note: in device 'device_only_from_host.mod.mid'",
             "note: called from host 'device_only_from_host.mod.h' at "
             "device_only_from_host/mod.py:{mid(x[0])}",
+            'hint: give it a CPU version with @overlay(fast, target="cpu"); '
+            "host functions run on the CPU only",
         ),
     ),
     Invalid(
@@ -271,7 +273,10 @@ INVALID = [
             return x[0]
         """),
         [Expect("ga.syncthreads()", "'syncthreads' has no CPU implementation")],
-        notes=("note: in host 'syncthreads_in_host.mod.h'",),
+        notes=(
+            "note: in host 'syncthreads_in_host.mod.h'",
+            "hint: host functions run on the CPU only",
+        ),
     ),
     Invalid(
         "syntax_error",
@@ -519,6 +524,10 @@ def test_emit_device_only_chain(kit, tmp_path, monkeypatch):
         in result.output
     )
     assert "note: in device 'emitpkg.mod.mid'" in result.output
+    assert (
+        'hint: give it a CPU version with @overlay(fast, target="cpu"), or launch this '
+        "kernel on the GPU only" in result.output
+    )
     assert (
         f"note: called from kernel 'emitpkg.mod.k' at emitpkg/mod.py:{kline}:{kcol}"
         in result.output
