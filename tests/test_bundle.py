@@ -117,11 +117,12 @@ def test_no_build_path_inside(example, tmp_path_factory):
 
 
 def test_reproducible_from_cold_caches(kit, tmp_path):
-    """Same sources, same options, two directories, two cold caches: identical bytes."""
+    """Same sources, same options, two directories, two cold caches: identical bytes, whether
+    the objects compile in a process pool or one after another (``--jobs``)."""
     bundles = []
-    for side in ("a", "b"):
+    for side, jobs in (("a", 4), ("b", 1)):
         root = kit.copy_package(kit.FIXTURES / "example", tmp_path / side)
-        res = kit.build(root, cache_dir=tmp_path / f"cache-{side}")
+        res = kit.build(root, cache_dir=tmp_path / f"cache-{side}", jobs=jobs)
         assert res.compiled == len(res.manifest["kernels"]) + len(res.manifest["host_functions"])
         bundles.append(res.bundle.read_bytes())
     assert bundles[0] == bundles[1]
