@@ -368,6 +368,44 @@ def _shift_oracle(s):
 case("shifts_narrow", _shift_inputs, names("a", "s", "b", "t", "ou", "oi", "ob"), _shift_oracle)
 
 
+def _unsigned_inputs(rng):
+    a = rng.integers(0, 2**64, N, dtype=u64)
+    b = rng.integers(1, 2**64, N, dtype=u64)
+    a[:3], b[:3] = [0, 2**64 - 1, 5], [1, 1, 2**64 - 1]
+    return {
+        "a": a,
+        "b": b,
+        "c": rng.integers(0, 2**16, N).astype(u16),
+        "o64": np.zeros((8, N), u64),
+        "o16": np.zeros((4, N), u16),
+    }
+
+
+def _unsigned_oracle(s):
+    a, b, c = [int(v) for v in s["a"]], [int(v) for v in s["b"]], [int(v) for v in s["c"]]
+    m64, m16 = 2**64 - 1, 2**16 - 1
+    o64 = [
+        [(x + y) & m64 for x, y in zip(a, b)],
+        [(x - y) & m64 for x, y in zip(a, b)],
+        [(x * y) & m64 for x, y in zip(a, b)],
+        [x // y for x, y in zip(a, b)],
+        [x % y for x, y in zip(a, b)],
+        [x >> 3 for x in a],
+        [(x << 60) & m64 for x in a],
+        [~x & m64 for x in a],
+    ]
+    o16 = [
+        [(z * z) & m16 for z in c],
+        [(z - 1000) & m16 for z in c],
+        [z // 7 for z in c],
+        [int(float(f32(z) * f32(1.5))) & m16 for z in c],
+    ]
+    return {"o64": np.array(o64, u64), "o16": np.array(o16, u16)}
+
+
+case("unsigned_ops", _unsigned_inputs, names("a", "b", "c", "o64", "o16"), _unsigned_oracle)
+
+
 def _cmp_inputs(rng):
     c = rng.integers(-12, 12, N).astype(f64) + rng.choice([0.0, 0.5], N)
     c[::7] = np.nan
