@@ -1277,6 +1277,79 @@ case(
 )
 
 
+# ---------------------------------------------------------------------- range guards
+
+# What out[i] becomes for thread i, given lo, hi, the old out[i] and the launch's block size;
+# None: not written. Plain Python integers (tests/test_properties.py uses these too).
+GUARD_ORACLES = {
+    "guard_lt": lambda i, lo, hi, old, b: i + 1 if i < hi else None,
+    "guard_range": lambda i, lo, hi, old, b: 2 * i if lo <= i < hi else None,
+    "guard_offsets": lambda i, lo, hi, old, b: (
+        3 * i if i + 3 < hi and i - 2 >= lo else (-1 if hi > i else -2)
+    ),
+    "guard_return": lambda i, lo, hi, old, b: i * i if lo < i < hi else None,
+    "guard_scaled": lambda i, lo, hi, old, b: 7 if i * 2 < hi and lo < i - 5 else None,
+    "guard_narrow": lambda i, lo, hi, old, b: (
+        wrap(i, 32, True)
+        if wrap(i, 32, True) < wrap(hi, 32, True) and i % 2**64 >= lo % 2**64
+        else None
+    ),
+    "guard_data": lambda i, lo, hi, old, b: old + 1000 if i < hi and old % 3 != lo % 3 else None,
+    "guard_threads": lambda i, lo, hi, old, b: i % b - b if i % b < hi and i // b >= lo else None,
+}
+
+
+def guard_expected(name: str, lo: int, hi: int, out: np.ndarray, threads: int, block: int):
+    want = out.copy()
+    for i in range(min(threads, len(out))):
+        v = GUARD_ORACLES[name](i, lo, hi, int(out[i]), block)
+        if v is not None:
+            want[i] = v
+    return want
+
+
+def guard_2d_expected(lo: int, hi: int, out: np.ndarray, rows: int, cols: int):
+    want = out.copy()
+    for r in range(min(rows, out.shape[0])):
+        for c in range(min(cols, out.shape[1])):
+            if c < hi and r >= lo:
+                want[r, c] = r * 1000 + c
+    return want
+
+
+def _guard_case(name, lo, hi):
+    def make(rng):
+        return {"lo": lo, "hi": hi, "out": np.arange(133, dtype=i64) * 7}
+
+    case(
+        name,
+        make,
+        names("lo", "hi", "out"),
+        lambda s: {"out": guard_expected(name, lo, hi, s["out"], 128, 32)},
+        variant=f"{lo}_{hi}",
+    )
+
+
+for _name in GUARD_ORACLES:
+    for _lo, _hi in [(5, 70), (-3, 200), (40, 10), (I64_MIN, I64_MAX)]:
+        _guard_case(_name, _lo, _hi)
+
+
+def _guard_2d_case(lo, hi):
+    case(
+        "guard_2d",
+        lambda rng: {"lo": lo, "hi": hi, "out": np.full((13, 11), -5, i64)},
+        names("lo", "hi", "out"),
+        lambda s: {"out": guard_2d_expected(lo, hi, s["out"], 16, 16)},
+        config=((2, 2), (8, 8)),
+        variant=f"{lo}_{hi}",
+    )
+
+
+for _lo, _hi in [(2, 9), (0, 100), (I64_MIN, -1)]:
+    _guard_2d_case(_lo, _hi)
+
+
 # ---------------------------------------------------------------------- kernel options
 
 

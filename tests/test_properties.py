@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from test_conformance import GUARD_ORACLES, guard_2d_expected, guard_expected
 
 i8, i32, i64, u8 = np.int8, np.int32, np.int64, np.uint8
 f32, f64 = np.float32, np.float64
@@ -282,3 +283,44 @@ def test_host_functions(pkg, a, b, v):
     if v:
         lo, hi = min(v) - 10, max(v)
         assert pkg.h_count_between(x.astype(i32), lo, hi) == sum(lo <= e < hi for e in v)
+
+
+# ---------------------------------------------------------------------- range guards
+
+I64_EDGES = [np.iinfo(i64).min, np.iinfo(i64).min + 1, -1, 0, 1, np.iinfo(i64).max]
+bounds = st.one_of(
+    st.integers(-300, 1300), st.sampled_from(I64_EDGES), st.integers(-(2**40), 2**40)
+)
+
+
+@pytest.mark.parametrize("name", sorted(GUARD_ORACLES))
+@settings(max_examples=30, deadline=None)
+@given(
+    lo=bounds,
+    hi=bounds,
+    block=st.sampled_from([1, 3, 8, 32, 100, 256]),
+    grid=st.integers(1, 5),
+    extra=st.integers(0, 40),
+)
+def test_range_guards(pkg, name, lo, hi, block, grid, extra):
+    """Guards the CPU entry splits the x loop at: any bounds (i64 extremes too), any launch.
+    The array is longer than the grid, so writes outside the guard's range would show."""
+    threads = grid * block
+    out = np.arange(threads + extra, dtype=i64) * 7 - 50
+    compiled = differential(getattr(pkg, name), (grid, block), [lo, hi, out])[2]
+    np.testing.assert_array_equal(compiled, guard_expected(name, lo, hi, out, threads, block))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    lo=bounds,
+    hi=bounds,
+    block=st.sampled_from([(1, 1), (4, 8), (16, 2), (3, 5)]),
+    grid=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    shape=st.tuples(st.integers(1, 20), st.integers(1, 20)),
+)
+def test_range_guards_2d(pkg, lo, hi, block, grid, shape):
+    out = np.full(shape, -5, i64)
+    compiled = differential(pkg.guard_2d, (grid, block), [lo, hi, out])[2]
+    rows, cols = grid[0] * block[0], grid[1] * block[1]
+    np.testing.assert_array_equal(compiled, guard_2d_expected(lo, hi, out, rows, cols))
