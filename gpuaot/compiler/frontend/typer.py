@@ -244,8 +244,9 @@ class Typer:
     def stmt(self, node: ast.stmt) -> None:
         handler = _STMTS.get(type(node))
         if handler is None:
-            what = type(node).__name__.lower()
-            self.error(f"'{what}' statements are not supported in kernels", node)
+            kind = type(node).__name__
+            what, hint = _STMT_NAMES.get(kind, (f"'{kind.lower()}' statements", None))
+            self.error(f"{what} are not supported in kernels", node, hint)
             return
         try:
             handler(self, node)
@@ -875,6 +876,18 @@ _EXPRS = {
     ast.Subscript: Typer.e_subscript, ast.BinOp: Typer.e_binop, ast.UnaryOp: Typer.e_unaryop,
     ast.Compare: Typer.e_compare, ast.BoolOp: Typer.e_boolop, ast.IfExp: Typer.e_ifexp,
     ast.Tuple: Typer.e_tuple, ast.Call: Typer.e_call,
+}
+# Statements whose class name does not read as Python: (what to call them, what to do).
+_STMT_NAMES = {
+    "FunctionDef": ("nested function definitions", "make it a @device function of the module"),
+    "AsyncFunctionDef": ("nested function definitions", None),
+    "ClassDef": ("class definitions", None),
+    "Delete": ("'del' statements", None),
+    "Import": ("imports", "import at module level"),
+    "ImportFrom": ("imports", "import at module level"),
+    "AsyncWith": ("'async with' statements", None),
+    "AsyncFor": ("'async for' loops", None),
+    "TryStar": ("'try' statements", None),
 }
 _EXPR_NAMES = {
     "List": "a list", "Dict": "a dict", "Set": "a set", "ListComp": "a list comprehension",
