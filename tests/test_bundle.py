@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -19,7 +20,13 @@ import pytest
 
 from gpuaot.runtime.errors import BundleNotFoundError, StaleBundleError
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="ELF bundles: Linux only")
+pytestmark = [
+    pytest.mark.skipif(sys.platform != "linux", reason="ELF bundles: Linux only"),
+    pytest.mark.skipif(
+        not all(shutil.which(t) for t in ("nm", "readelf", "strings", "objcopy")),
+        reason="needs binutils (nm, readelf, strings, objcopy) as the oracle",
+    ),
+]
 
 
 def run(*cmd: str) -> str:

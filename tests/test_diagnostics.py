@@ -102,6 +102,28 @@ INVALID = [
         [Expect("try:", "'try' statements are not supported in kernels")],
     ),
     Invalid(
+        "other_statements",
+        src("""
+        @ga.kernel
+        def k(x: Array[f32]):
+            def inner():
+                pass
+            import math
+            del x
+            global G
+        """),
+        [
+            Expect("def inner", "nested function definitions are not supported in kernels"),
+            Expect("import math", "imports are not supported in kernels"),
+            Expect("del x", "'del' statements are not supported in kernels"),
+            Expect("global G", "'global' statements are not supported in kernels"),
+        ],
+        notes=(
+            "hint: make it a @device function of the module",
+            "hint: import at module level",
+        ),
+    ),
+    Invalid(
         "list_literal",
         src("""
         @ga.kernel
