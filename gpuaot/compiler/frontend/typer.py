@@ -342,9 +342,13 @@ class Typer:
         else:
             self.error("the loop variable must be a plain name", node.target)
         if len(it.args) == 3:
-            step = self.pkg.fold(self.mod, it.args[2]) if _is_static(it.args[2]) else None
+            step = self.static_int(it.args[2])
             if step == 0:
                 self.error("range() step must not be zero", it.args[2])
+            elif step is None:
+                # A step known only at run time: zero raises as in Python (it would otherwise
+                # loop forever), checked once before the loop.
+                self.add_site(it, "ValueError", "range() arg 3 must not be zero")
         self.loop_depth += 1
         self.body(node.body)
         self.loop_depth -= 1
@@ -830,10 +834,6 @@ class Typer:
         self.use(f"intr.{name}", node)
         self.tf.calls[node] = Builtin(f"intr.{name}", (dtype, shape))
         return array_of(dtype, len(shape), "C")
-
-
-def _is_static(node: ast.expr) -> bool:
-    return isinstance(node, (ast.Constant, ast.UnaryOp, ast.Name, ast.Attribute))
 
 
 def _const_type(value) -> Type:

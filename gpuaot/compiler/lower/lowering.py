@@ -237,6 +237,9 @@ class FunctionLowering:
         else:
             start, stop, step = args
         static_step = self._static(it.args[2]) if len(it.args) == 3 else 1
+        if it in self.tf.sites:  # a run-time step: range(a, b, 0) raises ValueError
+            with self.b.if_then(self.b.icmp_unsigned("==", step, zero), likely=False):
+                self.raise_site(it)
         iv = self.alloca_builder.alloca(self.em.lltype(t), name="range.iv")
         self.b.store(start, iv)
         cond_bb = self.fn.append_basic_block("for.cond")
