@@ -612,6 +612,21 @@ for _args in [
 ]:
     _dyn_range(*_args)
 
+case(
+    "dynamic_range",
+    lambda rng: {
+        "start": 5,
+        "stop": 0,
+        "step": 0,
+        "out": np.zeros(64, i64),
+        "count": np.zeros(1, i64),
+    },
+    names("start", "stop", "step", "out", "count"),
+    raises=ValueError,  # range(5, 0, 0): Python's error, not an endless loop
+    config=(1, 1),
+    variant="zero_step",
+)
+
 
 def _tuples_oracle(s):
     rows = [[] for _ in range(9)]

@@ -546,3 +546,13 @@ def test_any_worker_count_gives_the_same_result(conf, monkeypatch, threads):
     conf.module.tickets[79, 256](order, counter)
     assert counter[0] == 20000
     np.testing.assert_array_equal(np.sort(order), np.arange(20000))
+
+
+def test_zero_range_step_raises(conf):
+    """range(a, b, 0) with a run-time step: Python's ValueError, not an endless loop."""
+    line = line_of(conf.root / "control.py", "for j in range(start, stop, step):")
+    with pytest.raises(ValueError) as info:
+        conf.module.dynamic_range[1, 1](5, 0, 0, np.zeros(8, i64), np.zeros(1, i64))
+    msg = str(info.value)
+    assert msg.startswith("range() arg 3 must not be zero (in kernel 'conformance.control.")
+    assert f"conformance/control.py:{line}" in msg
