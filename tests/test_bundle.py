@@ -233,12 +233,6 @@ def barrier(x: Array[f32]):
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="driver.make_manifest writes a GPU-only kernel's reason with the diagnostic's "
-    "display path (relative to the build's working directory, absolute when that is far "
-    "away): the bundle then holds a build-machine path and its bytes depend on the cwd",
-)
 def test_gpu_only_reason_holds_no_build_path(kit, tmp_path, monkeypatch):
     root = kit.write_package(tmp_path / "src" / "gonly", {"kern.py": GPU_ONLY_SOURCE})
     bundles = []

@@ -160,7 +160,8 @@ def type_units(pkg: Package, opts: BuildOptions, target: str, diag: Diagnostics)
             tf, errors = ctx.specialize(func, sig, debug)
             unavailable = [e for e in errors if isinstance(e, TargetUnavailable)]
             if errors and len(unavailable) == len(errors) and func.kind == "kernel":
-                gpu_only[(func.qualname, k)] = unavailable[0]
+                types = sig if sig is not None else annotated_params(pkg, func)[0]
+                gpu_only[(func.qualname, k)] = (unavailable[0], types)
                 continue
             for e in errors:
                 diag.error(e)
@@ -233,12 +234,24 @@ def build_cpu(units: list[Unit], cache: Cache, jobs: int, result: BuildResult,
 # ---------------------------------------------------------------------- manifest
 
 
+def _package_file(pkg: Package, m) -> str:
+    """A module's path as the bundle records it: from the package's parent, never absolute."""
+    return f"{pkg.name}/{m.path.relative_to(pkg.root).as_posix()}"
+
+
+def _portable(pkg: Package, text: str) -> str:
+    """Diagnostics name files as the build's working directory sees them; bundles must not."""
+    for m in sorted(pkg.modules.values(), key=lambda m: -len(m.relpath)):
+        text = text.replace(m.relpath + ":", _package_file(pkg, m) + ":")
+    return text
+
+
 def _site_json(pkg: Package, sites: list[RaiseSite]) -> list[dict]:
     by_display = {m.relpath: m for m in pkg.modules.values()}
     out = []
     for s in sites:
         m = by_display.get(s.file)
-        file = (f"{pkg.name}/{m.path.relative_to(pkg.root).as_posix()}" if m else s.file)
+        file = _package_file(pkg, m) if m else s.file
         out.append({"type": s.exc_type, "message": s.message, "file": file, "line": s.line})
     return out
 
@@ -280,9 +293,11 @@ def make_manifest(pkg: Package, opts: BuildOptions, cpu_units: list[Unit], gpu_u
             c = cpu_by[(qualname, spec)]
             spec_json["cpu"] = {"symbol": c.symbol, "sites": _site_json(pkg, c.sites)}
         if (qualname, spec) in gpu_only:
-            err = gpu_only[(qualname, spec)]
-            spec_json["gpu_only"] = f"{err.loc}: {err.message}" + "".join(
-                f"; {n}" for n in err.notes)
+            err, types = gpu_only[(qualname, spec)]
+            spec_json["gpu_only"] = _portable(
+                pkg, f"{err.loc}: {err.message}" + "".join(f"; {n}" for n in err.notes))
+            if spec_json["params"] is None:
+                spec_json["params"] = _params_json(func, types)
         if (qualname, spec) in gpu_by:
             g = gpu_by[(qualname, spec)]
             spec_json["gpu"] = {"symbol": g.symbol, "image": g.image,
@@ -293,8 +308,8 @@ def make_manifest(pkg: Package, opts: BuildOptions, cpu_units: list[Unit], gpu_u
     return {
         "format": mf.FORMAT, "version": mf.VERSION, "compiler": compiler_version(),
         "package": pkg.name, "platform": mf.platform_tag(),
-        "modules": {m.name: {"file": f"{pkg.name}/{m.path.relative_to(pkg.root).as_posix()}",
-                             "sha256": m.sha256} for m in pkg.modules.values()},
+        "modules": {m.name: {"file": _package_file(pkg, m), "sha256": m.sha256}
+                    for m in pkg.modules.values()},
         "options": {"debug": opts.debug, "cpu": opts.cpu, "gpu": opts.gpu},
         "kernels": [kernels[k] for k in sorted(kernels)],
         "host_functions": sorted(hosts, key=lambda h: h["qualname"]),
