@@ -61,7 +61,12 @@ class ModuleBuilder:
             params.extend(self.em.param_types(materialize(t)))
         params.extend(self.em.hidden_param_types())
         ret = self.em.lltype(materialize(tf.return_type))
-        fn = ir.Function(self.module, ir.FunctionType(ret, params), name or tf.symbol)
+        name = name or tf.symbol
+        if linkage == "internal" and not name.startswith("gpuaot"):
+            # Local symbols still reach .symtab: a package named gpu_x must not look like
+            # the device runtime (gpu_*) to the leak gate.
+            name = f"gpuaot.{name}"
+        fn = ir.Function(self.module, ir.FunctionType(ret, params), name)
         fn.linkage = linkage
         self.functions[id(tf)] = fn
         self._pending.append((tf, fn))
