@@ -76,6 +76,15 @@ def test_x_loop_is_a_plain_vector_loop(bench_src, kernel):
     assert max(widths) >= 4
 
 
+def test_threads_that_loop_are_jammed_into_vectors(bench_src):
+    """matmul's threads each run a k loop: the x loop is unrolled and jammed, then packed."""
+    from gpuaot.compiler.driver import emit_function
+
+    ir_text = emit_function(f"{bench_src}.kernels:matmul", stage="opt", target="cpu")
+    assert re.search(r"fmul <(\d+) x float>", ir_text), "matmul's threads were not vectorised"
+    assert re.search(r"phi <(\d+) x float>", ir_text), "no vector accumulator in the k loop"
+
+
 def test_saxpy_asm_uses_vector_registers(bench_src):
     from gpuaot.compiler.driver import emit_function
 
@@ -150,7 +159,27 @@ def test_bench_matmul(bench_pkg, n, block):
 
 GUARDS = """
 import gpuaot as ga
-from gpuaot import Array, i64
+from gpuaot import Array, f32, i64
+
+
+@ga.kernel
+def row_total(x: Array[f32, 2], out: Array[f32]):
+    i = ga.grid(1)
+    if i < x.shape[0]:
+        acc = f32(0)
+        for j in range(x.shape[1]):
+            acc += x[i, j]
+        out[i] = acc
+
+
+@ga.kernel
+def row_total_any(x: Array[f32, 2, "A"], out: Array[f32, 1, "A"]):
+    i = ga.grid(1)
+    if i < x.shape[0]:
+        acc = f32(0)
+        for j in range(x.shape[1]):
+            acc += x[i, j]
+        out[i] = acc
 
 
 @ga.kernel
@@ -507,3 +536,94 @@ def test_launch_argument_errors_survive_the_fast_path(bench_pkg):
     np.testing.assert_array_equal(out, np.float32(0.5) * ro + ro)
     e = np.zeros(0, dtype=np.float32)
     bench_pkg.saxpy[1, 8](np.float32(1), e, e, e)
+
+
+# ---------------------------------------------------------------------- overlapping arrays
+
+
+def _row_totals_in_order(x: np.ndarray, out: np.ndarray) -> None:
+    """The CPU backend's meaning: threads one after another, each seeing earlier writes."""
+    for i in range(x.shape[0]):
+        acc = np.float32(0)
+        for j in range(x.shape[1]):
+            acc = np.float32(acc + x[i, j])
+        out[i] = acc
+
+
+@pytest.mark.parametrize("rows,cols", [(9, 5), (40, 33)])
+@pytest.mark.parametrize("where", ["apart", "row1", "row1-3", "adjacent", "last", "first"])
+def test_overlapping_arrays_keep_thread_order(guards, monkeypatch, rows, cols, where):
+    """Arrays that share memory must not take the noalias (jammed) copy of a kernel."""
+    monkeypatch.setenv("GPUAOT_NUM_THREADS", "1")
+    size = rows * cols
+    offsets = {
+        "apart": None,
+        "row1": cols,
+        "row1-3": cols - 3,
+        "adjacent": size,
+        "last": size - 1,
+        "first": 0,
+    }
+    off = offsets[where]
+    rng = np.random.default_rng(rows + cols)
+    for threads in (1, 4, 64):
+        buf = rng.standard_normal(size + rows, dtype=np.float32)
+        ref_buf = buf.copy()
+
+        def views(b):
+            x = b[:size].reshape(rows, cols)
+            out = np.zeros(rows, np.float32) if off is None else b[off : off + rows]
+            return x, out
+
+        x, out = views(buf)
+        guards.row_total[_cdiv(rows, threads), threads](x, out)
+        rx, rout = views(ref_buf)
+        _row_totals_in_order(rx, rout)
+        np.testing.assert_array_equal(out, rout)
+        np.testing.assert_array_equal(buf, ref_buf)
+
+
+@pytest.mark.parametrize("case", ["reversed", "strided-overlap", "strided-apart", "empty"])
+def test_overlapping_strided_arrays(guards, monkeypatch, case):
+    monkeypatch.setenv("GPUAOT_NUM_THREADS", "1")
+    rng = np.random.default_rng(7)
+    buf = rng.standard_normal(400, dtype=np.float32)
+    ref_buf = buf.copy()
+
+    def views(b):
+        if case == "reversed":  # rows walked backwards; out strides through the same memory
+            return b[:300].reshape(20, 15)[::-1, ::2], b[100:300:10]
+        if case == "strided-overlap":
+            return b[:300].reshape(30, 10)[:, ::3], b[5:305:10]
+        if case == "strided-apart":
+            return b[:300].reshape(30, 10)[:, ::3], b[300:330][::-1]
+        return b[:0].reshape(0, 4), b[:0]
+
+    x, out = views(buf)
+    guards.row_total_any[4, 8](x, out)
+    rx, rout = views(ref_buf)
+    _row_totals_in_order(rx, rout)
+    np.testing.assert_array_equal(buf, ref_buf)
+
+
+@pytest.mark.parametrize("off", [1, 2, 3, 7])
+def test_overlap_chain_within_a_jammed_group(guards, monkeypatch, off):
+    """Thread t writes what thread t + off reads: in thread order the value travels on."""
+    monkeypatch.setenv("GPUAOT_NUM_THREADS", "1")
+    rng = np.random.default_rng(off)
+    buf = rng.standard_normal(64, dtype=np.float32)
+    ref = buf.copy()
+    guards.row_total[5, 8](buf[:40].reshape(40, 1), buf[off : off + 40])
+    _row_totals_in_order(ref[:40].reshape(40, 1), ref[off : off + 40])
+    np.testing.assert_array_equal(buf, ref)
+
+
+def test_overlap_below_a_reversed_array(guards, monkeypatch):
+    """x walks backwards from b[79]: its extent starts at b[40], below its data pointer."""
+    monkeypatch.setenv("GPUAOT_NUM_THREADS", "1")
+    rng = np.random.default_rng(11)
+    buf = rng.standard_normal(96, dtype=np.float32)
+    ref = buf.copy()
+    guards.row_total_any[5, 8](buf[40:80][::-1].reshape(40, 1), buf[30:70])
+    _row_totals_in_order(ref[40:80][::-1].reshape(40, 1), ref[30:70])
+    np.testing.assert_array_equal(buf, ref)

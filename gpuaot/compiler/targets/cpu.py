@@ -22,6 +22,7 @@ points and the embedded data (``gpuaot_cpu_*``, ``gpuaot_host_*``, ``gpuaot_mani
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -31,10 +32,10 @@ import llvmlite.binding as llvm
 from llvmlite import ir
 
 from ...errors import BuildError
-from ...lang.types import materialize, none
+from ...lang.types import ArrayType, materialize, none
 from ..frontend.typed import TypedFunction
 from ..lower.emitter import F32, F64, I1, I64, PTR, VOID, Emitter
-from ..lower.lowering import ModuleBuilder
+from ..lower.lowering import FunctionLowering, ModuleBuilder
 
 HIDDEN = (
     "exc",
@@ -141,7 +142,14 @@ def _load_args(b: ir.IRBuilder, args_ptr, types: list[ir.Type]) -> list[ir.Value
 
 
 def _counted_loop(
-    b: ir.IRBuilder, fn: ir.Function, start, stop, name: str, body, plain: bool = False
+    b: ir.IRBuilder,
+    fn: ir.Function,
+    start,
+    stop,
+    name: str,
+    body,
+    plain: bool = False,
+    jam: bool = False,
 ) -> None:
     """``for i in range(start, stop): body(i)`` with a phi induction variable.
 
@@ -163,10 +171,15 @@ def _counted_loop(
     latch = b.cbranch(b.icmp_signed("<", nxt, stop), head, done)
     if plain:
         latch.set_metadata("llvm.loop", _loop_id(b.module, _NO_VECTORIZE, _NO_UNROLL))
+    elif jam:
+        latch.set_metadata("llvm.loop", _loop_id(b.module, (JAM_MARK,)))
     b.position_at_end(done)
 
 
 _NO_VECTORIZE = ("llvm.loop.vectorize.enable", False)
+# A loop property LLVM ignores, kept through its loop passes; ``optimize`` turns it into
+# ``llvm.loop.unroll_and_jam.count`` once the assumptions that block unroll-and-jam are gone.
+JAM_MARK = "gpuaot.unroll_and_jam"
 _NO_UNROLL = ("llvm.loop.unroll.disable",)
 
 
@@ -189,65 +202,216 @@ def kernel_entry(mb: ModuleBuilder, tf: TypedFunction) -> str:
     fn = ir.Function(mb.module, ir.FunctionType(VOID, [PTR, PTR, I64, I64, PTR]), name)
     args_ptr, dims_ptr, begin, end, exc = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    params = [p for t in tf.arg_types for p in mb.em.param_types(materialize(t))]
-    vals = _load_args(b, args_ptr, params)
+    types = [materialize(t) for t in tf.arg_types]
+    vals = _load_args(b, args_ptr, [p for t in types for p in mb.em.param_types(t)])
     dims = [
         b.load(b.gep(dims_ptr, [ir.Constant(I64, k)], source_etype=I64), typ=I64) for k in range(6)
     ]
-    gx, gy, gz, bdx, bdy, bdz = dims
-    split = XSplit.analyse(body, len(vals) + 1)
-
-    def per_block(blk):
-        bx = b.urem(blk, gx)
-        rest = b.udiv(blk, gx)
-        by = b.urem(rest, gy)
-        bz = b.udiv(rest, gy)
-
-        def per_z(tz):
-            def per_y(ty):
-                def args(tx):
-                    return [*vals, exc, tx, ty, tz, bx, by, bz, bdx, bdy, bdz, gx, gy, gz]
-
-                def per_x(tx):
-                    b.call(body, args(tx))
-
-                zero = ir.Constant(I64, 0)
-                if split is None:
-                    _counted_loop(b, fn, zero, bdx, "tx", per_x)
-                    return
-                env = {id(p): v for p, v in zip(body.args, args(zero))}
-                lo, hi = split.bounds(b, env, bdx)
-
-                def fast_x(tx):
-                    split.assume(b, env, tx)
-                    per_x(tx)
-
-                # The edges hold the few threads a guard turns away: kept small and scalar.
-                _counted_loop(b, fn, zero, lo, "tx.pre", per_x, plain=True)
-                _counted_loop(b, fn, lo, hi, "tx", fast_x)
-                _counted_loop(b, fn, hi, bdx, "tx.post", per_x, plain=True)
-
-            _counted_loop(b, fn, ir.Constant(I64, 0), bdy, "ty", per_y)
-
-        _counted_loop(b, fn, ir.Constant(I64, 0), bdz, "tz", per_z)
-
-    # Blocks one after another; stop early once any thread has raised.
-    pre = b.block
-    head = fn.append_basic_block("blk.head")
+    nest = _Nest(fn, exc, vals, dims, begin, end, body, XSplit.analyse(body, len(vals) + 1))
+    arrays = _arrays(types, vals)
     done = fn.append_basic_block("blk.done")
-    b.cbranch(b.icmp_signed("<", begin, end), head, done)
-    b.position_at_end(head)
-    blk = b.phi(I64, name="blk")
-    blk.add_incoming(begin, pre)
-    per_block(blk)
-    nxt = b.add(blk, ir.Constant(I64, 1))
-    status = b.load_atomic(exc, "monotonic", 8, typ=I64)
-    go = b.and_(b.icmp_signed("<", nxt, end), b.icmp_unsigned("==", status, ir.Constant(I64, 0)))
-    blk.add_incoming(nxt, b.block)
-    b.cbranch(go, head, done)
+    if not arrays or not _has_loop(body):
+        nest.emit(b, body, done, split=True)
+    else:
+        # A body with loops of its own gets its x loop unrolled and jammed (see ``optimize``),
+        # which needs to know the arrays do not overlap: checked here, once per launch, to
+        # run a copy of the body whose array pointers are ``noalias``; arrays that do
+        # overlap run the plain body, threads strictly one after another.
+        restrict = _restrict_copy(mb, tf, body, [k for k, *_ in arrays])
+        if len(arrays) == 1:
+            nest.emit(b, restrict, done, split=True, jam=True)
+        else:
+            fast = fn.append_basic_block("restrict")
+            general = fn.append_basic_block("general")
+            b.cbranch(_disjoint(b, arrays), fast, general)
+            b.position_at_end(fast)
+            nest.emit(b, restrict, done, split=True, jam=True)
+            b.position_at_end(general)
+            nest.emit(b, body, done)
     b.position_at_end(done)
     b.ret_void()
     return name
+
+
+class _Nest:
+    """The loops of an entry point: blocks [begin, end), then z, y and x threads."""
+
+    def __init__(self, fn, exc, vals, dims, begin, end, body, split):
+        self.fn, self.exc, self.vals, self.dims = fn, exc, vals, dims
+        self.begin, self.end, self.body, self.split = begin, end, body, split
+
+    def emit(
+        self,
+        b: ir.IRBuilder,
+        body: ir.Function,
+        done: ir.Block,
+        split: bool = False,
+        jam: bool = False,
+    ) -> None:
+        """The nest calling ``body`` (inlined) for each thread; ``split``: at the guards.
+
+        The edge loops of a split call the plain body without inlining it: they run a few
+        threads, and a third inlined copy of the body would only cost compile time.
+        """
+        fn, exc, vals = self.fn, self.exc, self.vals
+        split = self.split if split else None
+        gx, gy, gz, bdx, bdy, bdz = self.dims
+        zero = ir.Constant(I64, 0)
+
+        def per_block(blk):
+            bx = b.urem(blk, gx)
+            rest = b.udiv(blk, gx)
+            by = b.urem(rest, gy)
+            bz = b.udiv(rest, gy)
+
+            def per_z(tz):
+                def per_y(ty):
+                    def args(tx):
+                        return [*vals, exc, tx, ty, tz, bx, by, bz, bdx, bdy, bdz, gx, gy, gz]
+
+                    def per_x(tx):
+                        b.call(body, args(tx))
+
+                    def edge_x(tx):
+                        b.call(self.body, args(tx), attrs=("noinline",))
+
+                    if split is None:
+                        _counted_loop(b, fn, zero, _opaque(b, bdx), "tx", per_x, jam=jam)
+                        return
+                    env = {id(p): v for p, v in zip(split.body.args, args(zero))}
+                    rows = not jam  # unroll-and-jam wants the row guards unswitched instead
+                    lo, hi = split.bounds(b, env, bdx, rows=rows)
+                    end = bdx
+                    if not jam:  # (an asm call around the x loop stops unroll-and-jam)
+                        lo, hi, end = _opaque(b, lo), _opaque(b, hi), _opaque(b, bdx)
+
+                    def fast_x(tx):
+                        split.assume(b, env, tx, rows=rows)
+                        per_x(tx)
+
+                    # The edges hold the few threads a guard turns away.
+                    _counted_loop(b, fn, zero, lo, "tx.pre", edge_x, plain=True)
+                    _counted_loop(b, fn, lo, hi, "tx", fast_x, jam=jam)
+                    _counted_loop(b, fn, hi, end, "tx.post", edge_x, plain=True)
+
+                _counted_loop(b, fn, zero, _opaque(b, bdy), "ty", per_y)
+
+            _counted_loop(b, fn, zero, _opaque(b, bdz), "tz", per_z)
+
+        # Blocks one after another; stop early once any thread has raised.
+        pre = b.block
+        head = fn.append_basic_block("blk.head")
+        b.cbranch(b.icmp_signed("<", self.begin, self.end), head, done)
+        b.position_at_end(head)
+        blk = b.phi(I64, name="blk")
+        blk.add_incoming(self.begin, pre)
+        per_block(blk)
+        nxt = b.add(blk, ir.Constant(I64, 1))
+        status = b.load_atomic(exc, "monotonic", 8, typ=I64)
+        go = b.and_(b.icmp_signed("<", nxt, self.end), b.icmp_unsigned("==", status, zero))
+        blk.add_incoming(nxt, b.block)
+        b.cbranch(go, head, done)
+
+
+def _opaque(b: ir.IRBuilder, v: ir.Value) -> ir.Value:
+    """``v``, through an empty ``asm sideeffect``: LLVM can no longer see it is loop-invariant.
+
+    The bounds of the x loops are invariant in the y, z and block loops around them, so
+    LLVM's non-trivial loop unswitching clones those outer loops, with every x loop in
+    them, once per combination of empty/non-empty x loops: four to eight copies of the
+    vectorised body, for nothing (``llvm.loop.unswitch.nontrivial.disable`` is not
+    honoured there). An opaque copy of each bound, taken inside the loop, costs no
+    instruction and keeps one copy. (Compile time of fixtures/conformance: x2.6 without.)
+    """
+    return b.asm(ir.FunctionType(v.type, [v.type]), "", "=r,0", [v], True)
+
+
+def _arrays(types: list, vals: list) -> list[tuple]:
+    """``(index of the data pointer in vals, type, data, shape, strides)`` per array param."""
+    out, k = [], 0
+    for t in types:
+        if isinstance(t, ArrayType):
+            n = t.ndim
+            strides = vals[k + 1 + n : k + 1 + 2 * n] if t.layout == "A" else None
+            out.append((k, t, vals[k], vals[k + 1 : k + 1 + n], strides))
+            k += 1 + n * (2 if t.layout == "A" else 1)
+        else:
+            k += 1
+    return out
+
+
+def _restrict_copy(mb: ModuleBuilder, tf: TypedFunction, body: ir.Function, ptrs) -> ir.Function:
+    """The body lowered again, its array data pointers ``noalias`` (the callees are shared)."""
+    copy = ir.Function(mb.module, body.function_type, f"{body.name}.restrict")
+    copy.linkage = "internal"
+    copy.attributes.add("alwaysinline")
+    FunctionLowering(mb, tf, copy).lower()
+    for k in ptrs:
+        copy.args[k].add_attribute("noalias")
+    return copy
+
+
+def _disjoint(b: ir.IRBuilder, arrays: list) -> ir.Value:
+    """True when no two arrays share a byte: each one's [lo, hi) extent, compared pairwise."""
+    zero, one = ir.Constant(I64, 0), ir.Constant(I64, 1)
+    extents = []
+    for _k, t, data, shape, strides in arrays:
+        p = b.ptrtoint(data, I64)
+        size = ir.Constant(I64, t.dtype.itemsize)
+        empty = ir.Constant(I1, 0)
+        for d in shape:
+            empty = b.or_(empty, b.icmp_signed("<=", d, zero))
+        if strides is None:
+            count = one
+            for d in shape:
+                count = b.mul(count, d)
+            lo, hi = p, b.add(p, b.mul(count, size))
+        else:
+            lo, hi = p, b.add(p, size)
+            for d, st in zip(shape, strides):
+                span = b.mul(b.sub(d, one), st)
+                lo = b.add(lo, _smin(b, span, zero))
+                hi = b.add(hi, _smax(b, span, zero))
+        extents.append((empty, lo, hi))
+    ok = ir.Constant(I1, 1)
+    for i, (e1, lo1, hi1) in enumerate(extents):
+        for e2, lo2, hi2 in extents[i + 1 :]:
+            apart = b.or_(b.icmp_unsigned("<=", hi1, lo2), b.icmp_unsigned("<=", hi2, lo1))
+            ok = b.and_(ok, b.or_(b.or_(e1, e2), apart))
+    return ok
+
+
+def _has_loop(fn: ir.Function, seen: set | None = None) -> bool:
+    """Whether a function (or one it calls) has a cycle in its control flow: a loop."""
+    seen = set() if seen is None else seen
+    if id(fn) in seen or not fn.blocks:
+        return False
+    seen.add(id(fn))
+    for blk in fn.blocks:
+        for ins in blk.instructions:
+            if isinstance(ins, ir.CallInstr) and isinstance(ins.callee, ir.Function):
+                if _has_loop(ins.callee, seen):
+                    return True
+
+    def successors(blk):
+        term = blk.terminator
+        return [o for o in (term.operands if term is not None else ()) if isinstance(o, ir.Block)]
+
+    state: dict[int, int] = {}  # 1: on the DFS stack, 2: done
+    stack = [(fn.blocks[0], iter(successors(fn.blocks[0])))]
+    state[id(fn.blocks[0])] = 1
+    while stack:
+        blk, it = stack[-1]
+        nxt = next(it, None)
+        if nxt is None:
+            state[id(blk)] = 2
+            stack.pop()
+        elif state.get(id(nxt)) == 1:
+            return True
+        elif id(nxt) not in state:
+            state[id(nxt)] = 1
+            stack.append((nxt, iter(successors(nxt))))
+    return False
 
 
 # ---------------------------------------------------------------------- x-loop splitting
@@ -298,7 +462,12 @@ _MAX_CONSTRAINTS = 8
 
 
 class XSplit:
-    """The x-range guards of one kernel body: ``(icmp, wanted truth value, linear side)``."""
+    """The guards of one kernel body: ``(icmp, wanted truth value, side)`` each.
+
+    ``side`` is the operand that is ``tx + c`` (0 or 1), or None for a comparison that does
+    not depend on tx at all (``0 < i < n - 1`` on the row index of a stencil): that one
+    takes its wanted value for the whole row or not at all.
+    """
 
     def __init__(self, body: ir.Function, tx: ir.Argument, constraints: list):
         self.body = body
@@ -336,19 +505,25 @@ class XSplit:
         for blk in body.blocks:
             br = blk.terminator
             if isinstance(br, ir.instructions.ConditionalBranch):
-                want(br.operands[0], _work_side(br))
+                side = _work_side(br)
+                if side is not None:
+                    want(br.operands[0], side)
         lin = _Linear(res, tx)
         constraints = []
         for cmp, truths in wanted.values():
-            if len(truths) != 1 or cmp.op not in _MIRROR or cmp.operands[0].type != I64:
+            if len(truths) != 1 or cmp.op not in _CMP_PRED:
                 continue
             kl, kr = (lin.coef(o) for o in cmp.operands)
-            if (kl, kr) == (1, 0):
+            if (kl, kr) == (0, 0):
+                constraints.append((cmp, truths.pop(), None))
+            elif cmp.op not in _MIRROR or cmp.operands[0].type != I64:
+                continue
+            elif (kl, kr) == (1, 0):
                 constraints.append((cmp, truths.pop(), 0))
             elif (kl, kr) == (0, 1):
                 constraints.append((cmp, truths.pop(), 1))
-        if not constraints:
-            return None
+        if not any(side is not None for _c, _t, side in constraints):
+            return None  # nothing varies along x: LLVM unswitches the rest
         return cls(body, tx, constraints[:_MAX_CONSTRAINTS])
 
     def _emit(self, b: ir.IRBuilder, v, env: dict, cache: dict):
@@ -368,13 +543,28 @@ class XSplit:
         cache[key] = out
         return out
 
-    def bounds(self, b: ir.IRBuilder, env: dict, bdx) -> tuple[ir.Value, ir.Value]:
-        """[lo, hi) within [0, bdx) where every guard has its wanted value (may be empty)."""
+    def _compare(self, b: ir.IRBuilder, cmp, truth: bool, env: dict, cache: dict):
+        """The comparison rebuilt as the body builds it, with its wanted truth value."""
+        x, y = (self._emit(b, o, env, cache) for o in cmp.operands)
+        icmp = b.icmp_unsigned if cmp.op[0] == "u" else b.icmp_signed
+        c = icmp(_CMP_PRED[cmp.op], x, y)
+        return c if truth else b.not_(c)
+
+    def bounds(self, b: ir.IRBuilder, env: dict, bdx, rows: bool) -> tuple[ir.Value, ir.Value]:
+        """[lo, hi) within [0, bdx) where every guard has its wanted value (may be empty).
+
+        ``rows``: include the guards that hold for a whole row or not at all. Left out, LLVM
+        unswitches them instead, at the cost of more code; unroll-and-jam needs that form.
+        """
         cache: dict = {}
         zero = ir.Constant(_I128, 0)
         n = b.zext(_smax(b, bdx, ir.Constant(I64, 0)), _I128)
         lo, hi, ok = zero, n, ir.Constant(I1, 1)
         for cmp, truth, side in self.constraints:
+            if side is None:  # the whole row, or nothing
+                if rows:
+                    ok = b.and_(ok, self._compare(b, cmp, truth, env, cache))
+                continue
             pred = cmp.op if side == 0 else _MIRROR[cmp.op]
             pred = pred if truth else _INVERT[pred]
             ext = b.sext if pred[0] == "s" else b.zext
@@ -399,21 +589,30 @@ class XSplit:
         hi = b.select(ok, hi, zero)
         return b.trunc(lo, I64), b.trunc(hi, I64)
 
-    def assume(self, b: ir.IRBuilder, env: dict, tx) -> None:
+    def assume(self, b: ir.IRBuilder, env: dict, tx, rows: bool) -> None:
         """Inside [lo, hi): state each guard, built as the body builds it, for GVN to fold."""
         env = {**env, id(self.tx): tx}
         cache: dict = {}
         fn = b.module.globals.get("llvm.assume")
         if fn is None:
             fn = ir.Function(b.module, ir.FunctionType(VOID, [I1]), "llvm.assume")
-        for cmp, truth, _side in self.constraints:
-            x, y = (self._emit(b, o, env, cache) for o in cmp.operands)
-            icmp = b.icmp_unsigned if cmp.op[0] == "u" else b.icmp_signed
-            c = icmp(_CMP_OP[cmp.op[1:]], x, y)
-            b.call(fn, [c if truth else b.not_(c)])
+        for cmp, truth, side in self.constraints:
+            if side is not None or rows:
+                b.call(fn, [self._compare(b, cmp, truth, env, cache)])
 
 
-_CMP_OP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+_CMP_PRED = {
+    "eq": "==",
+    "ne": "!=",
+    "slt": "<",
+    "sle": "<=",
+    "sgt": ">",
+    "sge": ">=",
+    "ult": "<",
+    "ule": "<=",
+    "ugt": ">",
+    "uge": ">=",
+}
 
 
 def _smin(b, x, y):
@@ -424,19 +623,28 @@ def _smax(b, x, y):
     return b.select(b.icmp_signed(">", x, y), x, y)
 
 
-def _work_side(br) -> bool:
-    """Which way a branch goes into the body's work: its likely side, else away from an exit."""
+def _work_side(br) -> bool | None:
+    """Which way a branch goes into the body's work, where that is clear: its likely side,
+    or the side that does not leave the body (``if i < n: ...`` / ``if i >= n: return``).
+    None for an ``if``/``else`` with work on both sides: assuming either would send every
+    thread of the other to the slow edge loops.
+    """
     prof = br.metadata.get("prof")
     if prof is not None and len(prof.operands) == 3:
         t, f = (o.constant for o in prof.operands[1:])
         return t >= f
-    t, f = br.operands[1], br.operands[2]
-    return not (_exits(t) and not _exits(f))
+    t, f = (_exits(x) for x in br.operands[1:3])
+    if t == f:
+        return None
+    return f
 
 
-def _exits(block: ir.Block) -> bool:
-    """A block that only returns, or raises and returns (``if i >= n: return`` / ``raise``)."""
-    if not isinstance(block.terminator, ir.instructions.Ret):
+def _exits(block: ir.Block, depth: int = 0) -> bool:
+    """A block that only returns, raises and returns, or jumps to such a block."""
+    term = block.terminator
+    if isinstance(term, ir.instructions.Branch) and depth < 8 and len(block.instructions) == 1:
+        return _exits(term.operands[0], depth + 1)
+    if not isinstance(term, ir.instructions.Ret):
         return False
     return all(
         isinstance(i, ir.CallInstr) and i.callee.name == REPORT for i in block.instructions[:-1]
@@ -588,27 +796,80 @@ def target_machine(cpu: str = "native"):
     )
 
 
+# Bump when ``optimize`` changes: the compilation cache keys on the IR text, which records it.
+PIPELINE = "cpu-o3-jam8/1"
+JAM_COUNT = 8  # threads per jammed x-loop iteration: 8 lanes (f32 on AVX2, f64 on AVX-512)
+
+
 def new_module(name: str) -> ir.Module:
     mod = ir.Module(name=name)
     tm = target_machine()
     mod.triple = tm.triple
     mod.data_layout = str(tm.target_data)
+    mod.add_named_metadata("gpuaot.cpu.pipeline", [PIPELINE])
     return mod
 
 
-def optimize(ir_text: str, opt: int = 3):
-    """Parse, verify and run LLVM's O3 pipeline with both vectorisers; returns the ModuleRef."""
-    _init_llvm()
-    tm = target_machine()
-    ref = llvm.parse_assembly(ir_text)
+def _parse(text: str, tm):
+    ref = llvm.parse_assembly(text)
     ref.triple = tm.triple
     ref.data_layout = str(tm.target_data)
     ref.verify()
+    return ref
+
+
+def _default_pipeline(ref, tm, opt: int, unroll: bool = True) -> None:
     pto = llvm.create_pipeline_tuning_options(speed_level=opt)
     pto.loop_vectorization = opt >= 2
     pto.slp_vectorization = opt >= 2
+    pto.loop_unrolling = unroll
     pb = llvm.create_pass_builder(tm, pto)
     pb.getModulePassManager().run(ref, pb)
+
+
+_ASSUMPTIONS = re.compile(
+    r"^[ \t]*(?:tail )?call void @llvm\.(?:assume|experimental\.noalias\.scope\.decl)\(.*\n",
+    re.MULTILINE,
+)
+_JAM_NODE = f'!{{!"{JAM_MARK}"}}'
+_JAM_COUNT_NODE = f'!{{!"llvm.loop.unroll_and_jam.count", i32 {JAM_COUNT}}}'
+_JAM_DONE_NODE = '!{!"llvm.loop.unroll_and_jam.disable"}'
+
+
+def optimize(ir_text: str, opt: int = 3):
+    """Parse, verify and run LLVM's O3 pipeline with both vectorisers; returns the ModuleRef.
+
+    A kernel whose threads loop (a row sum, a dot product per output) cannot be vectorised
+    along its x loop, which is not innermost, nor along the thread's own loop, a sequential
+    floating-point reduction. Unroll-and-jam of the x loop runs ``JAM_COUNT`` threads in
+    lock step instead, each still adding in its own order, and SLP then packs them into
+    vectors. It needs the x loop the entry marked (``JAM_MARK``, only where the arrays are
+    known not to overlap) and no calls in it, so a second round runs on the first one's
+    output without its ``llvm.assume`` calls (they did their work: the guards they stated
+    are folded) and without the ``noalias`` scope declarations of the inlined restrict body
+    (its scopes then hold for the whole function, which the entry checked: the arrays do
+    not overlap at all). Dropping either only ever removes facts, never adds one.
+    """
+    _init_llvm()
+    tm = target_machine()
+    ref = _parse(ir_text, tm)
+    jam = opt >= 2 and JAM_MARK in ir_text
+    # Unroll-and-jam needs each thread's loop whole: no unrolling in the first round.
+    _default_pipeline(ref, tm, opt, unroll=not jam)
+    if not jam:
+        return ref
+    text = str(ref)
+    text = _ASSUMPTIONS.sub("", text).replace(_JAM_NODE, _JAM_COUNT_NODE)
+    ref = _parse(text, tm)
+    pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(speed_level=opt))
+    mpm = llvm.create_new_module_pass_manager()
+    mpm.add_loop_simplify_pass()
+    mpm.add_lcssa_pass()
+    mpm.add_loop_unroll_and_jam_pass()
+    mpm.run(ref, pb)
+    # Loops it could not jam keep the request; retire it so LLVM does not warn about them.
+    ref = _parse(str(ref).replace(_JAM_COUNT_NODE, _JAM_DONE_NODE), tm)
+    _default_pipeline(ref, tm, opt)
     return ref
 
 
