@@ -39,7 +39,9 @@ def common_options(f):
     f = click.option("--json", "json_out", is_flag=True, help="Machine output on stdout.")(f)
     f = click.option("-v", "--verbose", count=True, help="More detail.")(f)
     f = click.option("-q", "--quiet", is_flag=True, help="Only errors.")(f)
-    f = click.option("--traceback", is_flag=True, help="Show Python tracebacks (for bug reports).")(f)
+    f = click.option("--traceback", is_flag=True, help="Show Python tracebacks (for bug reports).")(
+        f
+    )
     return f
 
 
@@ -62,8 +64,11 @@ def run_guarded(ctx: Ctx, fn, *args, **kwargs):
     except Exception as e:  # a bug in gpuaot, not the user's mistake: say so
         if ctx.traceback:
             raise
-        click.echo(f"internal error: {type(e).__name__}: {e}\n"
-                   "this is a bug in gpuaot; rerun with --traceback and report it", err=True)
+        click.echo(
+            f"internal error: {type(e).__name__}: {e}\n"
+            "this is a bug in gpuaot; rerun with --traceback and report it",
+            err=True,
+        )
         sys.exit(2)
 
 
@@ -76,17 +81,38 @@ def main() -> None:
 @main.command()
 @click.argument("package")
 @click.option("--arch", default=None, help="Comma-separated GPU architectures [sm_75,sm_80,sm_90].")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Directory for the bundle [PKG/_gpuaot].")
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
-              help="Compilation cache [platform user cache dir].")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Directory for the bundle [PKG/_gpuaot].",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Compilation cache [platform user cache dir].",
+)
 @click.option("--jobs", "-j", type=int, default=None, help="Parallel compile jobs [cores].")
 @click.option("--debug", is_flag=True, default=None, help="Asserts and bounds checks on.")
 @click.option("--no-cpu", is_flag=True, default=None, help="Skip the CPU backend.")
 @click.option("--no-gpu", is_flag=True, default=None, help="Skip the GPU backend.")
 @common_options
-def build(package, arch, out_dir, cache_dir, jobs, debug, no_cpu, no_gpu, json_out, verbose,
-          quiet, traceback):
+def build(
+    package,
+    arch,
+    out_dir,
+    cache_dir,
+    jobs,
+    debug,
+    no_cpu,
+    no_gpu,
+    json_out,
+    verbose,
+    quiet,
+    traceback,
+):
     """Compile PACKAGE (a directory or an importable name) into one bundle."""
     from .compiler.driver import BuildOptions, build_package, report_build
 
@@ -132,12 +158,18 @@ def inspect(bundle, json_out, verbose, quiet, traceback):
 
 @main.command()
 @click.argument("target_fn", metavar="PKG.MOD:FUNC")
-@click.option("--stage", type=click.Choice(["ir", "opt", "ptx", "asm"]), default="opt",
-              show_default=True)
+@click.option(
+    "--stage", type=click.Choice(["ir", "opt", "ptx", "asm"]), default="opt", show_default=True
+)
 @click.option("--target", default="cpu", show_default=True, help="cpu or sm_XX.")
 @click.option("--debug", is_flag=True, help="Asserts and bounds checks on.")
-@click.option("--signature", "sig_index", type=int, default=0,
-              help="Which specialisation of a multi-signature kernel.")
+@click.option(
+    "--signature",
+    "sig_index",
+    type=int,
+    default=0,
+    help="Which specialisation of a multi-signature kernel.",
+)
 @common_options
 def emit(target_fn, stage, target, debug, sig_index, json_out, verbose, quiet, traceback):
     """Print one function's IR, optimised IR, PTX or host assembly."""
@@ -146,8 +178,9 @@ def emit(target_fn, stage, target, debug, sig_index, json_out, verbose, quiet, t
     ctx = Ctx(json_out, verbose, quiet, traceback)
 
     def body():
-        text = emit_function(target_fn, stage=stage, target=target, debug=debug,
-                             sig_index=sig_index)
+        text = emit_function(
+            target_fn, stage=stage, target=target, debug=debug, sig_index=sig_index
+        )
         if json_out:
             ctx.emit_json({"function": target_fn, "stage": stage, "target": target, "text": text})
         else:

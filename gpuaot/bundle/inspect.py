@@ -1,11 +1,11 @@
 """``gpuaot inspect BUNDLE``: what a bundle holds, read from its ELF sections (no dlopen).
 
-    $ gpuaot inspect example/_gpuaot/example.linux_x86_64.gpuaot.so
-    example (linux_x86_64), gpuaot 0.1.0; llvmlite 0.50.0; LLVM 22.1.0
-    architectures: sm_75 sm_80 sm_90 (PTX for sm_75)
-    kernel example.kernels.saxpy(a: f32, x: Array[f32, 1], ...)   cpu gpu[0]
-    ...
-    image 0: fatbin 12,345 bytes sha256 ab12…  PTX sm_75, ELF sm_75, ELF sm_80, ELF sm_90
+$ gpuaot inspect example/_gpuaot/example.linux_x86_64.gpuaot.so
+example (linux_x86_64), gpuaot 0.1.0; llvmlite 0.50.0; LLVM 22.1.0
+architectures: sm_75 sm_80 sm_90 (PTX for sm_75)
+kernel example.kernels.saxpy(a: f32, x: Array[f32, 1], ...)   cpu gpu[0]
+...
+image 0: fatbin 12,345 bytes sha256 ab12…  PTX sm_75, ELF sm_75, ELF sm_80, ELF sm_90
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def read_bundle_manifest(path: str) -> dict:
         raise BadBundle(f"{path}: unreadable manifest: {e}") from None
     fatbin = sections.get(FATBIN_SECTION, b"")
     for image in manifest.get("images", []):
-        blob = fatbin[image["offset"]: image["offset"] + image["size"]]
+        blob = fatbin[image["offset"] : image["offset"] + image["size"]]
         image["verified"] = hashlib.sha256(blob).hexdigest() == image["sha256"]
     return manifest
 
@@ -90,8 +90,10 @@ def describe(m: dict, verbose: int = 0) -> str:
     for n, image in enumerate(m["images"]):
         entries = ", ".join(f"{e['kind']} {e['arch']}" for e in image["entries"])
         ok = "" if image.get("verified", True) else "  HASH MISMATCH"
-        lines.append(f"image {n}: {image['kind']} {image['size']:,} bytes sha256 "
-                     f"{image['sha256'][:16]}…  {entries}{ok}")
+        lines.append(
+            f"image {n}: {image['kind']} {image['size']:,} bytes sha256 "
+            f"{image['sha256'][:16]}…  {entries}{ok}"
+        )
     if verbose:
         for name, mod in sorted(m["modules"].items()):
             lines.append(f"module {name}: {mod['file']} sha256 {mod['sha256'][:16]}…")

@@ -47,8 +47,11 @@ class Cache:
 
     def key(self, namespace: str, payload: str, options: dict) -> str:
         h = hashlib.sha256()
-        h.update(json.dumps({"ns": namespace, "v": self.version, "opts": options},
-                            sort_keys=True).encode())
+        h.update(
+            json.dumps(
+                {"ns": namespace, "v": self.version, "opts": options}, sort_keys=True
+            ).encode()
+        )
         h.update(b"\0")
         h.update(payload.encode())
         return h.hexdigest()

@@ -203,15 +203,33 @@ _UNFOLDABLE = _Unfoldable()
 UNFOLDABLE = _UNFOLDABLE
 
 _BINOPS = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-    ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
-    ast.Pow: operator.pow, ast.LShift: operator.lshift, ast.RShift: operator.rshift,
-    ast.BitOr: operator.or_, ast.BitAnd: operator.and_, ast.BitXor: operator.xor,
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+    ast.LShift: operator.lshift,
+    ast.RShift: operator.rshift,
+    ast.BitOr: operator.or_,
+    ast.BitAnd: operator.and_,
+    ast.BitXor: operator.xor,
 }
-_UNOPS = {ast.UAdd: operator.pos, ast.USub: operator.neg, ast.Not: operator.not_,
-          ast.Invert: operator.invert}
-_CMPOPS = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt,
-           ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge}
+_UNOPS = {
+    ast.UAdd: operator.pos,
+    ast.USub: operator.neg,
+    ast.Not: operator.not_,
+    ast.Invert: operator.invert,
+}
+_CMPOPS = {
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+}
 MATH_CONSTANTS = {"pi": math.pi, "e": math.e, "inf": math.inf, "nan": math.nan, "tau": math.tau}
 
 
@@ -321,8 +339,12 @@ def discover(spec: str, diag: Diagnostics | None = None) -> Package:
         try:
             tree = ast.parse(source, filename=display)
         except SyntaxError as e:
-            diag.error(CompileError(f"syntax error: {e.msg}",
-                                    Location(display, e.lineno or 1, max(0, (e.offset or 1) - 1))))
+            diag.error(
+                CompileError(
+                    f"syntax error: {e.msg}",
+                    Location(display, e.lineno or 1, max(0, (e.offset or 1) - 1)),
+                )
+            )
             continue
         mod = ModuleInfo(modname, path, display, source, tree, is_package)
         pkg.modules[modname] = mod
@@ -335,9 +357,11 @@ def discover(spec: str, diag: Diagnostics | None = None) -> Package:
 def _python_files(root: Path):
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(
-            d for d in dirnames
-            if d not in SKIP_DIRS and not d.startswith(".") and
-            (Path(dirpath, d, "__init__.py").is_file())
+            d
+            for d in dirnames
+            if d not in SKIP_DIRS
+            and not d.startswith(".")
+            and (Path(dirpath, d, "__init__.py").is_file())
         )
         for f in sorted(filenames):
             if f.endswith(".py"):
@@ -370,8 +394,10 @@ def _scan_module(pkg: Package, mod: ModuleInfo, diag: Diagnostics) -> None:
                 if alias.name == "*":
                     continue
                 mod.imports[alias.asname or alias.name] = ("attr", base, alias.name)
-        elif isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(
-            stmt.targets[0], ast.Name
+        elif (
+            isinstance(stmt, ast.Assign)
+            and len(stmt.targets) == 1
+            and isinstance(stmt.targets[0], ast.Name)
         ):
             mod.constants[stmt.targets[0].id] = stmt.value
         elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.value:
@@ -395,9 +421,13 @@ def _scan_function(pkg: Package, mod: ModuleInfo, node, diag: Diagnostics) -> No
     if not kinds:
         return
     if len(kinds) > 1:
-        diag.error(CompileError(
-            f"'{node.name}' has more than one gpuaot decorator", mod.loc(kinds[1][2]),
-            hint="a function is one of kernel, device, device_only, host or overlay"))
+        diag.error(
+            CompileError(
+                f"'{node.name}' has more than one gpuaot decorator",
+                mod.loc(kinds[1][2]),
+                hint="a function is one of kernel, device, device_only, host or overlay",
+            )
+        )
         return
     kind, call, dec = kinds[0]
     if isinstance(node, ast.AsyncFunctionDef):
@@ -407,8 +437,13 @@ def _scan_function(pkg: Package, mod: ModuleInfo, node, diag: Diagnostics) -> No
     if call is not None:
         if kind == "overlay":
             if not call.args:
-                diag.error(CompileError("overlay needs the function it replaces",
-                                        mod.loc(call), hint='@overlay(fn, target="cpu")'))
+                diag.error(
+                    CompileError(
+                        "overlay needs the function it replaces",
+                        mod.loc(call),
+                        hint='@overlay(fn, target="cpu")',
+                    )
+                )
                 return
             info.overlay_of = call.args[0]
             info.overlay_target = "gpu"
@@ -416,26 +451,38 @@ def _scan_function(pkg: Package, mod: ModuleInfo, node, diag: Diagnostics) -> No
                 if kw.arg == "target":
                     info.overlay_target = getattr(kw.value, "value", None)
             if info.overlay_target not in ("cpu", "gpu"):
-                diag.error(CompileError('overlay target must be "cpu" or "gpu"',
-                                        mod.loc(call), hint='@overlay(fn, target="cpu")'))
+                diag.error(
+                    CompileError(
+                        'overlay target must be "cpu" or "gpu"',
+                        mod.loc(call),
+                        hint='@overlay(fn, target="cpu")',
+                    )
+                )
                 return
         else:
             for kw in call.keywords:
                 if kw.arg in ("debug", "fastmath"):
                     value = pkg.fold(mod, kw.value)
                     if not isinstance(value, bool):
-                        diag.error(CompileError(f"'{kw.arg}' must be True or False",
-                                                mod.loc(kw.value)))
+                        diag.error(
+                            CompileError(f"'{kw.arg}' must be True or False", mod.loc(kw.value))
+                        )
                         continue
                     info.options[kw.arg] = value
                 elif kw.arg == "signatures" and kind == "kernel":
                     info.options["signatures"] = kw.value
                 else:
-                    diag.error(CompileError(f"unknown option '{kw.arg}' for @{kind}",
-                                            mod.loc(kw.value)))
+                    diag.error(
+                        CompileError(f"unknown option '{kw.arg}' for @{kind}", mod.loc(kw.value))
+                    )
     elif kind == "overlay":
-        diag.error(CompileError("overlay needs the function it replaces", mod.loc(dec),
-                                hint='@overlay(fn, target="cpu")'))
+        diag.error(
+            CompileError(
+                "overlay needs the function it replaces",
+                mod.loc(dec),
+                hint='@overlay(fn, target="cpu")',
+            )
+        )
         return
     mod.functions[node.name] = info
 
@@ -446,21 +493,32 @@ def _link_overlays(pkg: Package, diag: Diagnostics) -> None:
         if info.kind != "overlay":
             continue
         target = pkg.resolve_expr(info.module, info.overlay_of)
-        if target is None or target.kind != "func" or target.value.kind not in (
-            "device", "device_only"
+        if (
+            target is None
+            or target.kind != "func"
+            or target.value.kind not in ("device", "device_only")
         ):
-            diag.error(CompileError("overlay must name a @device or @device_only function of "
-                                    "this package", info.loc(info.overlay_of)))
+            diag.error(
+                CompileError(
+                    "overlay must name a @device or @device_only function of this package",
+                    info.loc(info.overlay_of),
+                )
+            )
             continue
         table = pkg.overlays[info.overlay_target]
         if target.value.qualname in table:
-            diag.error(CompileError(
-                f"second {info.overlay_target} overlay of '{target.value.qualname}'",
-                info.loc(), notes=[f"first: {table[target.value.qualname].loc()}"]))
+            diag.error(
+                CompileError(
+                    f"second {info.overlay_target} overlay of '{target.value.qualname}'",
+                    info.loc(),
+                    notes=[f"first: {table[target.value.qualname].loc()}"],
+                )
+            )
             continue
         table[target.value.qualname] = info
 
 
 def is_type_name(sym: Symbol | None) -> bool:
-    return sym is not None and sym.kind == "gpuaot" and (sym.value in BY_NAME or
-                                                         sym.value == "bool_")
+    return (
+        sym is not None and sym.kind == "gpuaot" and (sym.value in BY_NAME or sym.value == "bool_")
+    )

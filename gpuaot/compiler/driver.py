@@ -47,8 +47,18 @@ class BuildOptions:
     host_table: str = "cpu"
 
     @classmethod
-    def resolve(cls, package: str, *, arch=None, out_dir=None, cache_dir=None, jobs=None,
-                debug=None, no_cpu=None, no_gpu=None) -> BuildOptions:
+    def resolve(
+        cls,
+        package: str,
+        *,
+        arch=None,
+        out_dir=None,
+        cache_dir=None,
+        jobs=None,
+        debug=None,
+        no_cpu=None,
+        no_gpu=None,
+    ) -> BuildOptions:
         name, root = find_package(package)
         cfg = _pyproject_settings(root)
 
@@ -56,8 +66,9 @@ class BuildOptions:
             return cli if cli is not None else cfg.get(key, default)
 
         arch = pick(arch, "arch", ",".join(DEFAULT_ARCHS))
-        archs = [a.strip() for a in (arch.split(",") if isinstance(arch, str) else arch)
-                 if a.strip()]
+        archs = [
+            a.strip() for a in (arch.split(",") if isinstance(arch, str) else arch) if a.strip()
+        ]
         for a in archs:
             if not (a.startswith("sm_") and a[3:].isdigit()):
                 raise UsageError(f"--arch: '{a}' is not an architecture like sm_80")
@@ -66,11 +77,19 @@ class BuildOptions:
         if jobs < 1:
             raise UsageError("--jobs must be at least 1")
         out = Path(pick(out_dir, "out", root / "_gpuaot"))
-        return cls(package=package, name=name, root=root, archs=archs, out_dir=out,
-                   cache_dir=pick(cache_dir, "cache-dir", None), jobs=jobs,
-                   debug=bool(pick(debug, "debug", False)),
-                   cpu=not pick(no_cpu, "no-cpu", False), gpu=not pick(no_gpu, "no-gpu", False),
-                   host_table=os.environ.get("GPUAOT_TEST_HOST_TABLE", "cpu"))
+        return cls(
+            package=package,
+            name=name,
+            root=root,
+            archs=archs,
+            out_dir=out,
+            cache_dir=pick(cache_dir, "cache-dir", None),
+            jobs=jobs,
+            debug=bool(pick(debug, "debug", False)),
+            cpu=not pick(no_cpu, "no-cpu", False),
+            gpu=not pick(no_gpu, "no-gpu", False),
+            host_table=os.environ.get("GPUAOT_TEST_HOST_TABLE", "cpu"),
+        )
 
 
 def _pyproject_settings(root: Path) -> dict:
@@ -125,15 +144,25 @@ def kernel_signatures(pkg: Package, func: FuncInfo, diag: Diagnostics) -> list[t
             diag.error(e)
         return [types] if not errors else []
     if not isinstance(node, (ast.List, ast.Tuple)) or not node.elts:
-        diag.error(CompileError("signatures must be a list of tuples of types", func.loc(node),
-                                hint="signatures=[(f32, Array[f32]), (f64, Array[f64])]"))
+        diag.error(
+            CompileError(
+                "signatures must be a list of tuples of types",
+                func.loc(node),
+                hint="signatures=[(f32, Array[f32]), (f64, Array[f64])]",
+            )
+        )
         return []
     out = []
     for sig in node.elts:
         elts = sig.elts if isinstance(sig, (ast.Tuple, ast.List)) else [sig]
         if len(elts) != len(func.params):
-            diag.error(CompileError(f"this signature has {len(elts)} types; '{func.name}' takes "
-                                    f"{len(func.params)} parameters", func.loc(sig)))
+            diag.error(
+                CompileError(
+                    f"this signature has {len(elts)} types; '{func.name}' takes "
+                    f"{len(func.params)} parameters",
+                    func.loc(sig),
+                )
+            )
             continue
         try:
             out.append(tuple(parse_annotation(pkg, func, e) for e in elts))
@@ -197,9 +226,13 @@ def _cpu_options() -> dict:
     from .targets import cpu
 
     cpu._init_llvm()
-    return {"target": "cpu", "triple": llvm.get_process_triple(),
-            "cpu": llvm.get_host_cpu_name(), "features": llvm.get_host_cpu_features().flatten(),
-            "opt": 3}
+    return {
+        "target": "cpu",
+        "triple": llvm.get_process_triple(),
+        "cpu": llvm.get_host_cpu_name(),
+        "features": llvm.get_host_cpu_features().flatten(),
+        "opt": 3,
+    }
 
 
 def compile_many(jobs: int, fn, inputs: list) -> list:
@@ -210,8 +243,9 @@ def compile_many(jobs: int, fn, inputs: list) -> list:
         return list(pool.map(fn, inputs))
 
 
-def build_cpu(units: list[Unit], cache: Cache, jobs: int, result: BuildResult,
-              progress) -> list[bytes]:
+def build_cpu(
+    units: list[Unit], cache: Cache, jobs: int, result: BuildResult, progress
+) -> list[bytes]:
     from .targets import cpu
 
     opts = _cpu_options()
@@ -266,8 +300,14 @@ def _params_json(func: FuncInfo, types) -> list[dict]:
     return out
 
 
-def make_manifest(pkg: Package, opts: BuildOptions, cpu_units: list[Unit], gpu_units: list[Unit],
-                  gpu_only: dict, images: list[dict]) -> dict:
+def make_manifest(
+    pkg: Package,
+    opts: BuildOptions,
+    cpu_units: list[Unit],
+    gpu_units: list[Unit],
+    gpu_only: dict,
+    images: list[dict],
+) -> dict:
     kernels: dict[str, dict] = {}
     hosts = []
     cpu_by = {(u.func.qualname, u.spec): u for u in cpu_units}
@@ -277,39 +317,64 @@ def make_manifest(pkg: Package, opts: BuildOptions, cpu_units: list[Unit], gpu_u
         u = cpu_by.get((qualname, spec)) or gpu_by.get((qualname, spec))
         func = u.func if u else pkg.function(qualname)
         if func.kind == "host":
-            hosts.append({
-                "name": func.name, "module": func.module.name, "qualname": qualname,
-                "params": _params_json(func, u.tf.arg_types),
-                "returns": u.tf.return_type.name, "symbol": u.symbol,
-                "sites": _site_json(pkg, u.sites)})
+            hosts.append(
+                {
+                    "name": func.name,
+                    "module": func.module.name,
+                    "qualname": qualname,
+                    "params": _params_json(func, u.tf.arg_types),
+                    "returns": u.tf.return_type.name,
+                    "symbol": u.symbol,
+                    "sites": _site_json(pkg, u.sites),
+                }
+            )
             continue
-        entry = kernels.setdefault(qualname, {
-            "name": func.name, "module": func.module.name, "qualname": qualname,
-            "specializations": []})
+        entry = kernels.setdefault(
+            qualname,
+            {
+                "name": func.name,
+                "module": func.module.name,
+                "qualname": qualname,
+                "specializations": [],
+            },
+        )
         types = u.tf.arg_types if u else None
-        spec_json = {"params": _params_json(func, types) if types else None, "cpu": None,
-                     "gpu": None, "gpu_only": None}
+        spec_json = {
+            "params": _params_json(func, types) if types else None,
+            "cpu": None,
+            "gpu": None,
+            "gpu_only": None,
+        }
         if (qualname, spec) in cpu_by:
             c = cpu_by[(qualname, spec)]
             spec_json["cpu"] = {"symbol": c.symbol, "sites": _site_json(pkg, c.sites)}
         if (qualname, spec) in gpu_only:
             err, types = gpu_only[(qualname, spec)]
             spec_json["gpu_only"] = _portable(
-                pkg, f"{err.loc}: {err.message}" + "".join(f"; {n}" for n in err.notes))
+                pkg, f"{err.loc}: {err.message}" + "".join(f"; {n}" for n in err.notes)
+            )
             if spec_json["params"] is None:
                 spec_json["params"] = _params_json(func, types)
         if (qualname, spec) in gpu_by:
             g = gpu_by[(qualname, spec)]
-            spec_json["gpu"] = {"symbol": g.symbol, "image": g.image,
-                                "sites": _site_json(pkg, g.sites)}
+            spec_json["gpu"] = {
+                "symbol": g.symbol,
+                "image": g.image,
+                "sites": _site_json(pkg, g.sites),
+            }
             if spec_json["params"] is None:
                 spec_json["params"] = _params_json(func, g.tf.arg_types)
         entry["specializations"].append(spec_json)
     return {
-        "format": mf.FORMAT, "version": mf.VERSION, "compiler": compiler_version(),
-        "package": pkg.name, "platform": mf.platform_tag(),
-        "modules": {m.name: {"file": _package_file(pkg, m), "sha256": m.sha256}
-                    for m in pkg.modules.values()},
+        "format": mf.FORMAT,
+        "version": mf.VERSION,
+        "compiler": compiler_version(),
+        "package": pkg.name,
+        "platform": mf.platform_tag(),
+        "modules": {
+            m.name: {"file": _package_file(pkg, m), "sha256": m.sha256}
+            for m in pkg.modules.values()
+        },
         "options": {"debug": opts.debug, "cpu": opts.cpu, "gpu": opts.gpu},
         "kernels": [kernels[k] for k in sorted(kernels)],
         "host_functions": sorted(hosts, key=lambda h: h["qualname"]),
@@ -392,17 +457,23 @@ def report_build(ctx, result: BuildResult) -> None:
     from ..leaks import format_text
 
     m = result.manifest
-    gpu_only = [k["qualname"] for k in m["kernels"]
-                for s in k["specializations"] if s["gpu_only"]]
+    gpu_only = [k["qualname"] for k in m["kernels"] for s in k["specializations"] if s["gpu_only"]]
     if ctx.json:
-        ctx.emit_json({
-            "bundle": str(result.bundle), "compiled": result.compiled, "cached": result.cached,
-            "kernels": [k["qualname"] for k in m["kernels"]],
-            "host_functions": [h["qualname"] for h in m["host_functions"]],
-            "gpu_only": gpu_only, "architectures": m["architectures"],
-            "leaks": [{"symbol": f.symbol, "defined": f.defined, "section": f.section}
-                      for f in (result.leaks.findings if result.leaks else [])],
-        })
+        ctx.emit_json(
+            {
+                "bundle": str(result.bundle),
+                "compiled": result.compiled,
+                "cached": result.cached,
+                "kernels": [k["qualname"] for k in m["kernels"]],
+                "host_functions": [h["qualname"] for h in m["host_functions"]],
+                "gpu_only": gpu_only,
+                "architectures": m["architectures"],
+                "leaks": [
+                    {"symbol": f.symbol, "defined": f.defined, "section": f.section}
+                    for f in (result.leaks.findings if result.leaks else [])
+                ],
+            }
+        )
     for w in result.warnings:
         ctx.info(w.format())
     if result.leaks:
@@ -410,13 +481,18 @@ def report_build(ctx, result: BuildResult) -> None:
 
         # An error, so shown under --quiet too.
         click.echo(format_text(result.leaks), err=True)
-        click.echo(f"error: the bundle leaks device-only symbols into host code; refused "
-                   f"and kept as {result.bundle}", err=True)
+        click.echo(
+            f"error: the bundle leaks device-only symbols into host code; refused "
+            f"and kept as {result.bundle}",
+            err=True,
+        )
         return
     nk, nh = len(m["kernels"]), len(m["host_functions"])
-    ctx.info(f"built {result.bundle} ({nk} kernel{'s' if nk != 1 else ''}, {nh} host "
-             f"function{'s' if nh != 1 else ''}; {result.compiled} compiled, {result.cached} "
-             "cached)")
+    ctx.info(
+        f"built {result.bundle} ({nk} kernel{'s' if nk != 1 else ''}, {nh} host "
+        f"function{'s' if nh != 1 else ''}; {result.compiled} compiled, {result.cached} "
+        "cached)"
+    )
     for q in gpu_only:
         ctx.info(f"note: {q} uses GPU-only features: it runs on the GPU only")
 
@@ -424,8 +500,9 @@ def report_build(ctx, result: BuildResult) -> None:
 # ---------------------------------------------------------------------- emit
 
 
-def emit_function(spec: str, stage: str, target: str, debug: bool = False,
-                  sig_index: int = 0) -> str:
+def emit_function(
+    spec: str, stage: str, target: str, debug: bool = False, sig_index: int = 0
+) -> str:
     """``gpuaot emit PKG.MOD:FUNC --stage ir|opt|asm|ptx --target cpu|sm_XX``."""
     if ":" not in spec:
         raise UsageError(f"'{spec}': expected PKG.MOD:FUNC, e.g. example.kernels:saxpy")
@@ -447,8 +524,10 @@ def emit_function(spec: str, stage: str, target: str, debug: bool = False,
     diag.raise_if_any()
     ctx = TypingContext(pkg, "cpu" if target == "cpu" else "gpu", debug)
     if func.kind in ("device", "device_only"):
-        raise UsageError(f"'{fname}' is a generic @{func.kind} helper: emit a kernel or host "
-                         "function that calls it")
+        raise UsageError(
+            f"'{fname}' is a generic @{func.kind} helper: emit a kernel or host "
+            "function that calls it"
+        )
     sig = opts_sig[sig_index] if opts_sig else None
     tf, errors = ctx.specialize(func, sig, debug or func.options.get("debug", False))
     if errors:

@@ -26,16 +26,37 @@ MATH_FUNCS = (
 DIM3 = ("thread_idx", "block_idx", "block_dim", "grid_dim")
 
 BASE = {
-    "builtin.len", "builtin.abs", "builtin.min", "builtin.max", "builtin.int", "builtin.float",
-    "builtin.bool", "cast", "array.shape", "intr.local_array",
-    "atomic.add", "atomic.sub", "atomic.min", "atomic.max", "atomic.exch", "atomic.cas",
+    "builtin.len",
+    "builtin.abs",
+    "builtin.min",
+    "builtin.max",
+    "builtin.int",
+    "builtin.float",
+    "builtin.bool",
+    "cast",
+    "array.shape",
+    "intr.local_array",
+    "atomic.add",
+    "atomic.sub",
+    "atomic.min",
+    "atomic.max",
+    "atomic.exch",
+    "atomic.cas",
 }
 _INDEXING = {f"intr.{d}.{c}" for d in DIM3 for c in "xyz"} | {"intr.grid", "intr.grid_size"}
 CPU_OVERLAY = {f"math.{m}" for m in MATH_FUNCS} | _INDEXING | {"runtime.exception"}
-GPU_OVERLAY = {f"math.{m}" for m in MATH_FUNCS} | _INDEXING | {
-    "runtime.exception", "intr.syncthreads", "intr.shared_array", "intr.shfl_down",
-    "intr.shfl_xor", "intr.lane_id",
-}
+GPU_OVERLAY = (
+    {f"math.{m}" for m in MATH_FUNCS}
+    | _INDEXING
+    | {
+        "runtime.exception",
+        "intr.syncthreads",
+        "intr.shared_array",
+        "intr.shfl_down",
+        "intr.shfl_xor",
+        "intr.lane_id",
+    }
+)
 
 
 @dataclass(frozen=True)

@@ -53,8 +53,7 @@ class Kernel:
 
     def __call__(self, *args, **kwargs):
         raise TypeError(
-            f"kernel '{self.__name__}' is launched on a grid: "
-            f"{self.__name__}[blocks, threads](...)"
+            f"kernel '{self.__name__}' is launched on a grid: {self.__name__}[blocks, threads](...)"
         )
 
     def __repr__(self) -> str:

@@ -145,7 +145,11 @@ def _exch(old, v):
 
 
 _add.__name__, _sub.__name__, _min.__name__, _max.__name__, _exch.__name__ = (
-    "add", "sub", "min", "max", "exch",
+    "add",
+    "sub",
+    "min",
+    "max",
+    "exch",
 )
 atomic_add = _atomic(_add)
 atomic_sub = _atomic(_sub)
@@ -191,7 +195,23 @@ def shfl_xor(value, mask):
 # Names the compiler treats as intrinsics; everything here is GPU-only unless a CPU meaning
 # exists in the CPU method table.
 INTRINSICS = (
-    "thread_idx", "block_idx", "block_dim", "grid_dim", "grid", "grid_size", "syncthreads",
-    "shared_array", "local_array", "atomic_add", "atomic_sub", "atomic_min", "atomic_max",
-    "atomic_exch", "atomic_cas", "shfl_down", "shfl_xor", "lane_id", "WARP_SIZE",
+    "thread_idx",
+    "block_idx",
+    "block_dim",
+    "grid_dim",
+    "grid",
+    "grid_size",
+    "syncthreads",
+    "shared_array",
+    "local_array",
+    "atomic_add",
+    "atomic_sub",
+    "atomic_min",
+    "atomic_max",
+    "atomic_exch",
+    "atomic_cas",
+    "shfl_down",
+    "shfl_xor",
+    "lane_id",
+    "WARP_SIZE",
 )

@@ -52,10 +52,16 @@ def _dim3(v) -> tuple[int, int, int]:
 def _keep_f32(fn):
     def wrapped(*args):
         result = fn(*(float(a) if isinstance(a, np.floating) else a for a in args))
-        if isinstance(result, float) and args and all(
-            isinstance(a, np.float32) or (isinstance(a, (int, float)) and not isinstance(a, bool))
-            for a in args
-        ) and any(isinstance(a, np.float32) for a in args):
+        if (
+            isinstance(result, float)
+            and args
+            and all(
+                isinstance(a, np.float32)
+                or (isinstance(a, (int, float)) and not isinstance(a, bool))
+                for a in args
+            )
+            and any(isinstance(a, np.float32) for a in args)
+        ):
             return np.float32(result)
         return result
 
@@ -76,8 +82,9 @@ class _MathShim(types.ModuleType):
 
 
 _MATH = _MathShim()
-_MATH_FUNCS = {id(getattr(math, n)): getattr(_MATH, n) for n in dir(math)
-               if callable(getattr(math, n))}
+_MATH_FUNCS = {
+    id(getattr(math, n)): getattr(_MATH, n) for n in dir(math) if callable(getattr(math, n))
+}
 _shimmed: dict[int, types.FunctionType] = {}
 
 

@@ -82,11 +82,13 @@ def check_fresh(package: str, manifest: dict) -> None:
         except OSError:
             raise StaleBundleError(
                 f"the {package} bundle was built with {info['file']}, which is gone; "
-                f"rebuild with: gpuaot build {package}") from None
+                f"rebuild with: gpuaot build {package}"
+            ) from None
         if hashlib.sha256(text.encode("utf-8")).hexdigest() != info["sha256"]:
             raise StaleBundleError(
                 f"the {package} bundle is stale: {info['file']} changed since it was built; "
-                f"rebuild with: gpuaot build {package}")
+                f"rebuild with: gpuaot build {package}"
+            )
 
 
 def load_bundle(package: str) -> Bundle:
@@ -100,16 +102,19 @@ def load_bundle(package: str) -> Bundle:
         if not path.is_file():
             raise BundleNotFoundError(
                 f"no gpuaot bundle for '{package}' on this platform (looked for {path}); "
-                f"build it with: gpuaot build {package}")
+                f"build it with: gpuaot build {package}"
+            )
         try:
             lib = ctypes.CDLL(str(path), mode=os.RTLD_NOW | os.RTLD_LOCAL)
             manifest = read_manifest(lib)
         except (OSError, ValueError) as e:
-            raise BundleNotFoundError(f"cannot load the gpuaot bundle {path}: {e}; rebuild with: "
-                                      f"gpuaot build {package}") from None
+            raise BundleNotFoundError(
+                f"cannot load the gpuaot bundle {path}: {e}; rebuild with: gpuaot build {package}"
+            ) from None
         if manifest["package"] != package:
-            raise BundleNotFoundError(f"{path} is the bundle of '{manifest['package']}', "
-                                      f"not '{package}'")
+            raise BundleNotFoundError(
+                f"{path} is the bundle of '{manifest['package']}', not '{package}'"
+            )
         check_fresh(package, manifest)
         b = _loaded[package] = Bundle(package, path, lib, manifest)
         return b

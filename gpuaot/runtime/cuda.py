@@ -70,8 +70,9 @@ def _context(driver, data_ptr: int):
         return ctx
     attr = driver.CUpointer_attribute.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL
     try:
-        ordinal = int(_check(driver, driver.cuPointerGetAttribute(attr, data_ptr),
-                             "cuPointerGetAttribute"))
+        ordinal = int(
+            _check(driver, driver.cuPointerGetAttribute(attr, data_ptr), "cuPointerGetAttribute")
+        )
     except CudaError:
         ordinal = 0
     dev = _check(driver, driver.cuDeviceGet(ordinal), "cuDeviceGet")
@@ -112,14 +113,18 @@ def _load(driver, bundle: Bundle, ctx, gpu: dict) -> _Loaded:
         if loaded is not None:
             return loaded
         image = bundle.manifest["images"][gpu["image"]]
-        fat = bundle.fatbin()[image["offset"]: image["offset"] + image["size"]]
+        fat = bundle.fatbin()[image["offset"] : image["offset"] + image["size"]]
         module = _check(driver, driver.cuModuleLoadData(fat), "cuModuleLoadData")
-        function = _check(driver, driver.cuModuleGetFunction(module, gpu["symbol"].encode()),
-                          "cuModuleGetFunction")
+        function = _check(
+            driver,
+            driver.cuModuleGetFunction(module, gpu["symbol"].encode()),
+            "cuModuleGetFunction",
+        )
         record = None
         if gpu["sites"]:
-            record, _size = _check(driver, driver.cuModuleGetGlobal(module, RECORD),
-                                   "cuModuleGetGlobal")
+            record, _size = _check(
+                driver, driver.cuModuleGetGlobal(module, RECORD), "cuModuleGetGlobal"
+            )
         loaded = bundle.gpu_modules[key] = _Loaded(module, function, record)
         return loaded
 
@@ -127,8 +132,10 @@ def _load(driver, bundle: Bundle, ctx, gpu: dict) -> _Loaded:
 def launch(bundle: Bundle, name: str, spec: dict, grid, block, stream, args) -> None:
     gpu = spec["gpu"]
     if gpu is None:
-        raise TypeError(f"kernel '{name}' was built without GPU code (--no-gpu); rebuild with: "
-                        f"gpuaot build {bundle.package}")
+        raise TypeError(
+            f"kernel '{name}' was built without GPU code (--no-gpu); rebuild with: "
+            f"gpuaot build {bundle.package}"
+        )
     driver = _driver()
     _init(driver)
     values = marshal(name, spec["params"], args, device="gpu")
@@ -137,15 +144,26 @@ def launch(bundle: Bundle, name: str, spec: dict, grid, block, stream, args) -> 
     loaded = _load(driver, bundle, ctx, gpu)
     hstream = _stream_handle(driver, stream)
     if loaded.record is not None:
-        _check(driver, driver.cuMemsetD8Async(loaded.record, 0, 8 * EXC_WORDS, hstream),
-               "cuMemsetD8Async")
+        _check(
+            driver,
+            driver.cuMemsetD8Async(loaded.record, 0, 8 * EXC_WORDS, hstream),
+            "cuMemsetD8Async",
+        )
     argv = pointer_array(values)
-    _check(driver, driver.cuLaunchKernel(loaded.function, *grid, *block, 0, hstream,
-                                         ctypes.addressof(argv), 0), f"launching {name}")
+    _check(
+        driver,
+        driver.cuLaunchKernel(
+            loaded.function, *grid, *block, 0, hstream, ctypes.addressof(argv), 0
+        ),
+        f"launching {name}",
+    )
     if loaded.record is not None:
         host = (ctypes.c_int64 * EXC_WORDS)()
-        _check(driver, driver.cuMemcpyDtoHAsync(ctypes.addressof(host), loaded.record,
-                                                8 * EXC_WORDS, hstream), "cuMemcpyDtoHAsync")
+        _check(
+            driver,
+            driver.cuMemcpyDtoHAsync(ctypes.addressof(host), loaded.record, 8 * EXC_WORDS, hstream),
+            "cuMemcpyDtoHAsync",
+        )
         _check(driver, driver.cuStreamSynchronize(hstream), "cuStreamSynchronize")
         if host[0]:
             raise_device_exception("kernel", name, gpu["sites"], host)

@@ -37,9 +37,19 @@ class Reject(Exception):
 ARITH = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow)
 BITWISE = (ast.BitAnd, ast.BitOr, ast.BitXor, ast.LShift, ast.RShift)
 OP_SYMBOL = {
-    ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%",
-    ast.Pow: "**", ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^", ast.LShift: "<<",
-    ast.RShift: ">>", ast.MatMult: "@",
+    ast.Add: "+",
+    ast.Sub: "-",
+    ast.Mult: "*",
+    ast.Div: "/",
+    ast.FloorDiv: "//",
+    ast.Mod: "%",
+    ast.Pow: "**",
+    ast.BitAnd: "&",
+    ast.BitOr: "|",
+    ast.BitXor: "^",
+    ast.LShift: "<<",
+    ast.RShift: ">>",
+    ast.MatMult: "@",
 }
 
 
@@ -56,8 +66,9 @@ def scalar(t: Type, what: str) -> Scalar:
 def numeric(t: Type, what: str) -> Scalar:
     t = scalar(t, what)
     if t is boolean:
-        raise Reject(f"{what} is a bool; arithmetic needs a number",
-                     hint="cast it first: int(flag)")
+        raise Reject(
+            f"{what} is a bool; arithmetic needs a number", hint="cast it first: int(flag)"
+        )
     return t
 
 
@@ -87,8 +98,9 @@ def unary_type(op: ast.unaryop, t: Type) -> Type:
     if isinstance(op, ast.Invert):
         s = scalar(t, "operand of '~'")
         if not s.is_int:
-            raise Reject(f"'~' needs an integer operand, not {s.name}",
-                         hint="for a bool, use 'not'")
+            raise Reject(
+                f"'~' needs an integer operand, not {s.name}", hint="for a bool, use 'not'"
+            )
         return s
     return numeric(t, "operand of unary '-'/'+'")
 
@@ -114,8 +126,10 @@ def compare_operand_type(lt: Scalar, rt: Scalar) -> Scalar:
 
 def truth(t: Type) -> None:
     if not isinstance(t, Scalar):
-        raise Reject(f"a {describe(t)} has no truth value in kernels",
-                     hint="compare explicitly, e.g. 'x.shape[0] > 0'")
+        raise Reject(
+            f"a {describe(t)} has no truth value in kernels",
+            hint="compare explicitly, e.g. 'x.shape[0] > 0'",
+        )
 
 
 def ifexp_type(a: Type, b: Type) -> Type:
@@ -147,8 +161,9 @@ def float_result(t: Scalar) -> Scalar:
 def math_type(name: str, args: list[Type]) -> Type:
     arity = 2 if name in BINARY_FLOAT_MATH else 1
     if len(args) != arity:
-        raise Reject(f"math.{name}() takes {arity} argument{'s' if arity > 1 else ''}, "
-                     f"got {len(args)}")
+        raise Reject(
+            f"math.{name}() takes {arity} argument{'s' if arity > 1 else ''}, got {len(args)}"
+        )
     ts = [numeric(a, f"argument of math.{name}()") for a in args]
     if name in PREDICATE_MATH:
         return boolean
@@ -169,12 +184,15 @@ def min_max_type(name: str, args: list[Type]) -> Type:
 
 def index_types(array: ArrayType, indices: list[Type]) -> None:
     if len(indices) != array.ndim:
-        raise Reject(f"a {array.ndim}-D array takes {array.ndim} "
-                     f"ind{'ices' if array.ndim > 1 else 'ex'}, got {len(indices)}")
+        raise Reject(
+            f"a {array.ndim}-D array takes {array.ndim} "
+            f"ind{'ices' if array.ndim > 1 else 'ex'}, got {len(indices)}"
+        )
     for t in indices:
         if not isinstance(t, Scalar) or not t.is_int:
-            raise Reject(f"array indices must be integers, not {describe(t)}",
-                         hint="cast with int(...)")
+            raise Reject(
+                f"array indices must be integers, not {describe(t)}", hint="cast with int(...)"
+            )
 
 
 def shfl_type(t: Type) -> Type:

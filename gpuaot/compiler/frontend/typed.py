@@ -52,9 +52,16 @@ class TypedFunction:
     @property
     def symbol(self) -> str:
         """A stable, readable, unique name for this specialisation."""
-        args = "_".join(t.name.replace(" ", "").replace(",", "_").replace("[", "_")
-                        .replace("]", "").replace('"', "").replace("(", "T").replace(")", "")
-                        for t in self.arg_types)
+        args = "_".join(
+            t.name.replace(" ", "")
+            .replace(",", "_")
+            .replace("[", "_")
+            .replace("]", "")
+            .replace('"', "")
+            .replace("(", "T")
+            .replace(")", "")
+            for t in self.arg_types
+        )
         if self.func.kind in ("kernel", "host"):
             base = self.func.qualname.replace(".", "__")
             # A kernel with several signatures has one entry point per specialisation.

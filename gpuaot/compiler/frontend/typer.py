@@ -43,7 +43,8 @@ from .typed import Builtin, RaiseSite, TypedFunction
 
 MAX_PASSES = 16
 EXCEPTIONS = {
-    n for n in dir(builtins)
+    n
+    for n in dir(builtins)
     if isinstance(getattr(builtins, n), type) and issubclass(getattr(builtins, n), Exception)
 }
 
@@ -63,8 +64,9 @@ class TypingContext:
         self.done: dict[tuple, tuple[TypedFunction | None, list[CompileError]]] = {}
         self.chain: list[tuple[FuncInfo, Location | None]] = []
 
-    def specialize(self, func: FuncInfo, arg_types: tuple[Type, ...] | None = None,
-                   debug: bool | None = None) -> tuple[TypedFunction | None, list[CompileError]]:
+    def specialize(
+        self, func: FuncInfo, arg_types: tuple[Type, ...] | None = None, debug: bool | None = None
+    ) -> tuple[TypedFunction | None, list[CompileError]]:
         if arg_types is None:
             arg_types, errors = annotated_params(self.pkg, func)
             if errors:
@@ -75,8 +77,11 @@ class TypingContext:
             return self.done[key]
         if any(f is func for f, _ in self.chain):
             loc = self.chain[-1][1]
-            err = CompileError(f"recursive call to '{func.name}' is not supported",
-                               loc, hint="rewrite the recursion as a loop")
+            err = CompileError(
+                f"recursive call to '{func.name}' is not supported",
+                loc,
+                hint="rewrite the recursion as a loop",
+            )
             return None, [err]
         self.chain.append((func, None))
         try:
@@ -87,17 +92,23 @@ class TypingContext:
         return result
 
     def call_chain(self) -> list[str]:
-        return [f"called from {f.kind} '{f.qualname}'" + (f" at {loc}" if loc else "")
-                for f, loc in reversed(self.chain)]
+        return [
+            f"called from {f.kind} '{f.qualname}'" + (f" at {loc}" if loc else "")
+            for f, loc in reversed(self.chain)
+        ]
 
 
 def annotated_params(pkg: Package, func: FuncInfo) -> tuple[tuple[Type, ...], list[CompileError]]:
     types, errors = [], []
     for a in func.params:
         if a.annotation is None:
-            errors.append(CompileError(
-                f"parameter '{a.arg}' of {func.kind} '{func.name}' needs a type annotation",
-                func.loc(a), hint=f"e.g. '{a.arg}: f32' or '{a.arg}: Array[f32]'"))
+            errors.append(
+                CompileError(
+                    f"parameter '{a.arg}' of {func.kind} '{func.name}' needs a type annotation",
+                    func.loc(a),
+                    hint=f"e.g. '{a.arg}: f32' or '{a.arg}: Array[f32]'",
+                )
+            )
             continue
         try:
             types.append(parse_annotation(pkg, func, a.annotation))
@@ -105,8 +116,13 @@ def annotated_params(pkg: Package, func: FuncInfo) -> tuple[tuple[Type, ...], li
             errors.append(CompileError(r.message, func.loc(a.annotation), hint=r.hint))
     args = func.node.args
     if args.vararg or args.kwarg or args.kwonlyargs or args.defaults or args.posonlyargs:
-        errors.append(CompileError("kernels take plain positional parameters only",
-                                   func.loc(), hint="remove *args, **kwargs and defaults"))
+        errors.append(
+            CompileError(
+                "kernels take plain positional parameters only",
+                func.loc(),
+                hint="remove *args, **kwargs and defaults",
+            )
+        )
     return tuple(types), errors
 
 
@@ -145,8 +161,9 @@ def parse_annotation(pkg: Package, func: FuncInfo, node: ast.expr) -> Type:
     sym = pkg.resolve_expr(mod, node)
     if sym is not None and sym.kind == "gpuaot" and sym.value in BY_NAME:
         return BY_NAME[sym.value]
-    raise Reject(f"'{ast.unparse(node)}' is not a gpuaot type",
-                 hint="use f32, i64, bool, Array[f32, 2], ...")
+    raise Reject(
+        f"'{ast.unparse(node)}' is not a gpuaot type", hint="use f32, i64, bool, Array[f32, 2], ..."
+    )
 
 
 class _Stop(Exception):
@@ -169,13 +186,19 @@ class Typer:
     def run(self) -> tuple[TypedFunction | None, list[CompileError]]:
         params = [a.arg for a in self.func.params]
         if len(params) != len(self.arg_types):
-            return None, [CompileError(
-                f"'{self.func.name}' takes {len(params)} arguments, got {len(self.arg_types)}",
-                self.ctx.chain[-2][1] if len(self.ctx.chain) > 1 else self.func.loc())]
+            return None, [
+                CompileError(
+                    f"'{self.func.name}' takes {len(params)} arguments, got {len(self.arg_types)}",
+                    self.ctx.chain[-2][1] if len(self.ctx.chain) > 1 else self.func.loc(),
+                )
+            ]
         self.var_types = dict(zip(params, self.arg_types))
         self.array_binding = {p: self.func.node for p in params}
-        self.assigned = {n.id for n in ast.walk(self.func.node)
-                         if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        self.assigned = {
+            n.id
+            for n in ast.walk(self.func.node)
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+        }
         self.declared: dict[str, Type] = {}
         for _ in range(MAX_PASSES):
             self.tf = TypedFunction(self.func, self.ctx.target, self.arg_types)
@@ -191,9 +214,12 @@ class Typer:
         self._finish_return_type()
         if not self.errors:
             for name in unassigned_reads(self.func.node, self.assigned):
-                self.error(f"'{name.id}' may be used before it is assigned", name,
-                           f"assign '{name.id}' on every path that reaches this use, e.g. "
-                           "before the 'if' or the loop that assigns it")
+                self.error(
+                    f"'{name.id}' may be used before it is assigned",
+                    name,
+                    f"assign '{name.id}' on every path that reaches this use, e.g. "
+                    "before the 'if' or the loop that assigns it",
+                )
         if self.errors:
             return None, self.errors
         return self.tf, []
@@ -219,8 +245,11 @@ class Typer:
             if u is None and isinstance(rt, Scalar) and isinstance(t, Scalar) and declared:
                 u = declared
             if u is None:
-                self.error(f"'{self.func.name}' returns {rt.name} here and {t.name} elsewhere",
-                           ret_node, "return one type from every 'return'")
+                self.error(
+                    f"'{self.func.name}' returns {rt.name} here and {t.name} elsewhere",
+                    ret_node,
+                    "return one type from every 'return'",
+                )
                 return
             rt = u
         if declared is not None:
@@ -320,11 +349,15 @@ class Typer:
         if node.orelse:
             self.error("'for ... else' is not supported", node.orelse[0])
         it = node.iter
-        sym = (self.pkg.resolve(self.mod, it.func.id)
-               if isinstance(it, ast.Call) and isinstance(it.func, ast.Name) else None)
+        sym = (
+            self.pkg.resolve(self.mod, it.func.id)
+            if isinstance(it, ast.Call) and isinstance(it.func, ast.Name)
+            else None
+        )
         if sym is None or sym.kind != "builtin" or sym.value != "range":
-            self.error("kernels loop over range(...) only", it,
-                       "write 'for i in range(start, stop, step)'")
+            self.error(
+                "kernels loop over range(...) only", it, "write 'for i in range(start, stop, step)'"
+            )
             return
         if it.keywords or not 1 <= len(it.args) <= 3:
             self.error("range() takes 1 to 3 positional arguments", it)
@@ -365,11 +398,13 @@ class Typer:
             return
         t = self.expr(node.value)
         if self.func.kind == "kernel":
-            self.error("kernels cannot return a value", node.value,
-                       "write the result into an output array")
+            self.error(
+                "kernels cannot return a value", node.value, "write the result into an output array"
+            )
             return
-        if isinstance(t, ArrayType) or (isinstance(t, TupleType) and any(
-                isinstance(i, ArrayType) for i in t.items)):
+        if isinstance(t, ArrayType) or (
+            isinstance(t, TupleType) and any(isinstance(i, ArrayType) for i in t.items)
+        ):
             self.error("functions cannot return arrays", node.value)
             return
         self.returns.append((node, t))
@@ -378,13 +413,24 @@ class Typer:
         exc = node.exc
         msg = ""
         if exc is None:
-            self.error("bare 'raise' is not supported", node, "raise ValueError(\"message\")")
+            self.error("bare 'raise' is not supported", node, 'raise ValueError("message")')
             return
         if isinstance(exc, ast.Call):
-            if exc.keywords or len(exc.args) > 1 or (exc.args and not (
-                    isinstance(exc.args[0], ast.Constant) and isinstance(exc.args[0].value, str))):
-                self.error("exceptions take one constant string message in kernels", exc,
-                           'raise ValueError("x must be positive")')
+            if (
+                exc.keywords
+                or len(exc.args) > 1
+                or (
+                    exc.args
+                    and not (
+                        isinstance(exc.args[0], ast.Constant) and isinstance(exc.args[0].value, str)
+                    )
+                )
+            ):
+                self.error(
+                    "exceptions take one constant string message in kernels",
+                    exc,
+                    'raise ValueError("x must be positive")',
+                )
                 return
             msg = exc.args[0].value if exc.args else ""
             exc = exc.func
@@ -426,8 +472,11 @@ class Typer:
         elif isinstance(target, (ast.Tuple, ast.List)):
             if not isinstance(t, TupleType) or len(t.items) != len(target.elts):
                 n = len(target.elts)
-                self.error(f"cannot unpack {t.name} into {n} names", value,
-                           "the right side must be a tuple of the same length")
+                self.error(
+                    f"cannot unpack {t.name} into {n} names",
+                    value,
+                    "the right side must be a tuple of the same length",
+                )
                 return
             for elt, it in zip(target.elts, t.items):
                 self.bind(elt, it, value)
@@ -444,8 +493,11 @@ class Typer:
         if isinstance(t, ArrayType) or isinstance(self.var_types.get(name), ArrayType):
             # Arrays are bound once: lowering keeps them as (pointer, shape) values.
             if self.array_binding.setdefault(name, value) is not value:
-                self.error(f"array variable '{name}' is assigned twice", target,
-                           "use a new name for the second array")
+                self.error(
+                    f"array variable '{name}' is assigned twice",
+                    target,
+                    "use a new name for the second array",
+                )
                 return
         old = self.var_types.get(name)
         if old is None:
@@ -457,8 +509,11 @@ class Typer:
         else:
             u = unify(old, t)
             if u is None:
-                self.error(f"'{name}' is {materialize(old).name} here but {t.name} is assigned",
-                           target, f"cast explicitly, e.g. {name} = {_cast_name(old)}(...)")
+                self.error(
+                    f"'{name}' is {materialize(old).name} here but {t.name} is assigned",
+                    target,
+                    f"cast explicitly, e.g. {name} = {_cast_name(old)}(...)",
+                )
             elif u is not old:
                 self.var_types[name] = u
                 self.changed = True
@@ -467,8 +522,9 @@ class Typer:
     def store_subscript(self, target: ast.Subscript, t: Type, value: ast.AST) -> None:
         base_t = self.expr(target.value)
         if not isinstance(base_t, ArrayType):
-            self.error(f"cannot assign into a {base_t.name}", target,
-                       "only array elements can be assigned")
+            self.error(
+                f"cannot assign into a {base_t.name}", target, "only array elements can be assigned"
+            )
             return
         self.array_index(target, base_t)
         if not isinstance(t, Scalar):
@@ -519,14 +575,16 @@ class Typer:
 
     def global_symbol(self, sym, node: ast.expr, name: str) -> Type:
         if sym is None:
-            raise Reject(f"unknown name '{name}'",
-                         "define it in the kernel, or as a constant or @device function of the "
-                         "package")
+            raise Reject(
+                f"unknown name '{name}'",
+                "define it in the kernel, or as a constant or @device function of the package",
+            )
         if sym.kind == "const":
             if sym.value is UNFOLDABLE:
-                raise Reject(f"'{name}' is not a compile-time constant",
-                             "module-level names used in kernels must be numbers, bools or "
-                             "tuples of them")
+                raise Reject(
+                    f"'{name}' is not a compile-time constant",
+                    "module-level names used in kernels must be numbers, bools or tuples of them",
+                )
             return self.constant(node, sym.value)
         if sym.kind == "math" and sym.value in ("pi", "e", "inf", "nan", "tau"):
             from ..discover import MATH_CONSTANTS
@@ -548,8 +606,10 @@ class Typer:
             self.tf.expr_types[node.value] = base_t
             if isinstance(base_t, ArrayType) and node.attr == "shape":
                 return tuple_of([i64] * base_t.ndim)
-            raise Reject(f"a {base_t.name} has no attribute '{node.attr}' in kernels",
-                         "arrays have .shape" if isinstance(base_t, ArrayType) else None)
+            raise Reject(
+                f"a {base_t.name} has no attribute '{node.attr}' in kernels",
+                "arrays have .shape" if isinstance(base_t, ArrayType) else None,
+            )
         if isinstance(node.value, (ast.Call, ast.Subscript)):
             base_t = self.expr(node.value)
             if isinstance(base_t, ArrayType) and node.attr == "shape":
@@ -585,8 +645,9 @@ class Typer:
 
     def array_index(self, node: ast.Subscript, array: ArrayType) -> None:
         idx = node.slice
-        if isinstance(idx, ast.Slice) or (isinstance(idx, ast.Tuple) and any(
-                isinstance(e, ast.Slice) for e in idx.elts)):
+        if isinstance(idx, ast.Slice) or (
+            isinstance(idx, ast.Tuple) and any(isinstance(e, ast.Slice) for e in idx.elts)
+        ):
             raise Reject("slices are not supported in kernels", "index one element at a time")
         elts = idx.elts if isinstance(idx, ast.Tuple) else [idx]
         types = [self.expr(e) for e in elts]
@@ -603,7 +664,8 @@ class Typer:
             v = self.static_int(node.operand)
             return -v if v is not None else None
         if isinstance(node, (ast.Name, ast.Attribute)) and not (
-                isinstance(node, ast.Name) and node.id in self.var_types):
+            isinstance(node, ast.Name) and node.id in self.var_types
+        ):
             v = self.pkg.fold(self.mod, node)
             return v if type(v) is int else None
         return None
@@ -655,7 +717,10 @@ class Typer:
             chain = [f"in {self.func.kind} '{self.func.qualname}'"] + self.ctx.call_chain()[1:]
             err = TargetUnavailable(
                 f"'{shown}' has no {self.ctx.target.upper()} implementation",
-                self.func.loc(node), hint=self._unavailable_hint(key), notes=chain)
+                self.func.loc(node),
+                hint=self._unavailable_hint(key),
+                notes=chain,
+            )
             self.errors.append(err)
 
     def _unavailable_hint(self, key: str) -> str:
@@ -663,9 +728,12 @@ class Typer:
         # (a host function always runs on the CPU).
         target = self.ctx.target
         root = self.ctx.chain[0][0] if self.ctx.chain else self.func
-        fix = (f"give it a {target.upper()} version with "
-               f"@overlay({key.rsplit('.', 1)[-1]}, target=\"{target}\")"
-               if key.startswith("user.") else None)
+        fix = (
+            f"give it a {target.upper()} version with "
+            f'@overlay({key.rsplit(".", 1)[-1]}, target="{target}")'
+            if key.startswith("user.")
+            else None
+        )
         if root.kind == "host":
             return (f"{fix}; " if fix else "") + "host functions run on the CPU only"
         return (f"{fix}, or " if fix else "") + "launch this kernel on the GPU only"
@@ -679,9 +747,10 @@ class Typer:
         if isinstance(node.func, ast.Name) and node.func.id in self.var_types:
             raise Reject(f"'{node.func.id}' is a variable, not a function")
         if sym is None:
-            raise Reject(f"unknown function '{ast.unparse(node.func)}'",
-                         "kernels can call @device functions, math.*, casts and gpuaot "
-                         "intrinsics")
+            raise Reject(
+                f"unknown function '{ast.unparse(node.func)}'",
+                "kernels can call @device functions, math.*, casts and gpuaot intrinsics",
+            )
         if sym.kind == "func":
             return self.call_user(node, sym.value)
         if sym.kind == "builtin":
@@ -700,20 +769,26 @@ class Typer:
 
     def call_user(self, node: ast.Call, callee: FuncInfo) -> Type:
         if callee.kind == "kernel":
-            raise Reject(f"kernel '{callee.name}' cannot be called from device code",
-                         "launch kernels from Python; move shared code into a @device function")
+            raise Reject(
+                f"kernel '{callee.name}' cannot be called from device code",
+                "launch kernels from Python; move shared code into a @device function",
+            )
         if callee.kind == "overlay":
             raise Reject(f"'{callee.name}' is an overlay; call the function it replaces")
         if callee.kind == "host" and self.func.kind != "host":
-            raise Reject(f"host function '{callee.name}' cannot be called from device code",
-                         "make it a @device function to call it from kernels")
+            raise Reject(
+                f"host function '{callee.name}' cannot be called from device code",
+                "make it a @device function to call it from kernels",
+            )
         args = tuple(self.expr(a) for a in node.args)
         body = self.ctx.table.user_function(self.pkg, callee)
         if body is None:
             self.use(f"user.{callee.qualname}", node)
             raise _Stop()
-        if any(isinstance(a, TupleType) and any(isinstance(i, ArrayType) for i in a.items)
-               for a in args):
+        if any(
+            isinstance(a, TupleType) and any(isinstance(i, ArrayType) for i in a.items)
+            for a in args
+        ):
             raise Reject("tuples of arrays cannot be passed")
         self.ctx.chain[-1] = (self.func, self.func.loc(node))
         if callee.kind == "host":
@@ -721,7 +796,9 @@ class Typer:
             if not errs:
                 bad = [a for a, e in zip(args, args_expected) if not _castable(a, e)]
                 if bad or len(args) != len(args_expected):
-                    raise Reject(f"'{callee.name}' takes ({', '.join(t.name for t in args_expected)})")
+                    raise Reject(
+                        f"'{callee.name}' takes ({', '.join(t.name for t in args_expected)})"
+                    )
                 args = args_expected
         tf, errors = self.ctx.specialize(body, args, self.debug)
         if errors:
@@ -782,11 +859,14 @@ class Typer:
         if name in ("shared_array", "local_array"):
             return self.call_alloc(node, name)
         if name.startswith("atomic_"):
-            op = name[len("atomic_"):]
+            op = name[len("atomic_") :]
             nargs = 4 if op == "cas" else 3
             if op not in ("add", "sub", "min", "max", "exch", "cas") or len(node.args) != nargs:
-                raise Reject(f"{name}() takes (array, index, value)" if op != "cas" else
-                             "atomic_cas() takes (array, index, expected, value)")
+                raise Reject(
+                    f"{name}() takes (array, index, value)"
+                    if op != "cas"
+                    else "atomic_cas() takes (array, index, expected, value)"
+                )
             arr = self.expr(node.args[0])
             if not isinstance(arr, ArrayType):
                 raise Reject(f"the first argument of {name}() must be an array")
@@ -828,8 +908,10 @@ class Typer:
         else:
             shape = (self.static_int(shape_node),)
         if not 1 <= len(shape) <= 3 or any(s is None or s <= 0 for s in shape):
-            raise Reject(f"{name}() needs a constant positive shape of 1 to 3 dimensions",
-                         "e.g. shared_array(f32, 256) or local_array(f32, (4, 4))")
+            raise Reject(
+                f"{name}() needs a constant positive shape of 1 to 3 dimensions",
+                "e.g. shared_array(f32, 256) or local_array(f32, (4, 4))",
+            )
         dtype = BY_NAME[dsym.value]
         self.use(f"intr.{name}", node)
         self.tf.calls[node] = Builtin(f"intr.{name}", (dtype, shape))
@@ -855,7 +937,8 @@ def _castable(src: Type, dst: Type) -> bool:
         return True
     if isinstance(src, TupleType) and isinstance(dst, TupleType):
         return len(src.items) == len(dst.items) and all(
-            _castable(a, b) for a, b in zip(src.items, dst.items))
+            _castable(a, b) for a, b in zip(src.items, dst.items)
+        )
     return False
 
 
@@ -865,17 +948,32 @@ def _cast_name(t: Type) -> str:
 
 
 _STMTS = {
-    ast.Expr: Typer.s_expr, ast.Pass: Typer.s_pass, ast.Assign: Typer.s_assign,
-    ast.AnnAssign: Typer.s_annassign, ast.AugAssign: Typer.s_augassign, ast.If: Typer.s_if,
-    ast.While: Typer.s_while, ast.For: Typer.s_for, ast.Break: Typer.s_break,
-    ast.Continue: Typer.s_continue, ast.Return: Typer.s_return, ast.Raise: Typer.s_raise,
+    ast.Expr: Typer.s_expr,
+    ast.Pass: Typer.s_pass,
+    ast.Assign: Typer.s_assign,
+    ast.AnnAssign: Typer.s_annassign,
+    ast.AugAssign: Typer.s_augassign,
+    ast.If: Typer.s_if,
+    ast.While: Typer.s_while,
+    ast.For: Typer.s_for,
+    ast.Break: Typer.s_break,
+    ast.Continue: Typer.s_continue,
+    ast.Return: Typer.s_return,
+    ast.Raise: Typer.s_raise,
     ast.Assert: Typer.s_assert,
 }
 _EXPRS = {
-    ast.Constant: Typer.e_constant, ast.Name: Typer.e_name, ast.Attribute: Typer.e_attribute,
-    ast.Subscript: Typer.e_subscript, ast.BinOp: Typer.e_binop, ast.UnaryOp: Typer.e_unaryop,
-    ast.Compare: Typer.e_compare, ast.BoolOp: Typer.e_boolop, ast.IfExp: Typer.e_ifexp,
-    ast.Tuple: Typer.e_tuple, ast.Call: Typer.e_call,
+    ast.Constant: Typer.e_constant,
+    ast.Name: Typer.e_name,
+    ast.Attribute: Typer.e_attribute,
+    ast.Subscript: Typer.e_subscript,
+    ast.BinOp: Typer.e_binop,
+    ast.UnaryOp: Typer.e_unaryop,
+    ast.Compare: Typer.e_compare,
+    ast.BoolOp: Typer.e_boolop,
+    ast.IfExp: Typer.e_ifexp,
+    ast.Tuple: Typer.e_tuple,
+    ast.Call: Typer.e_call,
 }
 # Statements whose class name does not read as Python: (what to call them, what to do).
 _STMT_NAMES = {
@@ -890,8 +988,18 @@ _STMT_NAMES = {
     "TryStar": ("'try' statements", None),
 }
 _EXPR_NAMES = {
-    "List": "a list", "Dict": "a dict", "Set": "a set", "ListComp": "a list comprehension",
-    "Lambda": "lambda", "JoinedStr": "an f-string", "GeneratorExp": "a generator expression",
-    "DictComp": "a dict comprehension", "SetComp": "a set comprehension", "Await": "await",
-    "Yield": "yield", "NamedExpr": "':='", "Starred": "'*'", "Slice": "a slice",
+    "List": "a list",
+    "Dict": "a dict",
+    "Set": "a set",
+    "ListComp": "a list comprehension",
+    "Lambda": "lambda",
+    "JoinedStr": "an f-string",
+    "GeneratorExp": "a generator expression",
+    "DictComp": "a dict comprehension",
+    "SetComp": "a set comprehension",
+    "Await": "await",
+    "Yield": "yield",
+    "NamedExpr": "':='",
+    "Starred": "'*'",
+    "Slice": "a slice",
 }

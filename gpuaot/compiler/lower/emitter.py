@@ -142,8 +142,9 @@ class Emitter:
         r = b.call(self.declare(f"llvm.fptosi.sat.i64.{sfx}", I64, [v.type]), [v])
         if dst.bits == 64 and not dst.is_signed:
             big = b.fcmp_ordered(">=", v, ir.Constant(v.type, 2.0**63))
-            r = b.select(big, b.call(self.declare(f"llvm.fptoui.sat.i64.{sfx}", I64, [v.type]),
-                                     [v]), r)
+            r = b.select(
+                big, b.call(self.declare(f"llvm.fptoui.sat.i64.{sfx}", I64, [v.type]), [v]), r
+            )
         lt = self.lltype(dst)
         return r if lt.width == 64 else b.trunc(r, lt)
 
@@ -193,8 +194,10 @@ class Emitter:
         safe_y = b.select(is_m1, ir.Constant(x.type, 1), y)
         q = b.sdiv(x, safe_y)
         r = b.srem(x, safe_y)
-        off = b.and_(b.icmp_signed("!=", r, zero),
-                     b.icmp_unsigned("!=", b.icmp_signed("<", r, zero), b.icmp_signed("<", y, zero)))
+        off = b.and_(
+            b.icmp_signed("!=", r, zero),
+            b.icmp_unsigned("!=", b.icmp_signed("<", r, zero), b.icmp_signed("<", y, zero)),
+        )
         return q, r, off, is_m1
 
     def int_floordiv(self, b: ir.IRBuilder, x, y, t: Scalar):
@@ -221,8 +224,10 @@ class Emitter:
         mod = b.frem(x, y, flags=f)
         div = b.fdiv(b.fsub(x, mod, flags=f), y, flags=f)
         nonzero = b.fcmp_unordered("!=", mod, zero)  # C's `if (mod)`: NaN counts as true
-        adjust = b.and_(nonzero, b.icmp_unsigned("!=", b.fcmp_ordered("<", y, zero),
-                                                 b.fcmp_ordered("<", mod, zero)))
+        adjust = b.and_(
+            nonzero,
+            b.icmp_unsigned("!=", b.fcmp_ordered("<", y, zero), b.fcmp_ordered("<", mod, zero)),
+        )
         signed_zero = self.intrinsic(b, "llvm.copysign", [zero, y])
         mod = b.select(adjust, b.fadd(mod, y, flags=f), b.select(nonzero, mod, signed_zero))
         div = b.select(adjust, b.fsub(div, ir.Constant(x.type, 1.0), flags=f), div)
@@ -241,8 +246,11 @@ class Emitter:
         snap = b.fcmp_ordered(">", b.fsub(div, floor, flags=f), ir.Constant(x.type, 0.5))
         floor = b.select(snap, b.fadd(floor, ir.Constant(x.type, 1.0), flags=f), floor)
         quotient = b.fdiv(x, y, flags=f)
-        q = b.select(b.fcmp_unordered("!=", div, zero), floor,
-                     self.intrinsic(b, "llvm.copysign", [zero, quotient]))
+        q = b.select(
+            b.fcmp_unordered("!=", div, zero),
+            floor,
+            self.intrinsic(b, "llvm.copysign", [zero, quotient]),
+        )
         return b.select(b.fcmp_ordered("==", y, zero), quotient, q)
 
     def int_pow(self, b: ir.IRBuilder, x, y, t: Scalar):
@@ -385,6 +393,6 @@ class Emitter:
         size = n * max(1, dtype.bits // 8)
         memset = self.declare("llvm.memset.p0.i64", VOID, [PTR, I8, I64, I1])
         b.call(memset, [slot, ir.Constant(I8, 0), ir.Constant(I64, size), ir.Constant(I1, 0)])
-        return ArrayValue(array_of(dtype, len(shape), "C"), slot,
-                          [ir.Constant(I64, d) for d in shape])
-
+        return ArrayValue(
+            array_of(dtype, len(shape), "C"), slot, [ir.Constant(I64, d) for d in shape]
+        )

@@ -51,8 +51,9 @@ class ModuleBuilder:
             self.sites.append(site)
         return self._site_ids[site]
 
-    def function(self, tf: TypedFunction, name: str | None = None,
-                 linkage: str = "internal") -> ir.Function:
+    def function(
+        self, tf: TypedFunction, name: str | None = None, linkage: str = "internal"
+    ) -> ir.Function:
         fn = self.functions.get(id(tf))
         if fn is not None:
             return fn
@@ -175,14 +176,32 @@ class FunctionLowering:
             arr = self.array(target.value)
             ptr = self.element_ptr(target, arr)
             old = self.em.load_element(self.b, ptr, arr.type.dtype)
-            new = self.binop(node.op, old, arr.type.dtype, self.expr(node.value),
-                             self.type(node.value), self.tf.expr_types[node], node)
-            self.em.store_element(self.b, ptr, self.em.cast(
-                self.b, new, materialize(self.tf.expr_types[node]), arr.type.dtype), arr.type.dtype)
+            new = self.binop(
+                node.op,
+                old,
+                arr.type.dtype,
+                self.expr(node.value),
+                self.type(node.value),
+                self.tf.expr_types[node],
+                node,
+            )
+            self.em.store_element(
+                self.b,
+                ptr,
+                self.em.cast(self.b, new, materialize(self.tf.expr_types[node]), arr.type.dtype),
+                arr.type.dtype,
+            )
             return
         old = self.expr(target)
-        new = self.binop(node.op, old, self.type(target), self.expr(node.value),
-                         self.type(node.value), self.tf.expr_types[node], node)
+        new = self.binop(
+            node.op,
+            old,
+            self.type(target),
+            self.expr(node.value),
+            self.type(node.value),
+            self.tf.expr_types[node],
+            node,
+        )
         self.assign(target, new, self.tf.expr_types[node])
 
     def assign(self, target: ast.expr, v, t: Type) -> None:
@@ -358,7 +377,8 @@ class FunctionLowering:
         if isinstance(base_t, TupleType):
             k = self.tf.consts[node.slice]
             if isinstance(node.value, ast.Attribute) and isinstance(
-                    self.type(node.value.value), ArrayType):
+                self.type(node.value.value), ArrayType
+            ):
                 return self.array(node.value.value).shape[k]  # a.shape[k]: no tuple built
             return self.b.extract_value(self.expr(node.value), k)
         arr = self.array(node.value)
@@ -370,8 +390,7 @@ class FunctionLowering:
         return self.index_ptr(node, arr, elts)
 
     def index_ptr(self, node, arr: ArrayValue, elts: list[ast.expr]):
-        indices = [self.em.cast(self.b, self.expr(e), materialize(self.type(e)), i64)
-                   for e in elts]
+        indices = [self.em.cast(self.b, self.expr(e), materialize(self.type(e)), i64) for e in elts]
         if node in self.tf.sites:  # bounds checks (debug builds)
             bad = None
             for idx, dim in zip(indices, arr.shape):
@@ -382,8 +401,15 @@ class FunctionLowering:
         return self.em.element_pointer(self.b, arr, indices)
 
     def e_BinOp(self, node: ast.BinOp):
-        return self.binop(node.op, self.expr(node.left), self.type(node.left),
-                          self.expr(node.right), self.type(node.right), self.type(node), node)
+        return self.binop(
+            node.op,
+            self.expr(node.left),
+            self.type(node.left),
+            self.expr(node.right),
+            self.type(node.right),
+            self.type(node),
+            node,
+        )
 
     def binop(self, op, lv, lt, rv, rt, result_t, node):
         b, em = self.b, self.em
@@ -400,14 +426,20 @@ class FunctionLowering:
             return em.bitwise(b, _BITS[type(op)], lv, rv, rt_)
         if isinstance(op, (ast.FloorDiv, ast.Mod)):
             if rt_.is_float:
-                return em.float_floordiv(b, lv, rv) if isinstance(op, ast.FloorDiv) \
+                return (
+                    em.float_floordiv(b, lv, rv)
+                    if isinstance(op, ast.FloorDiv)
                     else em.float_mod(b, lv, rv)
+                )
             site = self.tf.sites.get(node)
             if site is not None:
                 with b.if_then(b.icmp_unsigned("==", rv, ir.Constant(rv.type, 0)), likely=False):
                     self.raise_site(node)
-            return em.int_floordiv(b, lv, rv, rt_) if isinstance(op, ast.FloorDiv) \
+            return (
+                em.int_floordiv(b, lv, rv, rt_)
+                if isinstance(op, ast.FloorDiv)
                 else em.int_mod(b, lv, rv, rt_)
+            )
         if isinstance(op, ast.Pow):
             if rt_.is_float:
                 return em.math(b, "pow", [lv, rv], rt_)
@@ -470,8 +502,9 @@ class FunctionLowering:
                 a = self.em.cast(self.b, self.expr(node.body), materialize(self.type(node.body)), t)
                 a_bb = self.b.block
             with otherwise:
-                c = self.em.cast(self.b, self.expr(node.orelse),
-                                 materialize(self.type(node.orelse)), t)
+                c = self.em.cast(
+                    self.b, self.expr(node.orelse), materialize(self.type(node.orelse)), t
+                )
                 c_bb = self.b.block
         phi = self.b.phi(self.em.lltype(t))
         phi.add_incoming(a, a_bb)
@@ -483,7 +516,8 @@ class FunctionLowering:
         v = ir.Constant(self.em.lltype(t), ir.Undefined)
         for k, e in enumerate(node.elts):
             v = self.b.insert_value(
-                v, self.em.cast(self.b, self.expr(e), materialize(self.type(e)), t.items[k]), k)
+                v, self.em.cast(self.b, self.expr(e), materialize(self.type(e)), t.items[k]), k
+            )
         return v
 
     # ------------------------------------------------------------------ calls
@@ -583,6 +617,7 @@ class FunctionLowering:
         elts = idx.elts if isinstance(idx, ast.Tuple) else [idx]
         ptr = self.index_ptr(node, arr, elts)
         dt = arr.type.dtype
-        vals = [self.em.cast(self.b, self.expr(a), materialize(self.type(a)), dt)
-                for a in node.args[2:]]
+        vals = [
+            self.em.cast(self.b, self.expr(a), materialize(self.type(a)), dt) for a in node.args[2:]
+        ]
         return self.em.atomic(self.b, op, ptr, vals, dt)

@@ -32,9 +32,31 @@ REPORT = "gpu_report_exception"
 SIGNAL = "gpu_signal_exception"
 _SREG = {"thread_idx": "tid", "block_idx": "ctaid", "block_dim": "ntid", "grid_dim": "nctaid"}
 _LIBDEVICE = {
-    "sqrt", "exp", "log", "log2", "log10", "sin", "cos", "tan", "asin", "acos", "atan", "atan2",
-    "sinh", "cosh", "tanh", "pow", "fabs", "floor", "ceil", "trunc", "fmod", "hypot", "erf",
-    "erfc", "copysign",
+    "sqrt",
+    "exp",
+    "log",
+    "log2",
+    "log10",
+    "sin",
+    "cos",
+    "tan",
+    "asin",
+    "acos",
+    "atan",
+    "atan2",
+    "sinh",
+    "cosh",
+    "tanh",
+    "pow",
+    "fabs",
+    "floor",
+    "ceil",
+    "trunc",
+    "fmod",
+    "hypot",
+    "erf",
+    "erfc",
+    "copysign",
 }
 GLOBAL_AS = 1
 SHARED_AS = 3
@@ -83,8 +105,9 @@ class GPUEmitter(Emitter):
         gv.initializer = ir.Constant(ty, ir.Undefined)
         gv.align = 16
         ptr = b.addrspacecast(gv, PTR)
-        return ArrayValue(array_of(dtype, len(shape), "C"), ptr,
-                          [ir.Constant(I64, d) for d in shape])
+        return ArrayValue(
+            array_of(dtype, len(shape), "C"), ptr, [ir.Constant(I64, d) for d in shape]
+        )
 
     def call_intrinsic(self, b, key, data, args, types, rt, hidden):
         if key == "intr.syncthreads":
@@ -95,8 +118,11 @@ class GPUEmitter(Emitter):
             return b.zext(self.sreg(b, "laneid"), I64)
         if key in ("intr.shfl_down", "intr.shfl_xor"):
             value = self.cast(b, args[0], types[0], rt)
-            delta = b.trunc(self.cast(b, args[1], types[1], materialize(types[1])), I32) \
-                if args[1].type.width > 32 else args[1]
+            delta = (
+                b.trunc(self.cast(b, args[1], types[1], materialize(types[1])), I32)
+                if args[1].type.width > 32
+                else args[1]
+            )
             return self.shuffle(b, "down" if key.endswith("down") else "bfly", value, delta, rt)
         raise BuildError(f"'{key}' has no GPU lowering")  # pragma: no cover
 
@@ -130,14 +156,17 @@ def runtime_functions(module: ir.Module) -> None:
     fn = em.declare(REPORT, VOID, [I64])
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     base = b.addrspacecast(rec, PTR)
-    won = b.extract_value(b.cmpxchg(base, ir.Constant(I64, 0), ir.Constant(I64, 1),
-                                    "monotonic", "monotonic"), 1)
+    won = b.extract_value(
+        b.cmpxchg(base, ir.Constant(I64, 0), ir.Constant(I64, 1), "monotonic", "monotonic"), 1
+    )
     with b.if_then(won):
         b.store(fn.args[0], b.gep(base, [ir.Constant(I64, 1)], source_etype=I64))
         fields = [("thread_idx", a) for a in "xyz"] + [("block_idx", a) for a in "xyz"]
         for k, (which, axis) in enumerate(fields):
-            b.store(em.thread_index(b, [], which, axis),
-                    b.gep(base, [ir.Constant(I64, 2 + k)], source_etype=I64))
+            b.store(
+                em.thread_index(b, [], which, axis),
+                b.gep(base, [ir.Constant(I64, 2 + k)], source_etype=I64),
+            )
         b.fence("release")
     b.ret_void()
     sig = em.declare(SIGNAL, VOID, [])
@@ -193,8 +222,9 @@ def build_gpu(units, opts, cache, result, progress):
         lower_gpu(u)
     low = opts.archs[0]
     tools = {"ptxas": ptxas_version()}
-    ptx_keys = [cache.key(f"device/ptx-{low}", u.ir, {"arch": low, "fastmath": u.fastmath})
-                for u in units]
+    ptx_keys = [
+        cache.key(f"device/ptx-{low}", u.ir, {"arch": low, "fastmath": u.fastmath}) for u in units
+    ]
     ptxs = [cache.get(f"device/ptx-{low}", k) for k in ptx_keys]
     todo = [k for k, p in enumerate(ptxs) if p is None]
     if progress and todo:
@@ -216,8 +246,9 @@ def build_gpu(units, opts, cache, result, progress):
                 cubins[(k, arch)] = got
     if progress and cubin_jobs:
         progress(f"assembling {len(cubin_jobs)} cubin{'s' if len(cubin_jobs) != 1 else ''}")
-    out = compile_many(opts.jobs, _cubin_job,
-                       [(ptxs[k].decode(), arch, opts.debug) for k, arch in cubin_jobs])
+    out = compile_many(
+        opts.jobs, _cubin_job, [(ptxs[k].decode(), arch, opts.debug) for k, arch in cubin_jobs]
+    )
     for (k, arch), cubin in zip(cubin_jobs, out):
         cubins[(k, arch)] = cubin
         cache.put(*cubin_keys[(k, arch)], cubin)
@@ -228,17 +259,25 @@ def build_gpu(units, opts, cache, result, progress):
     blob = bytearray()
     images = []
     for k, u in enumerate(units):
-        fat = make_fatbin((low, ptxs[k].decode()), [(a, cubins[(k, a)]) for a in opts.archs],
-                          identifier=u.symbol)
+        fat = make_fatbin(
+            (low, ptxs[k].decode()), [(a, cubins[(k, a)]) for a in opts.archs], identifier=u.symbol
+        )
         offset = len(blob)
         blob += fat
         blob += b"\0" * (-len(blob) % 8)
-        images.append({
-            "kind": "fatbin", "kernel": u.func.qualname, "specialization": u.spec,
-            "offset": offset, "size": len(fat), "sha256": hashlib.sha256(fat).hexdigest(),
-            "entries": [{"kind": e.kind, "arch": e.arch, "size": e.size}
-                        for e in list_fatbin(fat)],
-        })
+        images.append(
+            {
+                "kind": "fatbin",
+                "kernel": u.func.qualname,
+                "specialization": u.spec,
+                "offset": offset,
+                "size": len(fat),
+                "sha256": hashlib.sha256(fat).hexdigest(),
+                "entries": [
+                    {"kind": e.kind, "arch": e.arch, "size": e.size} for e in list_fatbin(fat)
+                ],
+            }
+        )
         u.image = k
     return bytes(blob), images
 
@@ -250,8 +289,9 @@ def emit_stage(unit, stage: str, target: str) -> str:
     if stage == "ir":
         return unit.ir
     if stage == "ptx":
-        return compile_ptx(unit.ir, [unit.symbol], target, fastmath=unit.fastmath,
-                           keep=[EXC_RECORD])
+        return compile_ptx(
+            unit.ir, [unit.symbol], target, fastmath=unit.fastmath, keep=[EXC_RECORD]
+        )
     from . import nvptx
 
     tm = nvptx.nvptx_target_machine(target)
