@@ -13,6 +13,20 @@ A kernel becomes one exported C function that runs a range of blocks::
 loops call the kernel body, inlined, so the x loop is what the vectoriser sees. A host function
 becomes ``void gpuaot_host_<mod>__<name>(void **args, void *ret, int64_t *exc)``.
 
+What the entry does so that the x loop vectorises well (each part explained where it is built):
+
+* **x-range split** (:class:`XSplit`): the body's range guards (``if i < n``) are moved out of
+  the x loop: per row, the threads they let through run in a loop that states them with
+  ``llvm.assume``, so the vectoriser sees straight-line code, not masked loads and stores;
+  the threads at the edges call the body out of line.
+* **restrict copy + unroll-and-jam**: a body with loops of its own (a row sum, a dot product)
+  cannot be vectorised along x, whose loop is not innermost. If the arrays do not overlap
+  (checked once per launch), a ``noalias`` copy of the body runs, and ``optimize`` unrolls
+  and jams its x loop: ``JAM_COUNT`` threads advance in lock step, each adding in its own
+  order (no reassociation), and SLP packs them into vectors.
+
+Python's integer semantics are kept: nothing here adds ``nsw``/``nuw`` or fast-math flags.
+
 The exception record (8 x i64: status, site, thread xyz, block xyz) is written first-writer-wins
 by the CPU runtime, ``gpuaot_rt_report_exception``. A version script exports only the entry
 points and the embedded data (``gpuaot_cpu_*``, ``gpuaot_host_*``, ``gpuaot_manifest*``,
@@ -37,20 +51,8 @@ from ..frontend.typed import TypedFunction
 from ..lower.emitter import F32, F64, I1, I64, PTR, VOID, Emitter
 from ..lower.lowering import FunctionLowering, ModuleBuilder
 
-HIDDEN = (
-    "exc",
-    "tid.x",
-    "tid.y",
-    "tid.z",
-    "bid.x",
-    "bid.y",
-    "bid.z",
-    "bdim.x",
-    "bdim.y",
-    "bdim.z",
-    "gdim.x",
-    "gdim.y",
-    "gdim.z",
+HIDDEN = tuple(
+    "exc tid.x tid.y tid.z bid.x bid.y bid.z bdim.x bdim.y bdim.z gdim.x gdim.y gdim.z".split()
 )
 _INDEX_BASE = {"thread_idx": 1, "block_idx": 4, "block_dim": 7, "grid_dim": 10}
 REPORT = "gpuaot_rt_report_exception"
@@ -60,35 +62,8 @@ EXPORTS = (
 )
 
 # LLVM intrinsics the vectoriser understands; the rest are libm calls.
-_LLVM_MATH = {
-    "sqrt",
-    "fabs",
-    "floor",
-    "ceil",
-    "trunc",
-    "copysign",
-    "exp",
-    "log",
-    "log2",
-    "log10",
-    "sin",
-    "cos",
-    "pow",
-}
-_LIBM = {
-    "tan",
-    "asin",
-    "acos",
-    "atan",
-    "atan2",
-    "sinh",
-    "cosh",
-    "tanh",
-    "hypot",
-    "erf",
-    "erfc",
-    "fmod",
-}
+_LLVM_MATH = set("sqrt fabs floor ceil trunc copysign exp log log2 log10 sin cos pow".split())
+_LIBM = set("tan asin acos atan atan2 sinh cosh tanh hypot erf erfc fmod".split())
 
 
 class CPUEmitter(Emitter):
@@ -276,13 +251,14 @@ class _Nest:
                         b.call(self.body, args(tx), attrs=("noinline",))
 
                     if split is None:
-                        _counted_loop(b, fn, zero, _opaque(b, bdx), "tx", per_x, jam=jam)
+                        end = bdx if jam else _opaque(b, bdx)
+                        _counted_loop(b, fn, zero, end, "tx", per_x, jam=jam)
                         return
                     env = {id(p): v for p, v in zip(split.body.args, args(zero))}
                     rows = not jam  # unroll-and-jam wants the row guards unswitched instead
                     lo, hi = split.bounds(b, env, bdx, rows=rows)
                     end = bdx
-                    if not jam:  # (an asm call around the x loop stops unroll-and-jam)
+                    if not jam:  # (an asm call in the loop around stops unroll-and-jam)
                         lo, hi, end = _opaque(b, lo), _opaque(b, hi), _opaque(b, bdx)
 
                     def fast_x(tx):
@@ -426,9 +402,13 @@ def _has_loop(fn: ir.Function, seen: set | None = None) -> bool:
 # on whose one side is ``tx + c`` (c invariant in the x loop) and the other invariant,
 # computes, per block and row, the sub-range [lo, hi) of threads for which every such
 # comparison takes the value that leads into the body's work, and runs three loops:
-# [0, lo) and [hi, bdx) as before, and [lo, hi) with ``llvm.assume`` of each comparison,
-# rebuilt from the same operands so that, after inlining, GVN folds the body's own guard
-# away and the vectoriser sees straight-line code.
+# [0, lo) and [hi, bdx) calling the body out of line, and [lo, hi) with ``llvm.assume`` of
+# each comparison, rebuilt from the same operands so that, after inlining, GVN folds the
+# body's own guard away and the vectoriser sees straight-line code. Comparisons that do not
+# depend on tx at all (the row test of a stencil) are assumed the same way, the range being
+# empty for rows where they fail. Only branches whose work side is clear count: the likely
+# side, or the side that does not return (``if i < n: ...``, ``if i >= n: return``); an
+# ``if``/``else`` with work on both sides is left to LLVM.
 #
 # Soundness does not rest on the analysis: each assumed comparison is rebuilt in the entry
 # from wrap-free operations (add, sub, mul, casts) on the body's arguments, and [lo, hi) is
@@ -437,26 +417,10 @@ def _has_loop(fn: ir.Function, seen: set | None = None) -> bool:
 # comparisons are worth assuming and in which direction; choosing badly costs speed, never
 # correctness.
 
-_MIRROR = {
-    "slt": "sgt",
-    "sle": "sge",
-    "sgt": "slt",
-    "sge": "sle",
-    "ult": "ugt",
-    "ule": "uge",
-    "ugt": "ult",
-    "uge": "ule",
-}
-_INVERT = {
-    "slt": "sge",
-    "sle": "sgt",
-    "sgt": "sle",
-    "sge": "slt",
-    "ult": "uge",
-    "ule": "ugt",
-    "ugt": "ule",
-    "uge": "ult",
-}
+_PREDICATES = ("slt", "sle", "sgt", "sge", "ult", "ule", "ugt", "uge")
+# a < b  <=>  b > a;  not (a < b)  <=>  a >= b
+_MIRROR = dict(zip(_PREDICATES, ("sgt", "sge", "slt", "sle", "ugt", "uge", "ult", "ule")))
+_INVERT = dict(zip(_PREDICATES, ("sge", "sgt", "sle", "slt", "uge", "ugt", "ule", "ult")))
 _I128 = ir.IntType(128)
 _MAX_CONSTRAINTS = 8
 
@@ -647,7 +611,8 @@ def _exits(block: ir.Block, depth: int = 0) -> bool:
     if not isinstance(term, ir.instructions.Ret):
         return False
     return all(
-        isinstance(i, ir.CallInstr) and i.callee.name == REPORT for i in block.instructions[:-1]
+        isinstance(i, ir.CallInstr) and getattr(i.callee, "name", None) == REPORT
+        for i in block.instructions[:-1]
     )
 
 
@@ -846,9 +811,10 @@ def optimize(ir_text: str, opt: int = 3):
     vectors. It needs the x loop the entry marked (``JAM_MARK``, only where the arrays are
     known not to overlap) and no calls in it, so a second round runs on the first one's
     output without its ``llvm.assume`` calls (they did their work: the guards they stated
-    are folded) and without the ``noalias`` scope declarations of the inlined restrict body
-    (its scopes then hold for the whole function, which the entry checked: the arrays do
-    not overlap at all). Dropping either only ever removes facts, never adds one.
+    are folded; dropping an assumption only removes a fact) and without the ``noalias``
+    scope declarations of the inlined restrict body: its scopes then hold for the whole
+    function, across iterations and copies, which is true: the entry runs that body only
+    when no two arrays share a byte.
     """
     _init_llvm()
     tm = target_machine()
