@@ -70,7 +70,8 @@ def cdiv(a: int, b: int) -> int:
 
 # ---------------------------------------------------------------------- cases
 #
-# Each case returns (numpy callable, gpuaot callable, check callable, size text, target).
+# Each case returns (numpy callable, gpuaot callable, check callable, size text, target,
+# launch configuration text).
 # The gpuaot callable launches into a preallocated output; numpy evaluates the expression
 # as a user writes it.
 
@@ -95,6 +96,7 @@ def case_saxpy(kp, n: int = 10**7):
         check,
         f"{n:.0e}".replace("+0", ""),
         1.25,
+        f"[{cdiv(n, threads)}, {threads}]",
     )
 
 
@@ -118,7 +120,8 @@ def case_stencil(kp, n: int = 2048):
         stencil_numpy(u, ref)
         np.testing.assert_array_equal(out, ref)
 
-    return (lambda: stencil_numpy(u, ref)), (lambda: launch(u, out)), check, f"{n}²", 1.25
+    cfg = f"[({cdiv(n, bx)}, {cdiv(n, by)}), ({bx}, {by})]"
+    return (lambda: stencil_numpy(u, ref)), (lambda: launch(u, out)), check, f"{n}²", 1.25, cfg
 
 
 def case_row_sums(kp, n: int = 4096):
@@ -136,7 +139,8 @@ def case_row_sums(kp, n: int = 4096):
         scale = np.abs(x).astype(np.float64).sum(axis=1)
         assert np.all(np.abs(out - exact) <= 1e-5 * scale), "row_sums differs from numpy"
 
-    return (lambda: x.sum(axis=1)), (lambda: launch(x, out)), check, f"{n}²", None
+    cfg = f"[{cdiv(n, threads)}, {threads}]"
+    return (lambda: x.sum(axis=1)), (lambda: launch(x, out)), check, f"{n}²", None, cfg
 
 
 def case_matmul(kp, n: int = 512):
@@ -154,7 +158,8 @@ def case_matmul(kp, n: int = 512):
         scale = np.abs(A).astype(np.float64) @ np.abs(B).astype(np.float64)
         assert np.all(np.abs(C - exact) <= 1e-5 * scale), "matmul differs from numpy"
 
-    return (lambda: A @ B), (lambda: launch(A, B, C)), check, f"{n}²", None
+    cfg = f"[({cdiv(n, bx)}, {cdiv(n, by)}), ({bx}, {by})]"
+    return (lambda: A @ B), (lambda: launch(A, B, C)), check, f"{n}²", None, cfg
 
 
 CASES = {
@@ -193,9 +198,10 @@ def main(argv=None) -> int:
         print(f"build: {build_s:.2f} s; median of {repeat} runs after warm-up\n")
         print("| kernel | size | numpy ms | gpuaot ms | gpuaot/numpy | target |")
         print("|---|---|---:|---:|---:|---|")
-        missed = []
+        missed, launches = [], []
         for name in args.cases or CASES:
-            np_fn, ga_fn, check, size, target = CASES[name](kp)
+            np_fn, ga_fn, check, size, target, cfg = CASES[name](kp)
+            launches.append(f"{name}{cfg}")
             check()
             t_np = median_ms(np_fn, repeat)
             t_ga = median_ms(ga_fn, repeat)
@@ -211,8 +217,10 @@ def main(argv=None) -> int:
                 f"| {name} | {size} | {t_np:.3f} | {t_ga:.3f} | {ratio:.2f}× | {verdict} |",
                 flush=True,
             )
+    print(f"\nlaunches: {'; '.join(launches)}")
+    print("numpy: elementwise operations on one core; A @ B through its BLAS (threaded)")
     if missed:
-        print(f"\nmissed: {', '.join(missed)}")
+        print(f"missed: {', '.join(missed)}")
     return 1 if (missed and args.strict) else 0
 
 
