@@ -7,7 +7,7 @@
 The kernels (``bench/kernels_pkg``) are built once, into a temporary directory with a fresh
 compilation cache, so the numbers always describe the compiler in this tree. Each result is
 checked against numpy before anything is timed. Every measurement is the median of ``--repeat``
-runs after a warm-up, timed with ``time.perf_counter``.
+runs (``time.perf_counter``) after a warm-up of at least 3 runs and 50 ms.
 
 ``GPUAOT_NUM_THREADS`` sets the CPU backend's thread count (default: the usable cores).
 """
@@ -53,9 +53,17 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def median_ms(fn, repeat: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
+def median_ms(fn, repeat: int, warmup_runs: int = 3, warmup_s: float = 0.05) -> float:
+    """Median of ``repeat`` timed runs, after a warm-up of at least 3 runs and 50 ms.
+
+    The warm-up is timed rather than counted because on a VM an idle core takes a few
+    launches (about 2 ms) to come back to speed, which a fast kernel's first runs would show.
+    """
+    t_end = time.perf_counter() + warmup_s
+    k = 0
+    while k < warmup_runs or time.perf_counter() < t_end:
         fn()
+        k += 1
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
