@@ -232,6 +232,7 @@ def _cpu_options() -> dict:
         "cpu": llvm.get_host_cpu_name(),
         "features": llvm.get_host_cpu_features().flatten(),
         "opt": 3,
+        "pipeline": cpu.PIPELINE,
     }
 
 
