@@ -206,3 +206,23 @@ def test_emit_ptx_for_an_architecture(monkeypatch):
     cpu = CliRunner().invoke(main, ["emit", "gpu_features.kernels:block_sum", "--target", "cpu"])
     assert cpu.exit_code == 2
     assert "'shared_array' has no CPU implementation" in cpu.output
+
+
+def test_shuffle_offsets_of_any_integer_width(tmp_path):
+    """The lane offset reaches the shfl intrinsic as an i32 whatever its type (i8, i64, ...)."""
+    pkg = tmp_path / "shuf"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "import gpuaot as ga\n"
+        "from gpuaot import Array, f32, f64, i8, i64\n\n"
+        "@ga.kernel\n"
+        "def k(x: Array[f32], y: Array[f64], out: Array[f32]):\n"
+        "    i = ga.grid(1)\n"
+        "    a = ga.shfl_xor(x[i], i8(1)) + ga.shfl_down(x[i], i64(2))\n"
+        "    b = ga.shfl_down(y[i], 1)\n"
+        "    out[i] = a + f32(b)\n"
+    )
+    proc = _build(pkg, tmp_path / "out", tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr
+    listing = _cuobjdump(Path(json.loads(proc.stdout)["bundle"]))
+    assert listing.count(".cubin") == 3

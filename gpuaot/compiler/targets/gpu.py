@@ -22,7 +22,7 @@ import hashlib
 from llvmlite import ir
 
 from ...errors import BuildError
-from ...lang.types import Scalar, array_of, materialize
+from ...lang.types import Scalar, array_of, i32
 from ..lower.emitter import F32, F64, I32, I64, PTR, VOID, ArrayValue, Emitter
 from ..lower.lowering import ModuleBuilder
 from . import cpu
@@ -118,11 +118,7 @@ class GPUEmitter(Emitter):
             return b.zext(self.sreg(b, "laneid"), I64)
         if key in ("intr.shfl_down", "intr.shfl_xor"):
             value = self.cast(b, args[0], types[0], rt)
-            delta = (
-                b.trunc(self.cast(b, args[1], types[1], materialize(types[1])), I32)
-                if args[1].type.width > 32
-                else args[1]
-            )
+            delta = self.cast(b, args[1], types[1], i32)  # any int width: the lane is an i32
             return self.shuffle(b, "down" if key.endswith("down") else "bfly", value, delta, rt)
         raise BuildError(f"'{key}' has no GPU lowering")  # pragma: no cover
 
@@ -283,7 +279,7 @@ def build_gpu(units, opts, cache, result, progress):
 
 
 def emit_stage(unit, stage: str, target: str) -> str:
-    from .nvptx import compile_ptx
+    from .nvptx import compile_ptx, optimized_module
 
     lower_gpu(unit)
     if stage == "ir":
@@ -292,14 +288,9 @@ def emit_stage(unit, stage: str, target: str) -> str:
         return compile_ptx(
             unit.ir, [unit.symbol], target, fastmath=unit.fastmath, keep=[EXC_RECORD]
         )
-    from . import nvptx
-
-    tm = nvptx.nvptx_target_machine(target)
-    mod = nvptx._parse(unit.ir)
-    if any(f.is_declaration and f.name.startswith("__nv_") for f in mod.functions):
-        nvptx._link_libdevice(mod)
-    nvptx._internalize(mod, {unit.symbol, EXC_RECORD})
-    nvptx._optimize(mod, tm, 3)
+    _, mod = optimized_module(
+        unit.ir, [unit.symbol], target, fastmath=unit.fastmath, keep=[EXC_RECORD]
+    )
     return str(mod)
 
 

@@ -164,7 +164,7 @@ def _optimize(mod: llvm.ModuleRef, tm: llvm.TargetMachine, opt_level: int) -> No
     mpm.run(mod, pb)
 
 
-def compile_ptx(
+def optimized_module(
     ir_text: str,
     kernel_names: list[str],
     arch: str,
@@ -172,15 +172,8 @@ def compile_ptx(
     fastmath: bool = False,
     opt_level: int = 3,
     keep: Iterable[str] = (),
-) -> str:
-    """Optimise an NVPTX module and emit PTX for ``arch`` (``sm_75`` …).
-
-    ``kernel_names`` are the ``ptx_kernel`` functions to export as ``.entry``; ``keep``
-    names other globals that must stay visible (e.g. a ``__device__`` variable the host
-    finds with ``cuModuleGetGlobal``). ``fastmath`` lets libdevice take its flush-to-zero
-    paths (``nvvm-reflect-ftz`` = 1, as nvcc's ``--use_fast_math`` does); without it,
-    denormals are kept, as on the CPU. Square roots stay correctly rounded either way.
-    """
+) -> tuple[llvm.TargetMachine, llvm.ModuleRef]:
+    """Everything :func:`compile_ptx` does before emitting: what ``emit --stage opt`` shows."""
     if not 0 <= opt_level <= 3:
         raise BuildError(f"opt_level must be 0..3, not {opt_level}")
     tm = nvptx_target_machine(arch, opt_level)
@@ -199,6 +192,29 @@ def compile_ptx(
     _internalize(mod, set(kernel_names) | set(keep))
     _optimize(mod, tm, opt_level)
 
+    return tm, mod
+
+
+def compile_ptx(
+    ir_text: str,
+    kernel_names: list[str],
+    arch: str,
+    *,
+    fastmath: bool = False,
+    opt_level: int = 3,
+    keep: Iterable[str] = (),
+) -> str:
+    """Optimise an NVPTX module and emit PTX for ``arch`` (``sm_75`` …).
+
+    ``kernel_names`` are the ``ptx_kernel`` functions to export as ``.entry``; ``keep``
+    names other globals that must stay visible (e.g. a ``__device__`` variable the host
+    finds with ``cuModuleGetGlobal``). ``fastmath`` lets libdevice take its flush-to-zero
+    paths (``nvvm-reflect-ftz`` = 1, as nvcc's ``--use_fast_math`` does); without it,
+    denormals are kept, as on the CPU. Square roots stay correctly rounded either way.
+    """
+    tm, mod = optimized_module(
+        ir_text, kernel_names, arch, fastmath=fastmath, opt_level=opt_level, keep=keep
+    )
     ptx = tm.emit_assembly(mod)
     entries = set(re.findall(r"^\.visible \.entry (\S+?)\(", ptx, re.MULTILINE))
     lost = [k for k in kernel_names if k not in entries]
