@@ -66,9 +66,7 @@ _EXPORTS = {
         ],
         "lang.types",
     ),
-    **dict.fromkeys(
-        ["BundleNotFoundError", "DeviceException", "StaleBundleError"], "runtime.errors"
-    ),
+    **dict.fromkeys(["BundleNotFoundError", "StaleBundleError"], "runtime.errors"),
 }
 
 

@@ -50,10 +50,6 @@ class InternalError(Exception):
     """A bug in gpuaot, not in the user's program: always shown with a traceback."""
 
 
-class LeakFound(GpuaotError):
-    exit_code = 1
-
-
 @dataclass
 class CompileError(GpuaotError):
     message: str
@@ -111,15 +107,10 @@ class Diagnostics:
 
     def __init__(self) -> None:
         self.errors: list[CompileError] = []
-        self.warnings: list[CompileError] = []
 
     def error(self, err: CompileError) -> None:
         if err not in self.errors:
             self.errors.append(err)
-
-    def warn(self, err: CompileError) -> None:
-        err.severity = "warning"
-        self.warnings.append(err)
 
     def raise_if_any(self) -> None:
         if self.errors:

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BuildError, CompileError, Diagnostics, Location
-from ..lang.types import BY_NAME
 
 DECORATORS = {"kernel", "device", "device_only", "host", "overlay"}
 BUILTINS = {"range", "len", "abs", "min", "max", "int", "float", "bool"}
@@ -516,9 +515,3 @@ def _link_overlays(pkg: Package, diag: Diagnostics) -> None:
             )
             continue
         table[target.value.qualname] = info
-
-
-def is_type_name(sym: Symbol | None) -> bool:
-    return (
-        sym is not None and sym.kind == "gpuaot" and (sym.value in BY_NAME or sym.value == "bool_")
-    )

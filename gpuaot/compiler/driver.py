@@ -5,7 +5,7 @@
     result.bundle      # PKG/_gpuaot/example.linux_x86_64.gpuaot.so
     result.compiled, result.cached
 
-The stage table (:data:`STAGES`) names what ``gpuaot emit --stage`` can print.
+``gpuaot emit --stage ir|opt|asm|ptx`` prints one unit at any stage (:func:`emit_function`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from .frontend.typer import TargetUnavailable, TypingContext, annotated_params, 
 from .lower.emitter import flat_types
 
 DEFAULT_ARCHS = ("sm_75", "sm_80", "sm_90")
-STAGES = ("ir", "opt", "asm", "ptx")
 
 
 @dataclass
@@ -129,7 +128,6 @@ class BuildResult:
     manifest: dict
     compiled: int = 0
     cached: int = 0
-    warnings: list[CompileError] = field(default_factory=list)
     leaks: object = None
 
 
@@ -423,7 +421,6 @@ def build_package(opts: BuildOptions, progress=None) -> BuildResult:
     staged = result.bundle.with_name(result.bundle.name + ".rejected")
     cpu.link_shared(objects, str(staged))
     result.manifest = manifest
-    result.warnings = diag.warnings
     result.leaks = leak_gate(staged)
     if result.leaks is None:
         os.replace(staged, result.bundle)
@@ -475,8 +472,6 @@ def report_build(ctx, result: BuildResult) -> None:
                 ],
             }
         )
-    for w in result.warnings:
-        ctx.info(w.format())
     if result.leaks:
         import click
 

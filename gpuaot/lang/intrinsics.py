@@ -113,49 +113,24 @@ def local_array(dtype, shape):
     return np.zeros(shape, dtype=dtype.np_dtype)
 
 
-def _atomic(op):
+def _atomic(name: str, op):
+    """A read-modify-write under the simulator's lock; returns the old value, as CUDA does."""
+
     def fn(array, index, value):
         with _ctx().block.atomic_lock:
             old = array[index]
             array[index] = op(old, value)
             return old
 
-    fn.__name__ = f"atomic_{op.__name__}"
+    fn.__name__ = fn.__qualname__ = f"atomic_{name}"
     return fn
 
 
-def _add(old, v):
-    return old + v
-
-
-def _sub(old, v):
-    return old - v
-
-
-def _min(old, v):
-    return min(old, v)
-
-
-def _max(old, v):
-    return max(old, v)
-
-
-def _exch(old, v):
-    return v
-
-
-_add.__name__, _sub.__name__, _min.__name__, _max.__name__, _exch.__name__ = (
-    "add",
-    "sub",
-    "min",
-    "max",
-    "exch",
-)
-atomic_add = _atomic(_add)
-atomic_sub = _atomic(_sub)
-atomic_min = _atomic(_min)
-atomic_max = _atomic(_max)
-atomic_exch = _atomic(_exch)
+atomic_add = _atomic("add", lambda old, v: old + v)
+atomic_sub = _atomic("sub", lambda old, v: old - v)
+atomic_min = _atomic("min", min)
+atomic_max = _atomic("max", max)
+atomic_exch = _atomic("exch", lambda old, v: v)
 
 
 def atomic_cas(array, index, expected, value):
@@ -190,28 +165,3 @@ def shfl_down(value, delta):
 
 def shfl_xor(value, mask):
     return _shuffle(value, int(lane_id()) ^ int(mask))
-
-
-# Names the compiler treats as intrinsics; everything here is GPU-only unless a CPU meaning
-# exists in the CPU method table.
-INTRINSICS = (
-    "thread_idx",
-    "block_idx",
-    "block_dim",
-    "grid_dim",
-    "grid",
-    "grid_size",
-    "syncthreads",
-    "shared_array",
-    "local_array",
-    "atomic_add",
-    "atomic_sub",
-    "atomic_min",
-    "atomic_max",
-    "atomic_exch",
-    "atomic_cas",
-    "shfl_down",
-    "shfl_xor",
-    "lane_id",
-    "WARP_SIZE",
-)

@@ -135,13 +135,6 @@ int8, int16, int32, int64 = i8, i16, i32, i64
 uint8, uint16, uint32, uint64 = u8, u16, u32, u64
 float32, float64 = f32, f64
 
-_NP_TO_SCALAR = {t.np_dtype: t for t in SCALARS.values()}
-
-
-def from_numpy(dtype) -> Scalar | None:
-    return _NP_TO_SCALAR.get(np.dtype(dtype))
-
-
 _arrays: dict[tuple, ArrayType] = {}
 _tuples: dict[tuple, TupleType] = {}
 

@@ -9,7 +9,3 @@ class BundleNotFoundError(ImportError):
 
 class StaleBundleError(ImportError):
     """The bundle was built from sources that no longer match the package's modules."""
-
-
-class DeviceException(Exception):
-    """Base class name used in messages; kernels raise the exception type they named."""

@@ -18,7 +18,6 @@ from ...lang.types import (
     INT_LIT,
     ArrayType,
     Scalar,
-    TupleType,
     Type,
     boolean,
     f64,
@@ -143,9 +142,6 @@ def ifexp_type(a: Type, b: Type) -> Type:
     raise Reject(f"the two branches have different types: {describe(a)} and {describe(b)}")
 
 
-UNARY_FLOAT_MATH = set(
-    "sqrt exp log log2 log10 sin cos tan asin acos atan sinh cosh tanh fabs erf erfc".split()
-)
 BINARY_FLOAT_MATH = {"atan2", "pow", "fmod", "hypot", "copysign"}
 ROUNDING_MATH = {"floor", "ceil", "trunc"}
 PREDICATE_MATH = {"isnan", "isinf", "isfinite"}
@@ -204,10 +200,3 @@ def shfl_type(t: Type) -> Type:
     if t.bits < 32:
         raise Reject(f"shuffles move 32- or 64-bit values, not {t.name}")
     return t
-
-
-def is_tuple(t: Type) -> bool:
-    return isinstance(t, TupleType)
-
-
-__all__ = ["Reject", "binop_type", "unary_type", "compare_type", "math_type", "INT_LIT"]

@@ -2,7 +2,7 @@
 
     tf = specialize(ctx, pkg.function("example.kernels.saxpy"), None)
     tf.var_types        # {'a': f32, 'x': Array[f32, 1], ..., 'i': i64}
-    tf.type_of(node)    # the type of any expression node
+    tf.expr_types[node] # the type of any expression node
     tf.calls[node]      # what a Call resolved to: a Builtin key or another TypedFunction
 
 One AST can have several typed functions (a generic ``@device`` helper per call types), so
@@ -68,20 +68,6 @@ class TypedFunction:
             return f"{base}__{args}" if "signatures" in self.func.options else base
         return f"{self.func.qualname}.{args}"
 
-    def type_of(self, node: ast.AST) -> Type:
-        return self.expr_types[node]
-
     @property
     def params(self) -> list[str]:
         return [a.arg for a in self.func.params]
-
-    def callees(self) -> list[TypedFunction]:
-        seen: dict[int, TypedFunction] = {}
-        stack = [self]
-        while stack:
-            tf = stack.pop()
-            for c in tf.calls.values():
-                if isinstance(c, TypedFunction) and id(c) not in seen:
-                    seen[id(c)] = c
-                    stack.append(c)
-        return list(seen.values())

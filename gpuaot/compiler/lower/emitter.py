@@ -51,8 +51,6 @@ def flat_types(t: Type) -> list[str]:
 class Emitter:
     """Types, constants, casts and arithmetic shared by every target."""
 
-    data_ptr_addrspace = 0
-
     def __init__(self, module: ir.Module, fastmath: bool = False):
         self.module = module
         self.fastmath = fastmath

@@ -54,7 +54,16 @@ from ..lower.lowering import FunctionLowering, ModuleBuilder
 HIDDEN = tuple(
     "exc tid.x tid.y tid.z bid.x bid.y bid.z bdim.x bdim.y bdim.z gdim.x gdim.y gdim.z".split()
 )
-_INDEX_BASE = {"thread_idx": 1, "block_idx": 4, "block_dim": 7, "grid_dim": 10}
+# Where each intrinsic's x lives among the hidden parameters above.
+_INDEX_BASE = {
+    name: HIDDEN.index(f"{short}.x")
+    for name, short in (
+        ("thread_idx", "tid"),
+        ("block_idx", "bid"),
+        ("block_dim", "bdim"),
+        ("grid_dim", "gdim"),
+    )
+}
 REPORT = "gpuaot_rt_report_exception"
 
 EXPORTS = (
