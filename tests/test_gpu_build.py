@@ -186,8 +186,7 @@ def test_device_cache_is_per_architecture_and_incremental(tmp_path):
     src.write_text(src.read_text().replace("out[i] = math.sqrt(x[i])", "out[i] = math.exp(x[i])"))
     edited = json.loads(_build(pkg, tmp_path / "o4", cache, "--no-cpu").stdout)
     assert edited["compiled"] == 1 and edited["cached"] == 6
-    # Only the new sm_90 cubin is missing when an architecture is added... none here: dropping
-    # sm_75 changes the PTX target, so every kernel is rebuilt for the new lowest arch.
+    # Dropping sm_75 makes sm_80 the PTX target: every kernel's PTX is new, so all recompile.
     fewer = json.loads(
         _build(pkg, tmp_path / "o5", cache, "--no-cpu", "--arch", "sm_80,sm_90").stdout
     )
