@@ -66,7 +66,9 @@ _EXPORTS = {
         ],
         "lang.types",
     ),
-    **dict.fromkeys(["BundleNotFoundError", "StaleBundleError"], "runtime.errors"),
+    **dict.fromkeys(
+        ["BundleNotFoundError", "StaleBundleError", "UnsupportedCPUError"], "runtime.errors"
+    ),
 }
 
 

@@ -94,6 +94,14 @@ def main() -> None:
     default=None,
     help="Compilation cache [platform user cache dir].",
 )
+@click.option(
+    "--cpu",
+    "cpu_levels",
+    default=None,
+    metavar="LEVELS",
+    help="Comma-separated CPU levels of the host code [x86-64-v2,x86-64-v3,x86-64-v4]; "
+    "'native' for local work only.",
+)
 @click.option("--jobs", "-j", type=int, default=None, help="Parallel compile jobs [cores].")
 @click.option("--debug", is_flag=True, default=None, help="Asserts and bounds checks on.")
 @click.option("--no-cpu", is_flag=True, default=None, help="Skip the CPU backend.")
@@ -104,6 +112,7 @@ def build(
     arch,
     out_dir,
     cache_dir,
+    cpu_levels,
     jobs,
     debug,
     no_cpu,
@@ -128,6 +137,7 @@ def build(
             debug=debug,
             no_cpu=no_cpu,
             no_gpu=no_gpu,
+            cpu_levels=cpu_levels,
         )
         result = build_package(opts, progress=None if (quiet or json_out) else ctx.info)
         report_build(ctx, result)
@@ -162,6 +172,13 @@ def inspect(bundle, json_out, verbose, quiet, traceback):
     "--stage", type=click.Choice(["ir", "opt", "ptx", "asm"]), default="opt", show_default=True
 )
 @click.option("--target", default="cpu", show_default=True, help="cpu or sm_XX.")
+@click.option(
+    "--cpu",
+    "cpu_level",
+    default=None,
+    metavar="LEVEL",
+    help="CPU level for --stage opt/asm on the CPU [the highest default level].",
+)
 @click.option("--debug", is_flag=True, help="Asserts and bounds checks on.")
 @click.option(
     "--signature",
@@ -171,7 +188,9 @@ def inspect(bundle, json_out, verbose, quiet, traceback):
     help="Which specialisation of a multi-signature kernel.",
 )
 @common_options
-def emit(target_fn, stage, target, debug, sig_index, json_out, verbose, quiet, traceback):
+def emit(
+    target_fn, stage, target, cpu_level, debug, sig_index, json_out, verbose, quiet, traceback
+):
     """Print one function's IR, optimised IR, PTX or host assembly."""
     from .compiler.driver import emit_function
 
@@ -179,7 +198,12 @@ def emit(target_fn, stage, target, debug, sig_index, json_out, verbose, quiet, t
 
     def body():
         text = emit_function(
-            target_fn, stage=stage, target=target, debug=debug, sig_index=sig_index
+            target_fn,
+            stage=stage,
+            target=target,
+            debug=debug,
+            sig_index=sig_index,
+            cpu_level=cpu_level,
         )
         if json_out:
             ctx.emit_json({"function": target_fn, "stage": stage, "target": target, "text": text})

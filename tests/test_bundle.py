@@ -58,10 +58,15 @@ def test_exports_only_entry_points_and_data(example):
         for line in run("nm", "-D", "--defined-only", str(example.bundle)).splitlines()
     ]
     m = example.manifest
-    symbols = {s["cpu"]["symbol"] for k in m["kernels"] for s in k["specializations"]}
-    symbols |= {h["symbol"] for h in m["host_functions"]}
+    symbols = {
+        sym for k in m["kernels"] for s in k["specializations"] for sym in s["cpu"]["symbols"].values()
+    }
+    symbols |= {sym for h in m["host_functions"] for sym in h["symbols"].values()}
+    assert len(symbols) == 7 * len(m["cpu_variants"])  # every entry point, once per level
     assert symbols <= set(defined)
-    assert all(re.match(r"gpuaot_(cpu|host|manifest|fatbin)", n) for n in defined), defined
+    assert all(
+        re.match(r"gpuaot_(cpu|host|manifest|fatbin)|gpuaot_rt_cpuid$", n) for n in defined
+    ), defined
 
 
 def test_needed_only_libc_libm_and_no_rpath(example):
@@ -77,7 +82,8 @@ def test_needed_only_libc_libm_and_no_rpath(example):
 def test_loads_with_rtld_now(example):
     lib = ctypes.CDLL(str(example.bundle), os.RTLD_NOW)
     for k in example.manifest["kernels"]:
-        getattr(lib, k["specializations"][0]["cpu"]["symbol"])  # every entry point resolves
+        for sym in k["specializations"][0]["cpu"]["symbols"].values():
+            getattr(lib, sym)  # every entry point of every level resolves
 
 
 def test_manifest_section_matches_the_sources(example):
@@ -96,7 +102,7 @@ def test_manifest_section_matches_the_sources(example):
     )
     manifest = json.loads(out.read_bytes().rstrip(b"\0").decode("utf-8"))
     out.unlink()
-    assert manifest["format"] == "gpuaot-bundle" and manifest["version"] == 1
+    assert manifest["format"] == "gpuaot-bundle" and manifest["version"] == 2
     for name, info in manifest["modules"].items():
         path = example.root.parent / info["file"]
         assert hashlib.sha256(path.read_bytes()).hexdigest() == info["sha256"], name
@@ -130,7 +136,8 @@ def test_reproducible_from_cold_caches(kit, tmp_path):
     for side, jobs in (("a", 4), ("b", 1)):
         root = kit.copy_package(kit.FIXTURES / "example", tmp_path / side)
         res = kit.build(root, cache_dir=tmp_path / f"cache-{side}", jobs=jobs)
-        assert res.compiled == len(res.manifest["kernels"]) + len(res.manifest["host_functions"])
+        units = len(res.manifest["kernels"]) + len(res.manifest["host_functions"])
+        assert res.compiled == units * len(res.manifest["cpu_variants"])
         bundles.append(res.bundle.read_bytes())
     assert bundles[0] == bundles[1]
     # and a warm rebuild of the same tree gives the same bytes again

@@ -14,9 +14,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from gpuaot.bundle import cpus
 from gpuaot.cli import main
 
 N_UNITS = 7  # 5 kernels + 2 host functions
+LEVELS = cpus.default_levels(cpus.machine())  # one object per unit and CPU level
+N_OBJECTS = N_UNITS * len(LEVELS)
 
 
 @pytest.fixture
@@ -46,14 +49,19 @@ def pkg(kit, tmp_path):
 def test_second_build_compiles_nothing(pkg):
     root, cache, build, edit, entries = pkg
     first = build()
-    assert (first["compiled"], first["cached"]) == (N_UNITS, 0)
+    assert (first["compiled"], first["cached"]) == (N_OBJECTS, 0)
     n_entries = len(entries())
-    assert n_entries == N_UNITS + 1  # and the CPU runtime object
+    assert n_entries == N_OBJECTS + 1  # and the CPU runtime object
     second = build()
-    assert (second["compiled"], second["cached"]) == (0, N_UNITS)
+    assert (second["compiled"], second["cached"]) == (0, N_OBJECTS)
     assert len(entries()) == n_entries
-    # Host and device entries never share a directory: a CPU-only build writes host/ only.
-    assert sorted(p.name for p in cache.iterdir()) == ["host"]
+    # Host and device entries never share a directory, nor do CPU levels: a CPU-only build
+    # writes one host-<level>/ per level, and the baseline's for the shared runtime.
+    base = cpus.BASELINE[cpus.machine()]
+    want = {f"host-{cpus.level(n, cpus.machine()).tag}" for n in [*(lv.name for lv in LEVELS), base]}
+    assert {p.name for p in cache.iterdir()} == want
+    for lv in LEVELS:
+        assert sum(1 for p in (cache / f"host-{lv.tag}").rglob("*") if p.is_file()) == N_UNITS
 
 
 @pytest.mark.parametrize(
@@ -84,8 +92,9 @@ def test_edit_recompiles_exactly_the_callers(pkg, kit, monkeypatch, module, old,
     before = entries()
     edit(module, old, new)
     r = build()
-    assert (r["compiled"], r["cached"]) == (len(recompiled), N_UNITS - len(recompiled))
-    assert len(entries() - before) == len(recompiled)  # one new object per recompiled unit
+    n = len(recompiled) * len(LEVELS)
+    assert (r["compiled"], r["cached"]) == (n, N_OBJECTS - n)
+    assert len(entries() - before) == n  # one new object per recompiled unit and level
     assert build()["compiled"] == 0
 
     # The rebuilt bundle is current and computes the edited code's results.
@@ -109,11 +118,13 @@ def test_truncated_entry_is_rebuilt(pkg, kit, monkeypatch):
     before = entries()
     edit("util.py", "return a * x + y", "return y + a * x")
     build()
-    (saxpy_entry,) = entries() - before  # the object of the edited saxpy
+    new = entries() - before  # the objects of the edited saxpy, one per level
+    assert len(new) == len(LEVELS)
+    saxpy_entry = sorted(new)[0]
     good = saxpy_entry.read_bytes()
     saxpy_entry.write_bytes(good[: len(good) // 2])
     r = build()
-    assert (r["compiled"], r["cached"]) == (1, N_UNITS - 1)
+    assert (r["compiled"], r["cached"]) == (1, N_OBJECTS - 1)
     assert saxpy_entry.read_bytes() == good  # rewritten, byte for byte
     assert build()["compiled"] == 0
 
@@ -140,5 +151,5 @@ def test_every_corrupt_entry_is_rebuilt(pkg, damage):
             b[len(b) // 2] ^= 0x40
             p.write_bytes(bytes(b))
     r = build()
-    assert (r["compiled"], r["cached"]) == (N_UNITS, 0)
+    assert (r["compiled"], r["cached"]) == (N_OBJECTS, 0)
     assert {p: p.read_bytes() for p in entries()} == originals

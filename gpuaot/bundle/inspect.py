@@ -3,6 +3,7 @@
 $ gpuaot inspect example/_gpuaot/example.linux_x86_64.gpuaot.so
 example (linux_x86_64), gpuaot 0.1.0; llvmlite 0.50.0; LLVM 22.1.0
 architectures: sm_75 sm_80 sm_90 (PTX for sm_75)
+cpu variants: x86-64-v2 x86-64-v3 x86-64-v4
 kernel example.kernels.saxpy(a: f32, x: Array[f32, 1], ...)   cpu gpu[0]
 ...
 image 0: fatbin 12,345 bytes sha256 ab12…  PTX sm_75, ELF sm_75, ELF sm_80, ELF sm_90
@@ -64,12 +65,33 @@ def _signature(params) -> str:
     return ", ".join(f"{p['name']}: {p['type']}" for p in params or [])
 
 
+def _cpu_lines(variants: list[dict], verbose: int) -> list[str]:
+    if not variants:
+        return ["cpu variants: none (GPU only)"]
+    names = " ".join(v["level"] for v in variants)
+    lines = [f"cpu variants: {names}"]
+    for v in variants:
+        if not v["portable"]:
+            lines.append(
+                f"  NON-PORTABLE: the {v['level']} variant is for this build machine's CPU "
+                f"({v['cpu']}); do not ship it"
+            )
+        if verbose:
+            feats = f" features {v['features']}" if v["features"] else ""
+            lines.append(
+                f"  {v['level']}: cpu {v['cpu']}{feats}; symbols *.{v['tag']}; "
+                f"requires {' '.join(v['requires']) or 'nothing'}"
+            )
+    return lines
+
+
 def describe(m: dict, verbose: int = 0) -> str:
     lines = [f"{m['package']} ({m['platform']}), {m['compiler']}"]
     if m["architectures"]:
         lines.append(f"architectures: {' '.join(m['architectures'])} (PTX for {m['ptx_arch']})")
     else:
         lines.append("architectures: none (CPU only)")
+    lines.extend(_cpu_lines(m.get("cpu_variants") or [], verbose))
     for k in m["kernels"]:
         for s in k["specializations"]:
             where = []

@@ -5,9 +5,12 @@
      "modules": {"example.kernels": {"file": "example/kernels.py", "sha256": "…"}},
      "kernels": [{"name": "saxpy", "module": "example.kernels", "specializations": [
          {"params": [{"name": "a", "type": "f32", "abi": ["f32"]}, …],
-          "cpu": {"symbol": "gpuaot_cpu_…", "sites": […]} | null, "gpu_only": "reason" | null,
+          "cpu": {"symbols": {"x86-64-v2": "gpuaot_cpu_….x86_64_v2", …}, "sites": […]} | null,
+          "gpu_only": "reason" | null,
           "gpu": {"symbol": "…", "image": 0, "sites": […]} | null}]}],
-     "host_functions": [{"name": "dot", …, "returns": "f64", "symbol": …, "sites": […]}],
+     "host_functions": [{"name": "dot", …, "returns": "f64", "symbols": {…}, "sites": […]}],
+     "cpu_variants": [{"level": "x86-64-v2", "tag": "x86_64_v2", "cpu": "x86-64-v2",
+                       "features": "", "requires": ["cmov", …], "portable": true}, …],
      "architectures": ["sm_75", "sm_80", "sm_90"], "ptx_arch": "sm_75",
      "images": [{"kind": "fatbin", "size": …, "sha256": "…", "entries": […]}]}
 
@@ -22,7 +25,7 @@ import platform
 import sys
 
 FORMAT = "gpuaot-bundle"
-VERSION = 1
+VERSION = 2  # 2: CPU variants (cpu_variants; per-level symbols)
 
 
 def platform_tag() -> str:

@@ -17,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..bundle import cpus
 from ..bundle import manifest as mf
 from ..errors import BuildError, CompileError, CompileErrors, Diagnostics, UsageError
 from ..lang.types import ArrayType, Type
@@ -42,6 +43,7 @@ class BuildOptions:
     debug: bool
     cpu: bool
     gpu: bool
+    cpu_levels: list = field(default_factory=list)  # cpus.Level (or "native"), lowest first
     # Test-only: lower host code with the GPU table's runtime, to prove the leak gate bites.
     host_table: str = "cpu"
 
@@ -57,12 +59,22 @@ class BuildOptions:
         debug=None,
         no_cpu=None,
         no_gpu=None,
+        cpu_levels=None,
     ) -> BuildOptions:
         name, root = find_package(package)
         cfg = _pyproject_settings(root)
 
         def pick(cli, key, default):
             return cli if cli is not None else cfg.get(key, default)
+
+        arch_name = cpus.machine()
+        levels = pick(cpu_levels, "cpu", None)
+        if levels is None:
+            levels = cpus.DEFAULTS.get(arch_name) or [cpus.NATIVE]
+        try:
+            levels = cpus.parse_levels(levels, arch_name)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
 
         arch = pick(arch, "arch", ",".join(DEFAULT_ARCHS))
         archs = [
@@ -87,6 +99,7 @@ class BuildOptions:
             debug=bool(pick(debug, "debug", False)),
             cpu=not pick(no_cpu, "no-cpu", False),
             gpu=not pick(no_gpu, "no-gpu", False),
+            cpu_levels=levels,
             host_table=os.environ.get("GPUAOT_TEST_HOST_TABLE", "cpu"),
         )
 
@@ -212,23 +225,17 @@ def lower_cpu(unit: Unit) -> None:
     unit.ir = str(mod)
 
 
-def _compile_cpu_object(ir_text: str) -> bytes:
-    from .targets import cpu
-
-    return cpu.emit_object(cpu.optimize(ir_text))
-
-
-def _cpu_options() -> dict:
+def _cpu_options(v: cpus.Variant) -> dict:
     import llvmlite.binding as llvm
 
     from .targets import cpu
 
-    cpu._init_llvm()
     return {
         "target": "cpu",
         "triple": llvm.get_process_triple(),
-        "cpu": llvm.get_host_cpu_name(),
-        "features": llvm.get_host_cpu_features().flatten(),
+        "level": v.level,
+        "cpu": v.cpu,
+        "features": v.features,
         "opt": 3,
         "pipeline": cpu.PIPELINE,
     }
@@ -243,24 +250,35 @@ def compile_many(jobs: int, fn, inputs: list) -> list:
 
 
 def build_cpu(
-    units: list[Unit], cache: Cache, jobs: int, result: BuildResult, progress
+    units: list[Unit], variants: list[cpus.Variant], cache: Cache, jobs: int, result, progress
 ) -> list[bytes]:
-    from .targets import cpu
+    """One object per unit and CPU variant, plus the shared runtime (for the baseline).
 
-    opts = _cpu_options()
+    Each variant has its own cache namespace (``host-<tag>``): levels never share entries,
+    and adding a level to ``--cpu`` compiles only that level.
+    """
+    from .targets import cpu, cpu_variant
+
+    base = cpu_variant.baseline()
     runtime_ir = str(cpu.runtime_module())
-    items = [(u.ir, cache.key("host", u.ir, opts)) for u in units]
-    items.append((runtime_ir, cache.key("host", runtime_ir, opts)))
-    objects: list[bytes | None] = [cache.get("host", key) for _, key in items]
+    jobs_in = [(u.ir, v) for v in variants for u in units]
+    jobs_in.append((runtime_ir, base, False))  # shared: keeps its names
+    keys = []
+    for job in jobs_in:
+        ns = f"host-{job[1].tag}"
+        keys.append((ns, cache.key(ns, job[0], _cpu_options(job[1]))))
+    objects: list[bytes | None] = [cache.get(ns, key) for ns, key in keys]
     todo = [k for k, obj in enumerate(objects) if obj is None]
     if progress and todo:
         progress(f"compiling {len(todo)} CPU object{'s' if len(todo) != 1 else ''}")
-    for k, obj in zip(todo, compile_many(jobs, _compile_cpu_object, [items[k][0] for k in todo])):
+    compiled = compile_many(jobs, cpu_variant.compile_variant, [jobs_in[k] for k in todo])
+    for k, obj in zip(todo, compiled):
         objects[k] = obj
-        cache.put("host", items[k][1], obj)
-    n_units = len(units)
-    result.compiled += sum(1 for k in todo if k < n_units)
-    result.cached += n_units - sum(1 for k in todo if k < n_units)
+        cache.put(*keys[k], obj)
+    n_units = len(jobs_in) - 1  # (unit, variant) objects, not counting the runtime
+    fresh = sum(1 for k in todo if k < n_units)
+    result.compiled += fresh
+    result.cached += n_units - fresh
     return objects
 
 
@@ -299,6 +317,10 @@ def _params_json(func: FuncInfo, types) -> list[dict]:
     return out
 
 
+def _variant_symbols(base: str, variants: list[cpus.Variant]) -> dict[str, str]:
+    return {v.level: v.symbol(base) for v in variants}
+
+
 def make_manifest(
     pkg: Package,
     opts: BuildOptions,
@@ -306,6 +328,7 @@ def make_manifest(
     gpu_units: list[Unit],
     gpu_only: dict,
     images: list[dict],
+    variants: list[cpus.Variant],
 ) -> dict:
     kernels: dict[str, dict] = {}
     hosts = []
@@ -323,7 +346,7 @@ def make_manifest(
                     "qualname": qualname,
                     "params": _params_json(func, u.tf.arg_types),
                     "returns": u.tf.return_type.name,
-                    "symbol": u.symbol,
+                    "symbols": _variant_symbols(u.symbol, variants),
                     "sites": _site_json(pkg, u.sites),
                 }
             )
@@ -346,7 +369,10 @@ def make_manifest(
         }
         if (qualname, spec) in cpu_by:
             c = cpu_by[(qualname, spec)]
-            spec_json["cpu"] = {"symbol": c.symbol, "sites": _site_json(pkg, c.sites)}
+            spec_json["cpu"] = {
+                "symbols": _variant_symbols(c.symbol, variants),
+                "sites": _site_json(pkg, c.sites),
+            }
         if (qualname, spec) in gpu_only:
             err, types = gpu_only[(qualname, spec)]
             spec_json["gpu_only"] = _portable(
@@ -375,6 +401,7 @@ def make_manifest(
             for m in pkg.modules.values()
         },
         "options": {"debug": opts.debug, "cpu": opts.cpu, "gpu": opts.gpu},
+        "cpu_variants": [v.to_json() for v in variants] if cpu_units else [],
         "kernels": [kernels[k] for k in sorted(kernels)],
         "host_functions": sorted(hosts, key=lambda h: h["qualname"]),
         "architectures": opts.archs if gpu_units else [],
@@ -403,17 +430,21 @@ def build_package(opts: BuildOptions, progress=None) -> BuildResult:
     cache = Cache(opts.cache_dir)
     result = BuildResult(bundle=opts.out_dir / mf.bundle_filename(pkg.name), manifest={})
     objects: list[bytes] = []
+    variants: list[cpus.Variant] = []
     if opts.cpu:
+        from .targets import cpu_variant
+
+        variants = cpu_variant.resolve(opts.cpu_levels)
         for u in cpu_units:
             lower_cpu(u) if opts.host_table == "cpu" else _lower_host_with_gpu_table(u)
-        objects = build_cpu(cpu_units, cache, opts.jobs, result, progress)
+        objects = build_cpu(cpu_units, variants, cache, opts.jobs, result, progress)
     images: list[dict] = []
     fatbin = None
     if gpu_units:
         from .targets import gpu
 
         fatbin, images = gpu.build_gpu(gpu_units, opts, cache, result, progress)
-    manifest = make_manifest(pkg, opts, cpu_units, gpu_units, gpu_only, images)
+    manifest = make_manifest(pkg, opts, cpu_units, gpu_units, gpu_only, images, variants)
     objects.append(embed_object(mf.dumps(manifest), fatbin))
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     # Link beside the bundle, check, then replace it: a refused build keeps the last good
@@ -466,6 +497,7 @@ def report_build(ctx, result: BuildResult) -> None:
                 "host_functions": [h["qualname"] for h in m["host_functions"]],
                 "gpu_only": gpu_only,
                 "architectures": m["architectures"],
+                "cpu_variants": [v["level"] for v in m["cpu_variants"]],
                 "leaks": [
                     {"symbol": f.symbol, "defined": f.defined, "section": f.section}
                     for f in (result.leaks.findings if result.leaks else [])
@@ -484,11 +516,17 @@ def report_build(ctx, result: BuildResult) -> None:
         )
         return
     nk, nh = len(m["kernels"]), len(m["host_functions"])
+    levels = [v["level"] for v in m["cpu_variants"]]
     ctx.info(
         f"built {result.bundle} ({nk} kernel{'s' if nk != 1 else ''}, {nh} host "
-        f"function{'s' if nh != 1 else ''}; {result.compiled} compiled, {result.cached} "
-        "cached)"
+        f"function{'s' if nh != 1 else ''}; CPU levels {', '.join(levels) or 'none'}; "
+        f"{result.compiled} compiled, {result.cached} cached)"
     )
+    if any(not v["portable"] for v in m["cpu_variants"]):
+        ctx.info(
+            "note: this bundle's native variant runs only on CPUs like this one; "
+            "do not ship it (build wheels with the default --cpu levels)"
+        )
     for q in gpu_only:
         ctx.info(f"note: {q} uses GPU-only features: it runs on the GPU only")
 
@@ -497,9 +535,27 @@ def report_build(ctx, result: BuildResult) -> None:
 
 
 def emit_function(
-    spec: str, stage: str, target: str, debug: bool = False, sig_index: int = 0
+    spec: str,
+    stage: str,
+    target: str,
+    debug: bool = False,
+    sig_index: int = 0,
+    cpu_level: str | None = None,
 ) -> str:
-    """``gpuaot emit PKG.MOD:FUNC --stage ir|opt|asm|ptx --target cpu|sm_XX``."""
+    """``gpuaot emit PKG.MOD:FUNC --stage ir|opt|asm|ptx --target cpu|sm_XX [--cpu LEVEL]``.
+
+    On the CPU, ``opt`` and ``asm`` are for one level: by default the highest of the
+    build's default levels (what most machines run).
+    """
+    arch_name = cpus.machine()
+    if cpu_level is None:
+        cpu_level = (cpus.DEFAULTS.get(arch_name) or [cpus.NATIVE])[-1]
+    try:
+        levels = cpus.parse_levels(cpu_level, arch_name)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if len(levels) != 1:
+        raise UsageError("emit --cpu takes one level")
     if ":" not in spec:
         raise UsageError(f"'{spec}': expected PKG.MOD:FUNC, e.g. example.kernels:saxpy")
     modname, _, fname = spec.partition(":")
@@ -533,10 +589,12 @@ def emit_function(
         lower_cpu(unit)
         if stage == "ir":
             return unit.ir
-        from .targets import cpu
+        from .targets import cpu, cpu_variant
 
-        ref = cpu.optimize(unit.ir)
-        return str(ref) if stage == "opt" else cpu.emit_assembly(ref)
+        v = cpu_variant.resolve(levels)[0]
+        tm = cpu_variant.variant_machine(v)
+        ref = cpu.optimize(unit.ir, tm=tm)
+        return str(ref) if stage == "opt" else tm.emit_assembly(ref)
     from .targets import gpu
 
     return gpu.emit_stage(unit, stage, target)

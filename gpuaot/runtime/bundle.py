@@ -32,6 +32,7 @@ class Bundle:
         self.kernels = {k["qualname"]: k for k in manifest["kernels"]}
         self.hosts = {h["qualname"]: h for h in manifest["host_functions"]}
         self.functions: dict[str, object] = {}
+        self.cpu_level: str | None = None  # the CPU variant bound, at the first CPU call
         self.gpu_modules: dict = {}  # CUDA context -> module, filled by runtime.cuda
 
     def symbol(self, name: str):
@@ -41,6 +42,16 @@ class Bundle:
             fn.restype = None
             self.functions[name] = fn
         return fn
+
+    def cpu_symbol(self, entry: dict):
+        """The function of ``entry`` (a manifest ``cpu`` or host entry) in the variant this
+        CPU runs, picked at the first call (raises ``UnsupportedCPUError``)."""
+        level = self.cpu_level
+        if level is None:
+            from .cpu_variant import choose
+
+            level = self.cpu_level = choose(self.package, self.manifest, self.lib)
+        return self.symbol(entry["symbols"][level])
 
     def fatbin(self) -> bytes:
         try:

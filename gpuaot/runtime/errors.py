@@ -9,3 +9,8 @@ class BundleNotFoundError(ImportError):
 
 class StaleBundleError(ImportError):
     """The bundle was built from sources that no longer match the package's modules."""
+
+
+class UnsupportedCPUError(RuntimeError):
+    """No CPU variant of the bundle can run on this CPU (or ``GPUAOT_CPU`` names one that
+    cannot); the message names the bundle's levels and this CPU's."""

@@ -424,7 +424,7 @@ def launch(kernel, config, args) -> None:
 
 
 def launch_cpu(bundle: Bundle, name: str, cpu: dict, values: list, grid, block) -> None:
-    exc = _run_cpu(bundle.symbol(cpu["symbol"]), pointer_array(values), grid, block)
+    exc = _run_cpu(bundle.cpu_symbol(cpu), pointer_array(values), grid, block)
     if exc[0]:
         raise_device_exception("kernel", name, cpu["sites"], exc)
 
@@ -460,7 +460,7 @@ class _CpuPlan:
     def __init__(self, bundle: Bundle, spec: dict):
         self.spec = spec
         self.free: list = []  # (Args, argv) pairs of finished launches, for the next ones
-        self.fn = bundle.symbol(spec["cpu"]["symbol"])
+        self.fn = bundle.cpu_symbol(spec["cpu"])
         self.sites = spec["cpu"]["sites"]
         fields: list = []
         self.params = []
@@ -600,7 +600,7 @@ def call_host(host, args):
     ret_t = parse_type(entry["returns"])
     ret = _ret_buffer(ret_t)
     exc = (ctypes.c_int64 * EXC_WORDS)()
-    bundle.symbol(entry["symbol"])(
+    bundle.cpu_symbol(entry)(
         pointer_array(values), ctypes.byref(ret) if ret is not None else None, exc
     )
     if exc[0]:

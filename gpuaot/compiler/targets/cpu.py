@@ -45,11 +45,13 @@ from functools import lru_cache
 import llvmlite.binding as llvm
 from llvmlite import ir
 
+from ...bundle import cpus
 from ...errors import BuildError
 from ...lang.types import ArrayType, materialize, none
 from ..frontend.typed import TypedFunction
 from ..lower.emitter import F32, F64, I1, I64, PTR, VOID, Emitter
 from ..lower.lowering import FunctionLowering, ModuleBuilder
+from . import cpu_variant
 
 HIDDEN = tuple(
     "exc tid.x tid.y tid.z bid.x bid.y bid.z bdim.x bdim.y bdim.z gdim.x gdim.y gdim.z".split()
@@ -67,7 +69,8 @@ _INDEX_BASE = {
 REPORT = "gpuaot_rt_report_exception"
 
 EXPORTS = (
-    "{\n  global: gpuaot_cpu_*; gpuaot_host_*; gpuaot_manifest*; gpuaot_fatbin*;\n  local: *;\n};\n"
+    "{\n  global: gpuaot_cpu_*; gpuaot_host_*; gpuaot_manifest*; gpuaot_fatbin*; "
+    f"{cpus.PROBE_SYMBOL};\n  local: *;\n}};\n"
 )
 
 # LLVM intrinsics the vectoriser understands; the rest are libm calls.
@@ -731,8 +734,12 @@ def host_entry(mb: ModuleBuilder, tf: TypedFunction) -> str:
 
 
 def runtime_module() -> ir.Module:
-    """The CPU runtime library: first-writer-wins exception reporting (hidden symbol)."""
-    mod = ir.Module(name="gpuaot_cpu_runtime")
+    """The CPU runtime library, shared by every variant and compiled for the baseline:
+    first-writer-wins exception reporting (hidden symbol) and, on x86-64, the CPUID probe
+    the run time picks a variant with (exported)."""
+    mod = new_module("gpuaot_cpu_runtime")
+    if cpus.machine() == "x86_64":
+        cpu_variant.probe_function(mod)
     fn = ir.Function(mod, ir.FunctionType(VOID, [PTR, I64] + [I64] * 6), REPORT)
     exc, site, *idx = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -750,34 +757,15 @@ def runtime_module() -> ir.Module:
 # ---------------------------------------------------------------------- codegen
 
 
-@lru_cache(maxsize=1)
-def _init_llvm() -> None:
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-
-
-@lru_cache(maxsize=4)
-def target_machine(cpu: str = "native"):
-    _init_llvm()
-    triple = llvm.get_process_triple()
-    target = llvm.Target.from_triple(triple)
-    if cpu == "native":
-        name, features = llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
-    else:
-        name, features = cpu, ""
-    return target.create_target_machine(
-        cpu=name, features=features, opt=3, reloc="pic", codemodel="small"
-    )
-
-
 # Bump when ``optimize`` changes: the compilation cache keys on the IR text, which records it.
 PIPELINE = "cpu-o3-jam8/1"
 JAM_COUNT = 8  # threads per jammed x-loop iteration: 8 lanes (f32 on AVX2, f64 on AVX-512)
 
 
 def new_module(name: str) -> ir.Module:
+    """A module for host code; every CPU level of the platform shares its data layout."""
     mod = ir.Module(name=name)
-    tm = target_machine()
+    tm = cpu_variant.variant_machine(cpu_variant.baseline())
     mod.triple = tm.triple
     mod.data_layout = str(tm.target_data)
     mod.add_named_metadata("gpuaot.cpu.pipeline", [PIPELINE])
@@ -810,7 +798,7 @@ _JAM_COUNT_NODE = f'!{{!"llvm.loop.unroll_and_jam.count", i32 {JAM_COUNT}}}'
 _JAM_DONE_NODE = '!{!"llvm.loop.unroll_and_jam.disable"}'
 
 
-def optimize(ir_text: str, opt: int = 3):
+def optimize(ir_text: str, opt: int = 3, *, tm):
     """Parse, verify and run LLVM's O3 pipeline with both vectorisers; returns the ModuleRef.
 
     A kernel whose threads loop (a row sum, a dot product per output) cannot be vectorised
@@ -825,8 +813,6 @@ def optimize(ir_text: str, opt: int = 3):
     function, across iterations and copies, which is true: the entry runs that body only
     when no two arrays share a byte.
     """
-    _init_llvm()
-    tm = target_machine()
     ref = _parse(ir_text, tm)
     jam = opt >= 2 and JAM_MARK in ir_text
     # Unroll-and-jam needs each thread's loop whole: no unrolling in the first round.
@@ -846,14 +832,6 @@ def optimize(ir_text: str, opt: int = 3):
     ref = _parse(str(ref).replace(_JAM_COUNT_NODE, _JAM_DONE_NODE), tm)
     _default_pipeline(ref, tm, opt)
     return ref
-
-
-def emit_object(ref) -> bytes:
-    return target_machine().emit_object(ref)
-
-
-def emit_assembly(ref) -> str:
-    return target_machine().emit_assembly(ref)
 
 
 def find_cc() -> str:
@@ -910,7 +888,6 @@ __all__ = [
     "host_entry",
     "runtime_module",
     "optimize",
-    "emit_object",
     "link_shared",
     "new_module",
     "I1",
