@@ -40,7 +40,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-from functools import lru_cache
 
 import llvmlite.binding as llvm
 from llvmlite import ir
