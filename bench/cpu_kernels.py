@@ -1,4 +1,4 @@
-"""gpuaot's CPU backend against numpy, side by side, in one run.
+"""gpuaot's CPU backend against numpy, side by side, in one run, for every CPU level.
 
     python bench/cpu_kernels.py                 # build bench/kernels_pkg, check, time, table
     python bench/cpu_kernels.py --repeat 15     # more runs per measurement (median kept)
@@ -8,6 +8,12 @@ The kernels (``bench/kernels_pkg``) are built once, into a temporary directory w
 compilation cache, so the numbers always describe the compiler in this tree. Each result is
 checked against numpy before anything is timed. Every measurement is the median of ``--repeat``
 runs (``time.perf_counter``) after a warm-up of at least 3 runs and 50 ms.
+
+The bundle is built with the default CPU levels and ``native``; each kernel is timed in
+every variant this CPU runs (``GPUAOT_CPU`` pins one): "default" is the variant a bundle
+built with the default levels runs here (the highest it can), and default/native says what
+shipping a portable bundle costs against ``-march=native`` code. The variants are the same
+objects a default build links (same IR, same target machine per level).
 
 ``GPUAOT_NUM_THREADS`` sets the CPU backend's thread count (default: the usable cores).
 """
@@ -30,16 +36,43 @@ PKG_DIR = HERE / "kernels_pkg"
 
 
 def build(out: Path) -> None:
-    """``gpuaot build bench/kernels_pkg --no-gpu --out OUT`` (fresh cache: no stale objects)."""
+    """``gpuaot build bench/kernels_pkg --no-gpu --cpu <defaults>,native --out OUT``
+    (fresh cache: no stale objects)."""
+    from gpuaot.bundle import cpus
     from gpuaot.compiler.driver import BuildOptions, build_package
 
+    levels = [*cpus.DEFAULTS.get(cpus.machine(), ()), cpus.NATIVE]
     opts = BuildOptions.resolve(
-        str(PKG_DIR), out_dir=str(out), cache_dir=str(out / "cache"), no_gpu=True
+        str(PKG_DIR),
+        out_dir=str(out),
+        cache_dir=str(out / "cache"),
+        no_gpu=True,
+        cpu_levels=",".join(levels),
     )
     result = build_package(opts)
     if result.leaks:
         raise SystemExit(f"the bench bundle {result.bundle} failed the leak check")
     os.environ["GPUAOT_BUNDLE_PATH"] = str(out)
+
+
+def runnable_levels() -> tuple[list[str], str]:
+    """The bundle's levels this CPU runs (lowest first), and the default bundle's pick."""
+    from gpuaot.runtime import bundle as rb
+    from gpuaot.runtime.cpu_variant import cpu_features
+
+    b = rb.load_bundle("kernels_pkg")
+    have = cpu_features(b.lib)
+    levels = [v["level"] for v in b.manifest["cpu_variants"] if set(v["requires"]) <= have]
+    named = [lv for lv in levels if lv != "native"]
+    return levels, named[-1]
+
+
+def use_level(level: str) -> None:
+    """Bind the ``level`` variant: as ``GPUAOT_CPU=level`` in a new process would."""
+    from gpuaot.runtime import bundle as rb
+
+    os.environ["GPUAOT_CPU"] = level
+    rb.forget("kernels_pkg")
 
 
 def cpu_name() -> str:
@@ -203,16 +236,23 @@ def main(argv=None) -> int:
             f"gpuaot threads: {_workers()} (GPUAOT_NUM_THREADS to change); numpy "
             f"{np.__version__}; Python {platform.python_version()}"
         )
-        print(f"build: {build_s:.2f} s; median of {repeat} runs after warm-up\n")
-        print("| kernel | size | numpy ms | gpuaot ms | gpuaot/numpy | target |")
-        print("|---|---|---:|---:|---:|---|")
+        levels, default = runnable_levels()
+        print(f"build: {build_s:.2f} s; median of {repeat} runs after warm-up")
+        print(f"CPU levels run here: {', '.join(levels)}; a default bundle runs {default}\n")
+        heads = " | ".join(f"{lv} ms" for lv in levels)
+        print(f"| kernel | size | numpy ms | {heads} | default/native | gpuaot/numpy | target |")
+        print("|---|---|---:|" + "---:|" * len(levels) + "---:|---:|---|")
         missed, launches = [], []
         for name in args.cases or CASES:
             np_fn, ga_fn, check, size, target, cfg = CASES[name](kp)
             launches.append(f"{name}{cfg}")
-            check()
             t_np = median_ms(np_fn, repeat)
-            t_ga = median_ms(ga_fn, repeat)
+            times = {}
+            for lv in levels:
+                use_level(lv)
+                check()
+                times[lv] = median_ms(ga_fn, repeat)
+            t_ga = times[default]
             ratio = t_ga / t_np
             if target is None:
                 verdict = "—"
@@ -221,8 +261,11 @@ def main(argv=None) -> int:
             else:
                 verdict = f"≤ {target}× MISSED"
                 missed.append(name)
+            vs_native = f"{t_ga / times['native']:.2f}×" if "native" in times else "—"
+            cols = " | ".join(f"{times[lv]:.3f}" for lv in levels)
             print(
-                f"| {name} | {size} | {t_np:.3f} | {t_ga:.3f} | {ratio:.2f}× | {verdict} |",
+                f"| {name} | {size} | {t_np:.3f} | {cols} | {vs_native} | {ratio:.2f}× "
+                f"| {verdict} |",
                 flush=True,
             )
     print(f"\nlaunches: {'; '.join(launches)}")

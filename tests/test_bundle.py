@@ -59,7 +59,10 @@ def test_exports_only_entry_points_and_data(example):
     ]
     m = example.manifest
     symbols = {
-        sym for k in m["kernels"] for s in k["specializations"] for sym in s["cpu"]["symbols"].values()
+        sym
+        for k in m["kernels"]
+        for s in k["specializations"]
+        for sym in s["cpu"]["symbols"].values()
     }
     symbols |= {sym for h in m["host_functions"] for sym in h["symbols"].values()}
     assert len(symbols) == 7 * len(m["cpu_variants"])  # every entry point, once per level

@@ -58,7 +58,9 @@ def test_second_build_compiles_nothing(pkg):
     # Host and device entries never share a directory, nor do CPU levels: a CPU-only build
     # writes one host-<level>/ per level, and the baseline's for the shared runtime.
     base = cpus.BASELINE[cpus.machine()]
-    want = {f"host-{cpus.level(n, cpus.machine()).tag}" for n in [*(lv.name for lv in LEVELS), base]}
+    want = {
+        f"host-{cpus.level(n, cpus.machine()).tag}" for n in [*(lv.name for lv in LEVELS), base]
+    }
     assert {p.name for p in cache.iterdir()} == want
     for lv in LEVELS:
         assert sum(1 for p in (cache / f"host-{lv.tag}").rglob("*") if p.is_file()) == N_UNITS
