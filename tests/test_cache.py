@@ -155,3 +155,14 @@ def test_every_corrupt_entry_is_rebuilt(pkg, damage):
     r = build()
     assert (r["compiled"], r["cached"]) == (N_OBJECTS, 0)
     assert {p: p.read_bytes() for p in entries()} == originals
+
+
+def test_adding_a_level_compiles_only_that_level(pkg):
+    root, cache, build, edit, entries = pkg
+    low, high = LEVELS[0].name, LEVELS[-1].name
+    one = build("--cpu", low)
+    assert one["cpu_variants"] == [low] and (one["compiled"], one["cached"]) == (N_UNITS, 0)
+    two = build("--cpu", f"{high},{low}")
+    assert two["cpu_variants"] == [low, high]
+    assert (two["compiled"], two["cached"]) == (N_UNITS, N_UNITS)  # only the new level
+    assert build("--cpu", f"{low},{high}")["compiled"] == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import types
 import warnings
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from gpuaot.bundle import cpus
 from gpuaot.lang.decorators import Host
 
 i8, i16, i32, i64 = np.int8, np.int16, np.int32, np.int64
@@ -1600,6 +1602,33 @@ def conformance(built):
     return built("conformance")
 
 
+LEVELS = [lv.name for lv in cpus.default_levels(cpus.machine())] or [cpus.NATIVE]
+
+
+@pytest.fixture(scope="module", params=LEVELS)
+def compiled(request, conformance):
+    """The conformance bundle with one CPU variant pinned (``GPUAOT_CPU``): every case runs
+    on every variant of the default build that this CPU can run."""
+    from gpuaot.runtime import bundle as rb
+    from gpuaot.runtime.cpu_variant import cpu_features
+
+    level = request.param
+    conformance.module  # noqa: B018 - imported, so its bundle is found
+    have = cpu_features(rb.load_bundle("conformance").lib)
+    (v,) = [v for v in conformance.manifest["cpu_variants"] if v["level"] == level]
+    if not set(v["requires"]) <= have:
+        pytest.skip(f"this CPU cannot run the {level} variant")
+    old = os.environ.get("GPUAOT_CPU")
+    os.environ["GPUAOT_CPU"] = level
+    rb.forget("conformance")
+    yield conformance
+    if old is None:
+        os.environ.pop("GPUAOT_CPU", None)
+    else:
+        os.environ["GPUAOT_CPU"] = old
+    rb.forget("conformance")
+
+
 def _function(pkg, c: Case):
     return getattr(pkg, c.fn)
 
@@ -1647,9 +1676,12 @@ HOST_CASES = [c for c in CASES if c.config is None]
 
 
 @pytest.mark.parametrize("c", KERNEL_CASES, ids=lambda c: c.id)
-def test_kernel_compiled(conformance, c: Case):
-    kern = _function(conformance.module, c)
+def test_kernel_compiled(compiled, c: Case):
+    from gpuaot.runtime.bundle import load_bundle
+
+    kern = _function(compiled.module, c)
     r = _run(c, kern[c.config])
+    assert load_bundle("conformance").cpu_level == os.environ["GPUAOT_CPU"]
     if not r:
         return
     if c.check is not None:
@@ -1737,8 +1769,8 @@ def _check_return(got, want, t) -> None:
 
 
 @pytest.mark.parametrize("c", HOST_CASES, ids=lambda c: c.id)
-def test_host(conformance, c: Case):
-    fn = _function(conformance.module, c)
+def test_host(compiled, c: Case):
+    fn = _function(compiled.module, c)
     state = c.inputs(np.random.default_rng(sum(map(ord, c.id))))
     py_state = copy.deepcopy(state)
     if c.raises is not None:
