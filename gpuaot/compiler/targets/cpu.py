@@ -758,7 +758,8 @@ def runtime_module() -> ir.Module:
 
 # Bump when ``optimize`` changes: the compilation cache keys on the IR text, which records it.
 PIPELINE = "cpu-o3-jam8/1"
-JAM_COUNT = 8  # threads per jammed x-loop iteration: 8 lanes (f32 on AVX2, f64 on AVX-512)
+JAM_COUNT = 8  # threads per jammed x-loop iteration: 8 lanes (f32 on AVX2, f64 on AVX-512); one
+# count for every CPU level, so that all variants compute in the same order
 
 
 def new_module(name: str) -> ir.Module:
