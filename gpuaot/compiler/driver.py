@@ -447,17 +447,46 @@ def build_package(opts: BuildOptions, progress=None) -> BuildResult:
     manifest = make_manifest(pkg, opts, cpu_units, gpu_units, gpu_only, images, variants)
     objects.append(embed_object(mf.dumps(manifest), fatbin))
     opts.out_dir.mkdir(parents=True, exist_ok=True)
-    # Link beside the bundle, check, then replace it: a refused build keeps the last good
-    # bundle and leaves the rejected one as *.rejected for inspection.
-    staged = result.bundle.with_name(result.bundle.name + ".rejected")
-    cpu.link_shared(objects, str(staged))
     result.manifest = manifest
-    result.leaks = leak_gate(staged)
-    if result.leaks is None:
-        os.replace(staged, result.bundle)
-    else:
-        result.bundle = staged
+    _link_checked(objects, result)
     return result
+
+
+def _link_checked(objects: list[bytes], result: BuildResult) -> None:
+    """Link to a staging file of this process's own, check it, then rename it into place.
+
+    Concurrent builds of one package (CI jobs sharing an output or a cache) each stage under
+    a unique name, so none reads another's half-written file; the rename is atomic, and the
+    bundles are byte-identical, so whichever lands last is the same. A refused build keeps
+    the last good bundle and leaves the rejected one as ``*.rejected`` for inspection.
+    """
+    import tempfile
+
+    from .targets import cpu
+
+    bundle = result.bundle
+    fd, tmp = tempfile.mkstemp(dir=bundle.parent, prefix=f".{bundle.name}.", suffix=".staging")
+    os.close(fd)
+    staged = Path(tmp)
+    rejected = bundle.with_name(bundle.name + ".rejected")
+    try:
+        cpu.link_shared(objects, tmp)
+        os.chmod(tmp, 0o755 & ~_umask())  # mkstemp made it 0600
+        result.leaks = leak_gate(staged)
+        if result.leaks is None:
+            os.replace(staged, bundle)
+            rejected.unlink(missing_ok=True)  # from an earlier refused build: now stale
+        else:
+            os.replace(staged, rejected)
+            result.bundle = rejected
+    finally:
+        staged.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _lower_host_with_gpu_table(unit: Unit) -> None:

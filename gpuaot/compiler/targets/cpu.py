@@ -846,7 +846,9 @@ def find_cc() -> str:
 
 
 def link_shared(objects: list[bytes], out_path: str) -> None:
-    """Link objects into a position-independent .so: NEEDED ⊆ {libc, libm}, no RPATH."""
+    """Link objects into a position-independent .so: NEEDED ⊆ {libc, libm}, no RPATH.
+
+    ``out_path`` is written in place: the caller gives a staging path of its own."""
     cc = find_cc()
     with tempfile.TemporaryDirectory(prefix="gpuaot-link-") as tmp:
         names = []
@@ -877,9 +879,7 @@ def link_shared(objects: list[bytes], out_path: str) -> None:
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
         if proc.returncode != 0:
             raise BuildError(f"linking the host bundle failed ({cc}):\n{proc.stderr.strip()}")
-        tmp_final = out_path + ".tmp"
-        shutil.copyfile(tmp_out, tmp_final)
-        os.replace(tmp_final, out_path)
+        shutil.copyfile(tmp_out, out_path)
 
 
 __all__ = [
