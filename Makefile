@@ -10,7 +10,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[gpu]'
+	$(BIN)/python -m pip install --quiet -e '.[compiler]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-CHECK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "qemu_example_check.py")
+CHECK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "example_check.py")
 REPO = os.path.dirname(os.path.dirname(CHECK))
 
 
@@ -25,5 +25,5 @@ def run_script(parent, script, env: dict | None = None, prefix=(), pythonpath=()
 
 
 def run_check(parent, env: dict | None = None, prefix=(), pythonpath=()):
-    """tests/qemu_example_check.py on the example built under ``parent``."""
+    """tests/example_check.py on the example built under ``parent``."""
     return run_script(parent, CHECK, env, prefix, pythonpath)

@@ -1,6 +1,8 @@
 """Every kernel and host function of a built fixtures/example, on tiny inputs, against numpy.
 
-    PYTHONPATH=PARENT_OF_EXAMPLE:REPO python qemu_example_check.py     # under qemu-x86_64 -cpu X
+    PYTHONPATH=PARENT_OF_EXAMPLE:REPO python example_check.py     # under qemu-x86_64 -cpu X
+    python example_check.py shipkern                              # the same package, renamed
+                                                                  # (installed from a wheel)
 
 Prints ``level <the CPU variant bound>``, a line per function, and ``ok N/N``; exits 0 when
 all match, 1 on a mismatch, 3 when the bundle has no variant this CPU can run (the error's
@@ -10,13 +12,16 @@ arrays: qemu is slow.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
-import example
 import numpy as np
 
 from gpuaot.runtime.bundle import load_bundle
 from gpuaot.runtime.errors import UnsupportedCPUError
+
+NAME = sys.argv[1] if len(sys.argv) > 1 else "example"
+example = importlib.import_module(NAME)
 
 
 def checks(rng):
@@ -71,7 +76,7 @@ def main() -> int:
         except UnsupportedCPUError as e2:
             print(f"unsupported: {e2}")
         return 3
-    print(f"level {load_bundle('example').cpu_level}")
+    print(f"level {load_bundle(NAME).cpu_level}")
     for name, ok in results:
         print(f"{name} {'ok' if ok else 'MISMATCH'}")
     good = sum(1 for _, ok in results if ok)

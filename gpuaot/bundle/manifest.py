@@ -20,6 +20,7 @@ run time reads it with :func:`loads` (json only: no compiler imports).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import sys
@@ -35,6 +36,13 @@ def platform_tag() -> str:
 
 def bundle_filename(package: str) -> str:
     return f"{package}.{platform_tag()}.gpuaot.so"
+
+
+def source_sha256(data: bytes) -> str:
+    """A module's hash as the manifest records it: of its text, read as Python reads source
+    files (UTF-8, universal newlines), so a checkout with CRLF line ends is not stale."""
+    text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def dumps(manifest: dict) -> bytes:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import ast
+import difflib
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -62,7 +63,7 @@ class BuildOptions:
         cpu_levels=None,
     ) -> BuildOptions:
         name, root = find_package(package)
-        cfg = _pyproject_settings(root)
+        cfg = project_settings(root)
 
         def pick(cli, key, default):
             return cli if cli is not None else cfg.get(key, default)
@@ -104,20 +105,45 @@ class BuildOptions:
         )
 
 
-def _pyproject_settings(root: Path) -> dict:
-    """``[tool.gpuaot]`` from the nearest pyproject.toml at or above the package."""
+SETTINGS = ("arch", "cpu", "debug", "no-gpu", "no-cpu", "jobs", "out", "cache-dir", "packages")
+SUBTABLES = ("check-leaks",)
+
+
+def read_pyproject(path: Path) -> dict:
+    """A pyproject.toml as a dict ({} where there is none); a broken one is a usage error."""
     try:
         import tomllib
     except ImportError:  # pragma: no cover - Python 3.10
         import tomli as tomllib
+    if not path.is_file():
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{path}: cannot read it: {e}") from None
+
+
+def project_settings(root: Path) -> dict:
+    """``[tool.gpuaot]`` from the nearest pyproject.toml at or above ``root``.
+
+    An unknown key is an error naming it and the file: a typo (``ach = ...``) must not
+    silently build with the defaults.
+    """
     for d in [root, *root.parents]:
         p = d / "pyproject.toml"
         if p.is_file():
-            try:
-                data = tomllib.loads(p.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as e:
-                raise UsageError(f"{p}: cannot read [tool.gpuaot]: {e}") from None
-            return data.get("tool", {}).get("gpuaot", {})
+            cfg = read_pyproject(p).get("tool", {}).get("gpuaot", {})
+            if not isinstance(cfg, dict):
+                raise UsageError(f"{p}: [tool.gpuaot] must be a table")
+            for key in cfg:
+                if key not in SETTINGS and key not in SUBTABLES:
+                    near = difflib.get_close_matches(key, SETTINGS + SUBTABLES, n=1)
+                    hint = f" (did you mean '{near[0]}'?)" if near else ""
+                    raise UsageError(
+                        f"{p}: [tool.gpuaot] has no setting '{key}'{hint}; known: "
+                        f"{', '.join(SETTINGS + SUBTABLES)}"
+                    )
+            return cfg
     return {}
 
 
@@ -415,7 +441,6 @@ def make_manifest(
 
 def build_package(opts: BuildOptions, progress=None) -> BuildResult:
     from ..bundle.embed import embed_object
-    from .targets import cpu
 
     if progress is not None and not sys.stderr.isatty():
         progress = None  # quiet in CI and when piped

@@ -10,13 +10,12 @@ Imports ctypes, json and hashlib only: the run-time path never imports a compile
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
 import sys
 import threading
 from pathlib import Path
 
-from ..bundle.manifest import bundle_filename, loads
+from ..bundle.manifest import bundle_filename, loads, source_sha256
 from .errors import BundleNotFoundError, StaleBundleError
 
 _loaded: dict[str, Bundle] = {}
@@ -89,13 +88,17 @@ def check_fresh(package: str, manifest: dict) -> None:
     for info in sorted(manifest["modules"].values(), key=lambda i: i["file"]):
         path = root / info["file"]
         try:
-            text = path.read_text(encoding="utf-8")
+            data = path.read_bytes()
         except OSError:
             raise StaleBundleError(
                 f"the {package} bundle was built with {info['file']}, which is gone; "
                 f"rebuild with: gpuaot build {package}"
             ) from None
-        if hashlib.sha256(text.encode("utf-8")).hexdigest() != info["sha256"]:
+        try:
+            fresh = source_sha256(data) == info["sha256"]
+        except UnicodeDecodeError:
+            fresh = False
+        if not fresh:
             raise StaleBundleError(
                 f"the {package} bundle is stale: {info['file']} changed since it was built; "
                 f"rebuild with: gpuaot build {package}"
