@@ -81,6 +81,26 @@ class CompileError(GpuaotError):
         return "\n".join(lines)
 
 
+def diagnostics_json(err: GpuaotError) -> list[dict]:
+    """The diagnostics of a user error as ``--json`` prints them (one per located error)."""
+    errors = getattr(err, "errors", None) or [err]
+    out = []
+    for e in errors:
+        loc = getattr(e, "loc", None)
+        out.append(
+            {
+                "file": loc.file if loc else None,
+                "line": loc.line if loc else None,
+                "col": loc.col + 1 if loc else None,
+                "severity": getattr(e, "severity", "error"),
+                "message": getattr(e, "message", str(e)),
+                "hint": getattr(e, "hint", None),
+                "notes": list(getattr(e, "notes", []) or []),
+            }
+        )
+    return out
+
+
 class CompileErrors(GpuaotError):
     """Every error of a build, reported together."""
 

@@ -85,10 +85,20 @@ class BuildOptions:
             if not (a.startswith("sm_") and a[3:].isdigit()):
                 raise UsageError(f"--arch: '{a}' is not an architecture like sm_80")
         archs = sorted(set(archs), key=lambda a: int(a[3:]))
+        build_cpu = not pick(no_cpu, "no-cpu", False)
+        build_gpu = not pick(no_gpu, "no-gpu", False)
+        if not build_cpu and not build_gpu:
+            raise UsageError("--no-cpu and --no-gpu together build nothing: leave one of them out")
+        if build_gpu and not archs:
+            raise UsageError("--arch needs one or more architectures, like sm_80,sm_90")
         jobs = pick(jobs, "jobs", 0) or os.cpu_count() or 1
         if jobs < 1:
             raise UsageError("--jobs must be at least 1")
-        out = Path(pick(out_dir, "out", root / "_gpuaot"))
+        out = pick(out_dir, "out", None)
+        if out is None:
+            _check_writable_package(name, root)
+            out = root / "_gpuaot"
+        out = Path(out)
         return cls(
             package=package,
             name=name,
@@ -98,10 +108,45 @@ class BuildOptions:
             cache_dir=pick(cache_dir, "cache-dir", None),
             jobs=jobs,
             debug=bool(pick(debug, "debug", False)),
-            cpu=not pick(no_cpu, "no-cpu", False),
-            gpu=not pick(no_gpu, "no-gpu", False),
+            cpu=build_cpu,
+            gpu=build_gpu,
             cpu_levels=levels,
             host_table=os.environ.get("GPUAOT_TEST_HOST_TABLE", "cpu"),
+        )
+
+
+def _installed_in(root: Path) -> str | None:
+    """Why ``root`` is an installed package, not a source tree (or None)."""
+    import site
+    import sysconfig
+
+    dirs = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
+    try:
+        dirs |= set(site.getsitepackages()) | {site.getusersitepackages()}
+    except AttributeError:  # pragma: no cover - virtualenv's old site.py
+        pass
+    for d in dirs:
+        if d and root.is_relative_to(Path(d).resolve()):
+            return f"it is in {d}"
+    for info in root.parent.glob("*.dist-info"):
+        try:
+            record = (info / "RECORD").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        if f"{root.name}/__init__.py," in record:
+            return f"it belongs to the installed distribution {info.name}"
+    if not os.access(root, os.W_OK):
+        return "it is not writable"
+    return None
+
+
+def _check_writable_package(name: str, root: Path) -> None:
+    why = _installed_in(root)
+    if why is not None:
+        raise UsageError(
+            f"{name}: gpuaot writes the bundle into the package, and {root} is not a source "
+            f"tree ({why}); build the source checkout, or give --out DIR (then run with "
+            "GPUAOT_BUNDLE_PATH=DIR)"
         )
 
 
