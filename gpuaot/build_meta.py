@@ -172,7 +172,9 @@ def _top_level_packages(wheel: Path, editable: bool) -> list[str]:
 
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
-    return sorted({n.split("/")[0] for n in names if n.count("/") == 1 and n.endswith("/__init__.py")})
+    return sorted(
+        {n.split("/")[0] for n in names if n.count("/") == 1 and n.endswith("/__init__.py")}
+    )
 
 
 def _source_dir(name: str) -> Path | None:

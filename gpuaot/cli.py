@@ -53,7 +53,25 @@ def run_guarded(ctx: Ctx, fn, *args, **kwargs):
         if ctx.traceback:
             raise
         click.echo(e.format(), err=True)
+        if ctx.json:  # a failure is one JSON object on stdout too
+            from .errors import diagnostics_json
+
+            ctx.emit_json(
+                {
+                    "ok": False,
+                    "exit_code": e.exit_code,
+                    "error": str(e),
+                    "diagnostics": diagnostics_json(e),
+                }
+            )
         sys.exit(e.exit_code)
+    except ModuleNotFoundError as e:
+        from .__main__ import compiler_hint, missing_compiler
+
+        if ctx.traceback or not missing_compiler(e):
+            raise
+        click.echo(compiler_hint(e), err=True)
+        sys.exit(2)
     except BrokenPipeError:
         # `gpuaot ... | head` closing the pipe is not a crash.
         sys.stderr.close()
@@ -69,6 +87,15 @@ def run_guarded(ctx: Ctx, fn, *args, **kwargs):
             "this is a bug in gpuaot; rerun with --traceback and report it",
             err=True,
         )
+        if ctx.json:
+            ctx.emit_json(
+                {
+                    "ok": False,
+                    "exit_code": 2,
+                    "error": f"internal error: {type(e).__name__}: {e}",
+                    "diagnostics": [],
+                }
+            )
         sys.exit(2)
 
 
@@ -214,9 +241,10 @@ def emit(
 
 
 def _register_check_leaks() -> None:
-    from .leaks.command import check_leaks
+    from .leaks.command import check_leaks, check_wheel
 
     main.add_command(check_leaks, name="check-leaks")
+    main.add_command(check_wheel, name="check-wheel")
 
 
 _register_check_leaks()

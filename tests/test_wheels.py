@@ -373,3 +373,22 @@ def test_a_compile_error_fails_with_the_located_diagnostic(kit, tmp_path):
     assert r.returncode != 0
     assert re.search(r"src/shipkern/kernels\.py:\d+:\d+: error: .*'nope'", out), out
     assert "Traceback" not in out
+
+
+@pytest.mark.parametrize("layout", ["flat", "src"])
+def test_check_wheel_passes_the_built_wheel_and_catches_a_bundle_left_out(wheels, layout, tmp_path):
+    from click.testing import CliRunner
+
+    from gpuaot.cli import main
+
+    r = CliRunner().invoke(main, ["check-wheel", str(wheels[layout])])
+    assert r.exit_code == 0, r.output
+    # the same wheel without its bundle, as setuptools alone would have built it
+    bare = tmp_path / wheels[layout].name
+    with zipfile.ZipFile(wheels[layout]) as src, zipfile.ZipFile(bare, "w") as dst:
+        for info in src.infolist():
+            if info.filename != BUNDLE:
+                dst.writestr(info, src.read(info))
+    r = CliRunner().invoke(main, ["check-wheel", "--format", "json", str(bare)])
+    assert r.exit_code == 1, r.output
+    assert "missing-bundle" in r.output

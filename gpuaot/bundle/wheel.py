@@ -47,9 +47,7 @@ def _date_time() -> tuple:
 
 def _retag(wheel_text: str, tag: str) -> str:
     lines = [ln for ln in wheel_text.splitlines() if not ln.startswith("Tag:")]
-    lines = [
-        "Root-Is-Purelib: false" if ln.startswith("Root-Is-Purelib:") else ln for ln in lines
-    ]
+    lines = ["Root-Is-Purelib: false" if ln.startswith("Root-Is-Purelib:") else ln for ln in lines]
     while lines and not lines[-1].strip():
         lines.pop()
     return "\n".join([*lines, f"Tag: {tag}"]) + "\n"

@@ -1,10 +1,12 @@
-"""``gpuaot check-leaks PATH...``: the leak gate as a command.
+"""``gpuaot check-leaks PATH...`` and ``gpuaot check-wheel WHEEL...``: the gates as commands.
 
 ::
 
     $ gpuaot check-leaks dist/*.whl build/                 # exit 0 clean, 1 leaks
     $ gpuaot check-leaks --format sarif -o leaks.sarif dist/
     $ gpuaot check-leaks --forbid 'cuda*' --allow 'gpu_ok_*' --undefined lib/libk.so
+    $ gpuaot check-wheel dist/*.whl                        # bundles present, fresh, leak-free
+    $ gpuaot check-wheel --baseline x86-64 --format github dist/
 
 Exit codes: 0 clean, 1 findings, 2 usage (bad option, no such path, bad configuration), 3 some
 input unreadable or malformed -- 3 also when there are findings besides, since the scan was not
@@ -27,54 +29,57 @@ import click
 FORMATS = ["text", "json", "sarif", "github"]
 
 
+def report_options(f):
+    """The options ``check-leaks`` and ``check-wheel`` share: format, output, rules, verbosity."""
+    options = [
+        click.option(
+            "--format",
+            "fmt",
+            type=click.Choice(FORMATS),
+            default=None,
+            help="Report format [text].",
+        ),
+        click.option("--json", "json_out", is_flag=True, help="Shorthand for --format json."),
+        click.option(
+            "-o",
+            "--output",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="Write the report to FILE instead of stdout.",
+        ),
+        click.option(
+            "--forbid",
+            multiple=True,
+            metavar="GLOB",
+            help="Also forbid names matching GLOB (repeatable).",
+        ),
+        click.option(
+            "--allow",
+            multiple=True,
+            metavar="GLOB",
+            help="Never report names matching GLOB; wins over --forbid (repeatable).",
+        ),
+        click.option(
+            "--undefined/--no-undefined",
+            default=None,
+            help="Also report undefined symbols that no DT_NEEDED library defines.",
+        ),
+        click.option(
+            "--no-config", is_flag=True, help="Ignore [tool.gpuaot.check-leaks] in pyproject.toml."
+        ),
+        click.option("-v", "--verbose", count=True, help="List clean and skipped files; timing."),
+        click.option("-q", "--quiet", is_flag=True, help="Print nothing when clean."),
+        click.option("--traceback", is_flag=True, help="Show Python tracebacks (for bug reports)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return click.pass_context(f)
+
+
 @click.command("check-leaks", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("paths", nargs=-1, required=True, type=click.Path(), metavar="PATH...")
-@click.option(
-    "--format", "fmt", type=click.Choice(FORMATS), default=None, help="Report format [text]."
-)
-@click.option("--json", "json_out", is_flag=True, help="Shorthand for --format json.")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Write the report to FILE instead of stdout.",
-)
-@click.option(
-    "--forbid", multiple=True, metavar="GLOB", help="Also forbid names matching GLOB (repeatable)."
-)
-@click.option(
-    "--allow",
-    multiple=True,
-    metavar="GLOB",
-    help="Never report names matching GLOB; wins over --forbid (repeatable).",
-)
-@click.option(
-    "--undefined/--no-undefined",
-    default=None,
-    help="Also report undefined symbols that no DT_NEEDED library defines.",
-)
-@click.option(
-    "--no-config", is_flag=True, help="Ignore [tool.gpuaot.check-leaks] in pyproject.toml."
-)
-@click.option("-v", "--verbose", count=True, help="List clean and skipped files; timing.")
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing when clean.")
-@click.option("--traceback", is_flag=True, help="Show Python tracebacks (for bug reports).")
-@click.pass_context
-def check_leaks(
-    ctx: click.Context,
-    paths: tuple[str, ...],
-    fmt: str | None,
-    json_out: bool,
-    output: str | None,
-    forbid: tuple[str, ...],
-    allow: tuple[str, ...],
-    undefined: bool | None,
-    no_config: bool,
-    verbose: int,
-    quiet: bool,
-    traceback: bool,
-) -> None:
+@report_options
+def check_leaks(ctx: click.Context, paths: tuple[str, ...], **options) -> None:
     """Scan ELF files, directories, ar archives and wheels for leaked device symbols.
 
     Forbidden by default, defined or undefined, in .dynsym and .symtab: gpu_*, __nv_*,
@@ -85,16 +90,78 @@ def check_leaks(
     Exit status: 0 clean, 1 leaks found, 2 usage error,
                  3 some input unreadable or malformed (wins over 1).
     """
-    if json_out and fmt not in (None, "json"):
-        raise click.UsageError(f"--json conflicts with --format {fmt}")
-    fmt = "json" if json_out else (fmt or "text")
     for p in paths:
         if not os.path.lexists(p):
             raise click.BadParameter(f"no such file or directory: {p}", param_hint="PATH")
+
+    def scan(rules, traceback: bool):
+        from .scan import Scanner
+
+        return Scanner(rules, debug=traceback).scan(list(paths))
+
+    run_report(ctx, "check-leaks", scan, **options)
+
+
+@click.command("check-wheel", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("wheels", nargs=-1, required=True, type=click.Path(), metavar="WHEEL...")
+@click.option(
+    "--baseline",
+    metavar="LEVEL",
+    default=None,
+    help="The CPU level a variant must run on, for wheels of that level's platform "
+    "[the lowest default level: x86-64-v2, armv8-a].",
+)
+@report_options
+def check_wheel(
+    ctx: click.Context, wheels: tuple[str, ...], baseline: str | None, **options
+) -> None:
+    """Check that wheels carry a complete, fresh, leak-free gpuaot bundle.
+
+    For each package with gpuaot functions: its bundle is in the wheel, built from the wheel's
+    .py files, for the wheel's platform tag, with a CPU variant for the baseline CPU and no
+    native one, its images matching their sha256; and no ELF member leaks device symbols
+    (the check-leaks rules; --forbid, --allow, [tool.gpuaot.check-leaks]).
+    A directory stands for the *.whl files in it.
+
+    \b
+    Exit status: 0 clean, 1 findings, 2 usage error,
+                 3 some input unreadable or malformed (wins over 1).
+    """
+    from ..bundle.cpus import LEVELS
+
+    if baseline is not None and baseline not in {lv.name for lv in LEVELS}:
+        known = ", ".join(lv.name for lv in LEVELS)
+        raise click.BadParameter(f"'{baseline}' is not a CPU level ({known})", param_hint="LEVEL")
+    paths = []
+    for p in wheels:
+        if not os.path.lexists(p):
+            raise click.BadParameter(f"no such file or directory: {p}", param_hint="WHEEL")
+        if os.path.isdir(p):
+            found = sorted(e.path for e in os.scandir(p) if e.name.endswith(".whl"))
+            if not found:
+                raise click.BadParameter(f"no *.whl files in {p}", param_hint="WHEEL")
+            paths += found
+        else:
+            paths.append(p)
+
+    def check(rules, traceback: bool):
+        from .wheelcheck import check_wheels
+
+        return check_wheels(paths, rules, baseline=baseline, debug=traceback)
+
+    run_report(ctx, "check-wheel", check, **options)
+
+
+def run_report(ctx: click.Context, name: str, check, *, fmt, json_out, traceback, **options):
+    """Run ``check(rules, traceback)`` and report its result; exits with the result's code.
+
+    No traceback for a user error (its own code) or a bug (3, "rerun with --traceback").
+    """
+    if json_out and fmt not in (None, "json"):
+        raise click.UsageError(f"--json conflicts with --format {fmt}")
+    fmt = "json" if json_out else (fmt or "text")
     try:
-        code = _run(
-            list(paths), fmt, output, forbid, allow, undefined, no_config, verbose, quiet, traceback
-        )
+        code = _run(check, fmt, traceback=traceback, **options)
     except click.exceptions.Exit:
         raise
     except Exception as e:
@@ -106,7 +173,7 @@ def check_leaks(
             click.echo(e.format(), err=True)
             ctx.exit(e.exit_code)
         click.echo(
-            f"error: internal error in check-leaks: {type(e).__name__}: {e} "
+            f"error: internal error in {name}: {type(e).__name__}: {e} "
             "(rerun with --traceback to report it)",
             err=True,
         )
@@ -115,7 +182,7 @@ def check_leaks(
 
 
 def _run(
-    paths: list[str],
+    check,
     fmt: str,
     output: str | None,
     forbid: tuple[str, ...],
@@ -128,7 +195,6 @@ def _run(
 ) -> int:
     from .report import FORMATTERS, format_text, summary
     from .rules import Rules, find_pyproject, load_config
-    from .scan import Scanner
 
     config: dict = {}
     if not no_config:
@@ -143,7 +209,7 @@ def _run(
         undefined=bool(config.get("undefined", False)) if undefined is None else undefined,
     )
     start = time.perf_counter()
-    result = Scanner(rules, debug=traceback).scan(paths)
+    result = check(rules, traceback)
     elapsed = time.perf_counter() - start
     if fmt == "text":
         color = output is None and _stdout_is_terminal()

@@ -13,11 +13,17 @@
 away (adding fields does not bump it).  ``format_sarif`` gives each result its own
 ``partialFingerprints`` (rule, file, member, symbol, table: stable across rebuilds, independent
 of addresses), so code scanning tracks a leak from run to run.
+
+A :class:`~gpuaot.leaks.wheelcheck.WheelResult` (``check-wheel``) renders the same way, its
+bundle findings beside the leaks, each with what to do (``hint``).  Names from the inputs are
+printed through :func:`printable` in text and GitHub output (JSON escapes them itself).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 from typing import Any
 
 from .scan import (
@@ -29,12 +35,14 @@ from .scan import (
     InputError,
     ScanResult,
 )
+from .wheelcheck import WHEEL_RULES, BundleFinding, WheelResult, hint
 
 JSON_VERSION = 1
 SARIF_SCHEMA = (
     "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 )
 TOOL_NAME = "gpuaot check-leaks"
+WHEEL_TOOL_NAME = "gpuaot check-wheel"
 
 RULES = {
     RULE_FORBIDDEN: (
@@ -73,14 +81,43 @@ def _tool_version() -> str:
         return "0.1.0"
 
 
-def _group(result: ScanResult) -> dict[str, tuple[list[Finding], list[InputError]]]:
-    groups: dict[str, tuple[list[Finding], list[InputError]]] = {}
+def _tool_name(result: ScanResult) -> str:
+    return WHEEL_TOOL_NAME if isinstance(result, WheelResult) else TOOL_NAME
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_NAMED_CONTROLS = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(m: re.Match) -> str:
+    c = m[0]
+    return _NAMED_CONTROLS.get(c) or (f"\\x{ord(c):02x}" if c < "\x80" else f"\\u{ord(c):04x}")
+
+
+def printable(text: str) -> str:
+    r"""``text`` with its control characters escaped (``\x1b``, ``\n``, ``\u0085``).
+
+    >>> printable("lib\x1b[2J\n.so")
+    'lib\\x1b[2J\\n.so'
+    """
+    return _CONTROL.sub(_escape, text)
+
+
+def _group(result: ScanResult) -> dict[str, tuple[list[Any], list[InputError]]]:
+    """Findings and errors per file: in scan order, and for wheels in the order given."""
+    groups: dict[str, tuple[list[Any], list[InputError]]] = {}
     for f in result.findings:
         groups.setdefault(f.file, ([], []))[0].append(f)
     for e in result.errors:
         groups.setdefault(e.file, ([], []))[1].append(e)
     order = {name: i for i, name in enumerate(result.scanned)}
-    return dict(sorted(groups.items(), key=lambda kv: order.get(kv[0], len(order))))
+    wheels = {w: i for i, w in enumerate(result.wheels)} if isinstance(result, WheelResult) else {}
+
+    def key(kv: tuple[str, tuple[list, list]]) -> tuple[int, int]:
+        first = (kv[1][0] or kv[1][1])[0]
+        return wheels.get(first.path, 0), order.get(kv[0], len(order))
+
+    return dict(sorted(groups.items(), key=key))
 
 
 def _plural(n: int, word: str) -> str:
@@ -97,15 +134,23 @@ def error_line(e: InputError) -> str:
 
 
 def summary(result: ScanResult) -> str:
-    images = len(result.scanned)
-    leaky = len({f.file for f in result.findings})
+    images = _plural(len(result.scanned), "ELF image")
     parts = []
-    if result.findings:
-        parts.append(
-            f"{_plural(len(result.findings), 'leak')} in {leaky} of {_plural(images, 'ELF image')}"
-        )
+    if isinstance(result, WheelResult):
+        wheels = _plural(len(result.wheels), "wheel")
+        leaks = _plural(sum(isinstance(f, Finding) for f in result.findings), "leak")
+        if result.findings:
+            bad = len({f.path for f in result.findings})
+            n = _plural(len(result.findings), "problem")
+            parts.append(f"{n} in {bad} of {wheels} ({leaks} in {images})")
+        else:
+            found = " found" if result.errors else ""
+            parts.append(f"No problems{found} in {wheels} ({images} scanned)")
+    elif result.findings:
+        leaky = len({f.file for f in result.findings})
+        parts.append(f"{_plural(len(result.findings), 'leak')} in {leaky} of {images}")
     else:
-        parts.append(f"No leaks in {_plural(images, 'ELF image')}")
+        parts.append(f"No leaks in {images}")
     if result.errors:
         parts.append(f"{_plural(len(result.errors), 'input')} could not be read")
     return "; ".join(parts) + "."
@@ -125,28 +170,39 @@ def format_text(
 
     lines: list[str] = []
     groups = _group(result)
+    wheel = isinstance(result, WheelResult)
     if verbose:
         for name in result.scanned:
             if name not in groups:
-                lines.append(f"{name}: ok")
+                lines.append(f"{printable(name)}: ok")
         for s in result.skipped:
-            lines.append(f"{s.display}: skipped: {s.reason}")
+            lines.append(f"{printable(s.display)}: skipped: {printable(s.reason)}")
     for name, (findings, errors) in groups.items():
-        lines.append(style(name, bold=True))
-        width = max((len(f.symbol + (f.version or "")) for f in findings), default=0)
+        lines.append(style(printable(name), bold=True))
+        width = max((len(_symbol(f)) for f in findings if isinstance(f, Finding)), default=0)
         for f in findings:
-            lines.append("  " + _text_finding(f, width, style))
-            if f.referenced_by or f.locations:
-                refs = ", ".join(f.referenced_by) or "?"
-                locs = f" ({', '.join(f.locations)})" if f.locations else ""
+            if isinstance(f, BundleFinding):
+                lines.append(f"  {style(f.rule, fg='red', bold=True)}: {printable(f.message)}")
+            else:
+                lines.append("  " + _text_finding(f, width, style))
+            if getattr(f, "referenced_by", None) or getattr(f, "locations", None):
+                refs = printable(", ".join(f.referenced_by)) or "?"
+                locs = f" ({printable(', '.join(f.locations))})" if f.locations else ""
                 lines.append(f"      referenced by {refs}{locs}")
+            if wheel:
+                lines.append(f"      fix: {printable(hint(f))}")
         for e in errors:
-            lines.append("  " + style("error:", fg="red", bold=True) + " " + error_line(e))
+            error = printable(error_line(e))
+            lines.append("  " + style("error:", fg="red", bold=True) + " " + error)
     if lines:
         lines.append("")
     if not (quiet and not result.findings and not result.errors):
         lines.append(summary(result))
     return "\n".join(lines)
+
+
+def _symbol(f: Finding) -> str:
+    return printable(f.symbol + (f.version or ""))
 
 
 def _text_finding(f: Finding, width: int, style: Any) -> str:
@@ -155,8 +211,8 @@ def _text_finding(f: Finding, width: int, style: Any) -> str:
             ": device code where host code is expected"
         )
     if f.rule == RULE_MISSING_LIB:
-        return style(f"NEEDED {f.symbol}", fg="red", bold=True) + ": library not found"
-    name = (f.symbol + (f.version or "")).ljust(width)
+        return style(f"NEEDED {_symbol(f)}", fg="red", bold=True) + ": library not found"
+    name = _symbol(f).ljust(width)
     state = "defined  " if f.defined else "undefined"
     tail = f"[{f.pattern}]" if f.rule == RULE_FORBIDDEN else "no NEEDED library defines it"
     return (
@@ -189,12 +245,19 @@ def finding_dict(f: Finding) -> dict[str, Any]:
     }
 
 
+def _finding_json(f: Finding | BundleFinding, wheel: bool) -> dict[str, Any]:
+    if isinstance(f, BundleFinding):
+        return dataclasses.asdict(f)
+    return finding_dict(f) | ({"hint": hint(f)} if wheel else {})
+
+
 def format_json(result: ScanResult) -> str:
     import json
 
-    doc = {
+    wheel = isinstance(result, WheelResult)
+    doc: dict[str, Any] = {
         "version": JSON_VERSION,
-        "tool": {"name": TOOL_NAME, "version": _tool_version()},
+        "tool": {"name": _tool_name(result), "version": _tool_version()},
         "rules": {
             "forbid": list(result.rules.forbid),
             "allow": list(result.rules.allow),
@@ -206,7 +269,7 @@ def format_json(result: ScanResult) -> str:
             "errors": len(result.errors),
             "exit_code": result.exit_code,
         },
-        "findings": [finding_dict(f) for f in result.findings],
+        "findings": [_finding_json(f, wheel) for f in result.findings],
         "errors": [
             {
                 "file": e.file,
@@ -222,6 +285,9 @@ def format_json(result: ScanResult) -> str:
         "skipped": [{"file": s.display, "reason": s.reason} for s in result.skipped],
         "scanned": list(result.scanned),
     }
+    if wheel:
+        doc["wheels"] = list(result.wheels)
+        doc["baseline"] = result.baseline
     return json.dumps(doc, indent=2)
 
 
@@ -242,21 +308,15 @@ def artifact_uri(path: str) -> str:
     return quote(rel.replace(os.sep, "/"))
 
 
-def fingerprint(f: Finding) -> str:
+def fingerprint(f: Finding | BundleFinding) -> str:
     import hashlib
 
-    key = "\0".join(
-        [
-            f.rule,
-            f.path.replace(os.sep, "/"),
-            f.member or "",
-            f.symbol,
-            f.version or "",
-            f.section,
-            "D" if f.defined else "U",
-        ]
-    )
-    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+    parts = [f.rule, f.path.replace(os.sep, "/"), f.member or ""]
+    if isinstance(f, BundleFinding):
+        parts.append(f.subject)
+    else:
+        parts += [f.symbol, f.version or "", f.section, "D" if f.defined else "U"]
+    return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _related(f: Finding) -> list[dict[str, Any]]:
@@ -280,10 +340,43 @@ def _related(f: Finding) -> list[dict[str, Any]]:
     return out
 
 
+def _sarif_result(f: Finding | BundleFinding, rule_ids: list[str], wheel: bool) -> dict[str, Any]:
+    if isinstance(f, BundleFinding):
+        name = fqn = f.member or f.file
+    else:
+        name, fqn = f.symbol or f.file, f"{f.member}!{f.symbol}" if f.member else f.symbol
+    text = f.message + (f"; {hint(f)}" if wheel else "")
+    props = _finding_json(f, wheel)
+    res: dict[str, Any] = {
+        "ruleId": f.rule,
+        "ruleIndex": rule_ids.index(f.rule),
+        "level": "error",
+        "message": {"text": f"{f.file}: {text}"},
+        "locations": [
+            {
+                # Binaries have no lines; line 1 stands for the file so code scanning shows it.
+                "physicalLocation": {
+                    "artifactLocation": {"uri": artifact_uri(f.path)},
+                    "region": {"startLine": 1},
+                },
+                "logicalLocations": [{"name": name, "fullyQualifiedName": fqn, "kind": "member"}],
+            }
+        ],
+        "partialFingerprints": {"gpuaotLeak/v1": fingerprint(f)},
+        "properties": {k: v for k, v in props.items() if v is not None},
+    }
+    related = _related(f) if isinstance(f, Finding) else []
+    if related:
+        res["relatedLocations"] = related
+    return res
+
+
 def format_sarif(result: ScanResult) -> str:
     import json
 
-    rule_ids = list(RULES)
+    wheel = isinstance(result, WheelResult)
+    table = RULES | WHEEL_RULES if wheel else RULES
+    rule_ids = list(table)
     rules = [
         {
             "id": rid,
@@ -294,39 +387,9 @@ def format_sarif(result: ScanResult) -> str:
             "defaultConfiguration": {"level": "error"},
             "properties": {"tags": ["gpu", "linking"]},
         }
-        for rid, (name, short, full) in RULES.items()
+        for rid, (name, short, full) in table.items()
     ]
-    results = []
-    for f in result.findings:
-        logical = f"{f.member}!{f.symbol}" if f.member else f.symbol
-        res: dict[str, Any] = {
-            "ruleId": f.rule,
-            "ruleIndex": rule_ids.index(f.rule),
-            "level": "error",
-            "message": {"text": f"{f.file}: {f.message}"},
-            "locations": [
-                {
-                    # Binaries have no lines; line 1 stands for the file so code scanning shows it.
-                    "physicalLocation": {
-                        "artifactLocation": {"uri": artifact_uri(f.path)},
-                        "region": {"startLine": 1},
-                    },
-                    "logicalLocations": [
-                        {
-                            "name": f.symbol or f.file,
-                            "fullyQualifiedName": logical,
-                            "kind": "member",
-                        }
-                    ],
-                }
-            ],
-            "partialFingerprints": {"gpuaotLeak/v1": fingerprint(f)},
-            "properties": {k: v for k, v in finding_dict(f).items() if v is not None},
-        }
-        related = _related(f)
-        if related:
-            res["relatedLocations"] = related
-        results.append(res)
+    results = [_sarif_result(f, rule_ids, wheel) for f in result.findings]
     notes = [
         {
             "level": "error",
@@ -342,7 +405,13 @@ def format_sarif(result: ScanResult) -> str:
         "version": "2.1.0",
         "runs": [
             {
-                "tool": {"driver": {"name": TOOL_NAME, "version": _tool_version(), "rules": rules}},
+                "tool": {
+                    "driver": {
+                        "name": _tool_name(result),
+                        "version": _tool_version(),
+                        "rules": rules,
+                    }
+                },
                 "invocations": [
                     {
                         "executionSuccessful": not result.errors,
@@ -379,17 +448,23 @@ def _repo_path(path: str) -> str:
 def format_github(result: ScanResult) -> str:
     """``::error file=...::`` annotations, one per finding and per unreadable input."""
     lines = []
+    tool = _tool_name(result)
+    table = RULES | WHEEL_RULES
+
+    def annotate(path: str, title: str, msg: str) -> None:
+        path, title, msg = _gh_prop(printable(_repo_path(path))), _gh_prop(title), printable(msg)
+        lines.append(f"::error file={path},title={title}::{_gh_data(msg)}")
+
+    wheel = isinstance(result, WheelResult)
     for f in result.findings:
-        where = f"{f.member}: " if f.member else ""
-        msg = where + f.message + (f" at {', '.join(f.locations)}" if f.locations else "")
-        title = f"gpuaot check-leaks: {RULES[f.rule][0]}"
-        path = _gh_prop(_repo_path(f.path))
-        lines.append(f"::error file={path},title={_gh_prop(title)}::{_gh_data(msg)}")
+        msg = (f"{f.member}: " if f.member else "") + f.message
+        if getattr(f, "locations", None):
+            msg += f" at {', '.join(f.locations)}"
+        msg += f"; {hint(f)}" if wheel else ""
+        annotate(f.path, f"{tool}: {table[f.rule][0]}", msg)
     for e in result.errors:
-        title = "gpuaot check-leaks: unreadable input"
         msg = (f"{e.member}: " if e.member else "") + error_line(e)
-        path = _gh_prop(_repo_path(e.path or e.file))
-        lines.append(f"::error file={path},title={_gh_prop(title)}::{_gh_data(msg)}")
+        annotate(e.path or e.file, f"{tool}: unreadable input", msg)
     lines.append(summary(result))
     return "\n".join(lines)
 
