@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from ..lang.types import BY_NAME, parse_type
+from . import arrays
 from .bundle import Bundle, load_bundle
 
 _CTYPES = {
@@ -167,18 +168,6 @@ def _package(fn) -> str:
 # ---------------------------------------------------------------------- argument checks
 
 
-def _is_cuda_array(a) -> bool:
-    if hasattr(a, "__cuda_array_interface__"):
-        return True
-    dev = getattr(a, "__dlpack_device__", None)
-    if dev is not None and not isinstance(a, np.ndarray):
-        try:
-            return dev()[0] in (2, 3, 13)  # kDLCUDA, kDLCUDAHost, kDLCUDAManaged
-        except Exception:  # noqa: BLE001 - a foreign object's method
-            return False
-    return False
-
-
 _PLAIN_SCALARS = (bool, int, float)
 
 
@@ -190,7 +179,7 @@ def device_of(name: str, args) -> str:
         elif type(a) in _PLAIN_SCALARS or isinstance(a, np.generic):
             continue
         else:
-            cuda = cuda or _is_cuda_array(a)
+            cuda = cuda or arrays.is_cuda_array(a)
             host = host or isinstance(a, np.ndarray)
     if cuda and host:
         raise TypeError(f"{name}: arguments mix CUDA and numpy arrays; move them to one device")
@@ -229,19 +218,10 @@ def _spec_matches(spec: dict, args) -> bool:
         if type(a) is np.ndarray:
             dt, nd = a.dtype, a.ndim
         else:
-            dt, nd = _array_dtype_ndim(a)
+            dt, nd = arrays.dtype_ndim(a)
         if dt is None or dt != dtype or nd != ndim:
             return False
     return True
-
-
-def _array_dtype_ndim(a):
-    if isinstance(a, np.ndarray):
-        return a.dtype, a.ndim
-    cai = getattr(a, "__cuda_array_interface__", None)
-    if cai is not None:
-        return np.dtype(cai["typestr"]), len(cai["shape"])
-    return None, None
 
 
 def select_specialization(name: str, entry: dict, args) -> dict:
@@ -255,7 +235,7 @@ def select_specialization(name: str, entry: dict, args) -> dict:
     if len(specs) == 1:
         for p, a in zip(params, args):
             if "ndim" in p:
-                dt, nd = _array_dtype_ndim(a)
+                dt, nd = arrays.dtype_ndim(a)
                 if dt is None:
                     raise TypeError(
                         f"{name}(): argument '{p['name']}' must be an array "
@@ -278,7 +258,7 @@ def select_specialization(name: str, entry: dict, args) -> dict:
 
 
 def _describe(a) -> str:
-    dt, nd = _array_dtype_ndim(a)
+    dt, nd = arrays.dtype_ndim(a)
     if dt is not None:
         return f"{dt}[{nd}-D]"
     return type(a).__name__
@@ -296,7 +276,7 @@ def marshal(name: str, params: list[dict], args, *, device: str = "cpu"):
 
 
 def _scalar(name: str, p: dict, a):
-    if isinstance(a, (np.ndarray,)) or _is_cuda_array(a):
+    if isinstance(a, (np.ndarray,)) or arrays.is_cuda_array(a):
         raise TypeError(
             f"{name}(): argument '{p['name']}' must be a {p['type']} scalar, got an array"
         )
@@ -317,15 +297,9 @@ def _array_parts(name: str, p: dict, a, device: str) -> list:
             raise TypeError(f"{name}(): argument '{p['name']}' must be a numpy array")
         ptr, shape, strides = a.ctypes.data, a.shape, a.strides
         contiguous = a.flags.c_contiguous
-        itemsize = a.itemsize
     else:
-        cai = a.__cuda_array_interface__
-        ptr, shape = cai["data"][0], tuple(cai["shape"])
-        itemsize = np.dtype(cai["typestr"]).itemsize
-        strides = cai.get("strides")
-        c_strides = _c_strides(shape, itemsize)
-        contiguous = strides is None or tuple(strides) == c_strides
-        strides = tuple(strides) if strides is not None else c_strides
+        v = arrays.device_view(a)
+        ptr, shape, strides, contiguous = v.ptr, v.shape, v.strides, v.c_contiguous
     if p["layout"] == "C" and not contiguous and any(s > 1 for s in shape):
         raise TypeError(
             f"{name}(): argument '{p['name']}' is not C-contiguous; pass a "
@@ -335,14 +309,6 @@ def _array_parts(name: str, p: dict, a, device: str) -> list:
     if p["layout"] == "A":
         parts += [ctypes.c_int64(s) for s in strides]
     return parts
-
-
-def _c_strides(shape, itemsize) -> tuple:
-    out, acc = [], itemsize
-    for s in reversed(shape):
-        out.append(acc)
-        acc *= s
-    return tuple(reversed(out))
 
 
 def pointer_array(values: list) -> ctypes.Array:
