@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench gpu-bundles gpu-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,5 +36,13 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/cpu_kernels.py
 	$(BIN)/python bench/check_leaks.py
 
+# Phase 1 of the GPU check, on any machine: bundles, inputs and expected results in gpu-check/.
+gpu-bundles: $(VENV)/.installed-dev
+	$(BIN)/python bench/gpu_bundles.py gpu-check
+
+# Phase 2, on a machine with a GPU (numpy and cuda-python suffice there; exit 77 without one).
+gpu-check:
+	PYTHONPATH=. $(PYTHON) bench/gpu_check.py gpu-check
+
 clean:
-	rm -rf fixtures/*/_gpuaot .pytest_cache
+	rm -rf fixtures/*/_gpuaot .pytest_cache gpu-check

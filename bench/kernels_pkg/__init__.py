@@ -4,6 +4,6 @@ Each is written as a GPU kernel would be; on the CPU backend the x-thread loop i
 so the x axis is the contiguous one wherever a kernel walks a 2-D array.
 """
 
-from .kernels import matmul, row_sums, saxpy, stencil5
+from .kernels import empty, matmul, row_sums, saxpy, stencil5
 
-__all__ = ["matmul", "row_sums", "saxpy", "stencil5"]
+__all__ = ["empty", "matmul", "row_sums", "saxpy", "stencil5"]

@@ -1,0 +1,183 @@
+"""Phase 1 of the GPU check (``make gpu-bundles``): build, here, everything the GPU side runs.
+
+    python bench/gpu_bundles.py gpu-check      # then, on a GPU machine:
+    python bench/gpu_check.py gpu-check        # (phase 2: numpy + cuda-python only)
+
+Writes into ``gpu-check/`` (git-ignored):
+
+* ``pkgs/``: fixtures/conformance, fixtures/gpu_features, fixtures/example and bench/kernels_pkg,
+  each built with the default architectures (cubins for sm_75/80/90, PTX for sm_75);
+* ``jit/example_jit``: the example built for sm_75 only, so a newer GPU must JIT its PTX;
+* ``cases.json`` + ``cases.npz``: every conformance kernel case of tests/test_conformance.py,
+  its inputs, how its arguments are made from them (arrays, strided views, scalars) and the
+  expected results from the numpy/CPython oracle;
+* ``features.json`` + ``features.npz``: inputs of the GPU-only kernels (shared memory, barriers,
+  atomics, shuffles) and their results under ``simulate`` (CPython, thread by thread).
+
+Nothing here needs a GPU; the GPU side needs nothing but this folder.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = {
+    "conformance": REPO / "fixtures" / "conformance",
+    "gpu_features": REPO / "fixtures" / "gpu_features",
+    "example": REPO / "fixtures" / "example",
+    "kernels_pkg": REPO / "bench" / "kernels_pkg",
+}
+JIT_ARCH = "sm_75"
+
+
+def build(src: Path, dest: Path, **opts) -> dict:
+    from gpuaot.compiler.driver import BuildOptions, build_package
+
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("_gpuaot", "__pycache__"))
+    result = build_package(BuildOptions.resolve(str(dest), **opts))
+    if result.leaks:
+        raise SystemExit(f"{dest.name}: the bundle failed the leak check")
+    return result.manifest
+
+
+# ---------------------------------------------------------------------- conformance cases
+
+
+def _encode_arg(a, state: dict, arrays: dict, prefix: str, k: int):
+    if isinstance(a, np.ndarray):
+        for key, v in state.items():
+            if v is a:
+                return {"kind": "array", "key": key}
+        for key, v in state.items():
+            if isinstance(v, np.ndarray) and v.flags.c_contiguous and np.shares_memory(a, v):
+                return {
+                    "kind": "view",
+                    "key": key,
+                    "offset": a.ctypes.data - v.ctypes.data,
+                    "shape": list(a.shape),
+                    "strides": list(a.strides),
+                }
+        arrays[f"{prefix}/arg{k}"] = a
+        return {"kind": "const", "name": f"arg{k}"}
+    if isinstance(a, np.generic):
+        return {"kind": "scalar", "dtype": a.dtype.name, "value": a.item()}
+    if isinstance(a, (bool, int, float)):
+        return {"kind": "py", "value": a}
+    raise TypeError(f"cannot record argument {a!r}")
+
+
+def record_conformance(out: Path) -> int:
+    sys.path.insert(0, str(REPO / "tests"))
+    import test_conformance as tc
+
+    cases, arrays = [], {}
+    for n, c in enumerate(tc.KERNEL_CASES):
+        entry = {"id": c.id, "fn": c.fn, "config": c.config, "rtol": c.rtol, "atol": c.atol}
+        if c.check is not None:
+            entry["skip"] = "order-free result, checked by a function of the test suite"
+            cases.append(entry)
+            continue
+        state = c.inputs(np.random.default_rng(sum(map(ord, c.id))))
+        expected_state = copy.deepcopy(state)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            entry["args"] = [
+                _encode_arg(a, state, arrays, f"c{n}", k) for k, a in enumerate(c.args(state))
+            ]
+            want = {} if c.raises else c.oracle(expected_state)
+        entry["raises"] = c.raises.__name__ if c.raises else None
+        entry["state"] = sorted(k for k, v in state.items() if isinstance(v, np.ndarray))
+        entry["expected"] = sorted(want)
+        for key in entry["state"]:
+            arrays[f"c{n}/state/{key}"] = state[key]
+        for key, v in want.items():
+            arrays[f"c{n}/expected/{key}"] = np.asarray(v)
+        entry["index"] = n
+        cases.append(entry)
+    np.savez_compressed(out / "cases.npz", **arrays)
+    (out / "cases.json").write_text(json.dumps(cases, indent=1))
+    return len(cases)
+
+
+# ---------------------------------------------------------------------- GPU-only kernels
+
+
+def record_features(out: Path) -> int:
+    sys.path.insert(0, str(out / "pkgs"))
+    import gpu_features as g
+
+    rng = np.random.default_rng(11)
+    cases = {
+        "block_sum": (
+            (40, 128),
+            {"x": rng.random(128 * 40, dtype=np.float32), "out": np.zeros(40, np.float32)},
+        ),
+        "warp_sum": (
+            (4, 128),
+            {"x": rng.random(32 * 16, dtype=np.float32), "out": np.zeros(16, np.float32)},
+        ),
+        "histogram": (
+            (8, 128),
+            {
+                "x": rng.integers(0, 10_000, 20_000).astype(np.int32),
+                "bins": np.zeros(64, np.int64),
+            },
+        ),
+        "clamp_max": (
+            (4, 64),
+            {
+                "x": rng.standard_normal(250).astype(np.float32),
+                "best": np.full(1, -np.inf, np.float32),
+                "lowest": np.full(1, 2**31 - 1, np.int32),
+            },
+        ),
+        "local_prefix": (
+            (2, 32),
+            {"x": rng.random((50, 8), dtype=np.float32), "out": np.zeros((50, 8), np.float32)},
+        ),
+    }
+    meta, arrays = [], {}
+    for name, (config, state) in cases.items():
+        for key, v in state.items():
+            arrays[f"{name}/state/{key}"] = v.copy()
+        getattr(g, name).simulate[config](*state.values())
+        for key, v in state.items():
+            arrays[f"{name}/expected/{key}"] = v
+        meta.append({"fn": name, "config": list(config), "args": list(state)})
+    np.savez_compressed(out / "features.npz", **arrays)
+    (out / "features.json").write_text(json.dumps(meta, indent=1))
+    return len(meta)
+
+
+def main(argv: list[str]) -> int:
+    out = Path(argv[1] if len(argv) > 1 else "gpu-check")
+    out.mkdir(parents=True, exist_ok=True)
+    cache = out / "cache"
+    built = {}
+    for name, src in PACKAGES.items():
+        m = build(src, out / "pkgs" / name, cache_dir=str(cache))
+        built[name] = m["architectures"]
+        print(f"built {name}: {len(m['kernels'])} kernels for {', '.join(m['architectures'])}")
+    m = build(PACKAGES["example"], out / "jit" / "example_jit", arch=JIT_ARCH, cache_dir=str(cache))
+    print(f"built example_jit: {JIT_ARCH} only (PTX {m['ptx_arch']}): newer GPUs JIT it")
+    n = record_conformance(out)
+    print(f"recorded {n} conformance kernel cases")
+    n = record_features(out)
+    print(f"recorded {n} GPU-only kernels with their simulate results")
+    shutil.rmtree(cache, ignore_errors=True)  # the GPU side needs only the bundles
+    print(f"next, on a GPU machine: python3 bench/gpu_check.py {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
