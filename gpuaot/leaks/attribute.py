@@ -18,7 +18,6 @@ A site outside any sized function symbol is named by its address (``0x1139``).
 from __future__ import annotations
 
 import bisect
-import io
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -73,17 +72,21 @@ def attribute(elf: ElfFile, targets: list[Target], with_lines: bool = True) -> N
 
 
 def relocations(elf: ElfFile, sec: Section) -> Any:
-    """(offset, symbol index, type) columns of a REL/RELA section, decoded in bulk."""
+    """(offset, symbol index, type) columns of a REL/RELA section, decoded in bulk.
+
+    pyelftools' ``RelocationSection`` says what the entries are (REL or RELA, and that the
+    section's entry size is theirs); numpy reads them all at once where pyelftools would make a
+    Python object of each.
+    """
     import numpy as np
 
+    table = elf.relocation_section(sec)  # checks sh_entsize against Elf_Rel / Elf_Rela
     e = elf.endian
     w = "u8" if elf.bits == 64 else "u4"
     fields = [("offset", e + w), ("info", e + w)]
-    if sec.type == SHT_RELA:
+    if table.is_RELA():
         fields.append(("addend", e + ("i8" if elf.bits == 64 else "i4")))
-    dtype = np.dtype(fields)
-    if sec.entsize != dtype.itemsize:
-        return np.zeros(0, dtype=[("offset", "u8"), ("sym", "u8"), ("type", "u8")])
+    dtype = np.dtype(fields)  # the layout of pyelftools' Elf_Rel / Elf_Rela, as numpy reads it
     elf.check_range(sec.offset, sec.size, "relocation table", sec.name)
     rows = np.frombuffer(
         elf.buf, dtype=dtype, count=sec.size // dtype.itemsize, offset=elf.base + sec.offset
@@ -299,7 +302,7 @@ class _Namer:
 
 
 def _lines(elf: ElfFile, targets: list[Target]) -> None:
-    """``file:line`` of each site, through pyelftools (only here, only for findings)."""
+    """``file:line`` of each site, from pyelftools' DWARF line programs (only for findings)."""
     if not any(s.name in (".debug_line", ".zdebug_line") for s in elf.sections):
         return
     if elf.elf_type == ET_REL:
@@ -314,7 +317,7 @@ def _lines(elf: ElfFile, targets: list[Target]) -> None:
     if not addrs:
         return
     try:
-        table = line_table(bytes(elf.buf[elf.base : elf.base + elf.size]), addrs)
+        table = line_table(elf.elffile, addrs)
     except Exception:  # pyelftools on damaged DWARF: attribution is best effort
         return
     for t in targets:
@@ -322,11 +325,11 @@ def _lines(elf: ElfFile, targets: list[Target]) -> None:
         t.locations.extend(locs)
 
 
-def line_table(image: bytes, addrs: set[int]) -> dict[int, str]:
-    """address -> "file:line" for the addresses pyelftools can place."""
-    from elftools.elf.elffile import ELFFile
+def line_table(ef: Any, addrs: set[int]) -> dict[int, str]:
+    """address -> "file:line" for the addresses pyelftools' line programs place.
 
-    ef = ELFFile(io.BytesIO(image))
+    ``ef`` is the image's own pyelftools ``ELFFile`` (:attr:`ElfFile.elffile`).
+    """
     if not ef.has_dwarf_info():
         return {}
     dwarf = ef.get_dwarf_info()

@@ -1,24 +1,42 @@
-"""A small, strict ELF reader for the leak gate: headers, sections, one symbol at a time.
+"""The gate's view of an ELF image: pyelftools for the structure, bulk reads for the symbol tables.
 
-One entry object over a buffer (``bytes`` or an ``mmap``), sections parsed on first use, every
-offset bounds-checked, every problem an :class:`ElfError` that names the offset and section::
+One entry object over a buffer (``bytes`` or an ``mmap``); pyelftools' ``ELFFile`` reads it
+through a :class:`Window`, sections are read on first use, and every problem is an
+:class:`ElfError` that names the offset and section::
 
     >>> elf = ElfFile(open("libk.so", "rb").read(), name="libk.so")   # doctest: +SKIP
     >>> elf.machine, elf.elf_type, [s.name for s in elf.symbol_tables()]  # doctest: +SKIP
     (62, 3, ['.dynsym', '.symtab'])
     >>> elf.symbol(elf.section_by_name(".dynsym"), 5)                    # doctest: +SKIP
     Symbol(index=5, name='gpu_report_exception', bind=1, type=0, other=0, shndx=0, ...)
+    >>> elf.needed, elf.versions[2]                                      # doctest: +SKIP
+    (['libc.so.6'], Version(name='GLIBC_2.2.5', hidden=False, needed_from='libc.so.6'))
 
-The buffer may hold other things around the ELF image (an ``ar`` archive member is read in place,
-never copied), so every offset is relative to ``base``.  Bulk work over whole symbol tables lives in
-:mod:`gpuaot.leaks.symbols`; this module decodes single entries with :mod:`struct`.
+pyelftools reads the ELF header, the section header table, the program headers, the dynamic
+table (``.dynamic``, else ``PT_DYNAMIC`` with ``DynamicSegment`` counting the symbols of an image
+without section headers from its GNU or SysV hash table), the GNU version sections and the shape
+of relocation sections.  It names what it decodes ('SHT_DYNSYM'); the records here carry numbers,
+so that the constants below compare as the ELF specification writes them.
+
+What stays hand-written is what pyelftools would do one Python object at a time, or without
+bounds: symbol and string tables are decoded in bulk at the offsets pyelftools gives (by
+:mod:`gpuaot.leaks.symbols`; a 175,000-symbol library must cost milliseconds), names are sliced
+out of their string table and never read past its end, and every loop pyelftools would run over
+a count or chain that a damaged file makes up is bounded by the table it walks.  Whatever
+pyelftools raises on a damaged image becomes an ElfError (see :func:`reading`).  pyelftools is
+imported on the first image, never by ``import gpuaot.leaks``.
 """
 
 from __future__ import annotations
 
+import functools
 import struct
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import islice
+from types import SimpleNamespace
 from typing import Any
 
 from ..errors import GpuaotError
@@ -40,10 +58,11 @@ SHN_UNDEF, SHN_LORESERVE, SHN_ABS, SHN_COMMON, SHN_XINDEX = 0, 0xFF00, 0xFFF1, 0
 # symbol binding and type
 STB_LOCAL, STB_GLOBAL, STB_WEAK, STB_GNU_UNIQUE = 0, 1, 2, 10
 STT_NOTYPE, STT_OBJECT, STT_FUNC, STT_SECTION, STT_FILE = 0, 1, 2, 3, 4
-# program header and dynamic tags
-PT_LOAD, PT_DYNAMIC = 1, 2
+# dynamic tags
 DT_NULL, DT_NEEDED, DT_HASH, DT_STRTAB, DT_SYMTAB, DT_STRSZ, DT_SYMENT = 0, 1, 4, 5, 6, 10, 11
 DT_SONAME, DT_RPATH, DT_RUNPATH, DT_GNU_HASH = 14, 15, 29, 0x6FFFFEF5
+# version definition flags
+VER_FLG_BASE = 0x1
 
 BIND_NAMES = {STB_LOCAL: "LOCAL", STB_GLOBAL: "GLOBAL", STB_WEAK: "WEAK", STB_GNU_UNIQUE: "UNIQUE"}
 TYPE_NAMES = {
@@ -57,12 +76,10 @@ TYPE_NAMES = {
     10: "IFUNC",
 }
 
-# Per class (32/64): struct layouts without the byte-order character.
-_EHDR = {32: "16sHHIIIIIHHHHHH", 64: "16sHHIQQQIHHHHHH"}
-_SHDR = {32: "IIIIIIIIII", 64: "IIQQQQIIQQ"}
-_PHDR = {32: "IIIIIIII", 64: "IIQQQQQQ"}
-SYM_SIZE = {32: 16, 64: 24}
-_DYN = {32: "iI", 64: "qQ"}
+# The pyelftools section header fields a Section keeps, after its index, name and type.
+_SHDR = ("sh_flags", "sh_addr", "sh_offset", "sh_size", "sh_link", "sh_info", "sh_entsize")
+# The smallest verdef / verneed entry: a chain longer than its section has this many at most.
+_VERSION_ENTRY = 16
 
 
 class ElfError(GpuaotError):
@@ -95,7 +112,7 @@ class ElfError(GpuaotError):
 
 
 class NotElfError(ElfError):
-    """No ELF magic, or an identification byte this reader does not know."""
+    """No ELF magic, or an identification byte pyelftools does not know."""
 
 
 class TruncatedError(ElfError):
@@ -104,6 +121,130 @@ class TruncatedError(ElfError):
 
 class MalformedError(ElfError):
     """Fields that contradict each other (wrong entry size, bad link, looping chains)."""
+
+
+@functools.cache
+def _pyelftools() -> SimpleNamespace:
+    """The few pyelftools names the gate uses, imported on the first image (about 20 ms)."""
+    from elftools.common.exceptions import DWARFError, ELFError
+    from elftools.common.utils import struct_parse
+    from elftools.construct import ConstructError
+    from elftools.elf.dynamic import Dynamic, DynamicSegment
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.gnuversions import GNUVerDefSection, GNUVerNeedSection
+    from elftools.elf.relocation import RelocationSection
+
+    # What pyelftools raises on a damaged image: its own errors, construct's, and the plain
+    # Python ones its parsing code meets (a short read unpacked, a bad UTF-8 name, an index
+    # past a list, a count that overflows a seek, an ``assert``).
+    errors = (ELFError, DWARFError, ConstructError, struct.error, ValueError, LookupError)
+    errors += (ArithmeticError, RecursionError, AssertionError, EOFError)
+    return SimpleNamespace(
+        ELFFile=ELFFile,
+        Dynamic=Dynamic,
+        DynamicSegment=DynamicSegment,
+        GNUVerDefSection=GNUVerDefSection,
+        GNUVerNeedSection=GNUVerNeedSection,
+        RelocationSection=RelocationSection,
+        struct_parse=struct_parse,
+        errors=errors,
+    )
+
+
+@contextmanager
+def reading(
+    what: str,
+    section: str | None = None,
+    offset: int | None = None,
+    error: type[ElfError] = MalformedError,
+) -> Iterator[None]:
+    """Run pyelftools on a possibly damaged image: whatever it raises becomes one ElfError line.
+
+    >>> with reading("version definitions", ".gnu.version_d", 0x3A0):  # doctest: +ELLIPSIS
+    ...     raise struct.error("unpack requires a buffer of 4 bytes")
+    Traceback (most recent call last):
+    gpuaot.leaks.elf.MalformedError: cannot read version definitions (struct.error: unpack ...)...
+    """
+    try:
+        yield
+    except ElfError:
+        raise
+    except _pyelftools().errors as e:
+        mod, kind = type(e).__module__, type(e).__name__
+        if mod != "builtins" and not mod.startswith("elftools"):
+            kind = f"{mod}.{kind}"  # struct.error
+        detail = " ".join(str(e).split())[:160]  # one line, whatever the library put in it
+        reason = (
+            f"cannot read {what} ({kind}: {detail})" if detail else f"cannot read {what} ({kind})"
+        )
+        raise error(reason, offset=offset, section=section) from e
+
+
+@functools.cache
+def _codes(family: str) -> dict[str, int]:
+    """Name -> number for one pyelftools enum family (``ENUM_SH_TYPE`` and its machine variants).
+
+    >>> _codes("ENUM_SH_TYPE")["SHT_DYNSYM"], _codes("ENUM_E_MACHINE")["EM_CUDA"]
+    (11, 190)
+    """
+    from elftools.elf import enums
+
+    out: dict[str, int] = {}
+    for attr in dir(enums):
+        if attr == family or attr.startswith(family + "_"):
+            table = getattr(enums, attr)
+            if isinstance(table, dict):
+                out.update((k, v) for k, v in table.items() if isinstance(v, int))
+    return out
+
+
+def code(family: str, value: int | str) -> int:
+    """The number behind a value pyelftools decoded: it names the ones it knows, passes others.
+
+    >>> hex(code("ENUM_SH_TYPE", "SHT_GNU_versym")), hex(code("ENUM_SH_TYPE", 0x60001234))
+    ('0x6fffffff', '0x60001234')
+    """
+    return value if isinstance(value, int) else _codes(family)[value]
+
+
+class Window:
+    """``buf[base:base+size]`` as a read-only binary file: all of the image pyelftools can read.
+
+    An archive member or a whole ``mmap`` is read in place (nothing is copied but what is read),
+    and nothing past ``size`` ever comes back, so a count or an offset that a damaged file makes
+    up ends in a short read, which pyelftools reports, instead of a walk through other data::
+
+        >>> w = Window(b"ar..\\x7fELF..", 4, 4)
+        >>> w.read(), w.seek(0, 2), w.read(1), w.seek(2), w.read(8)
+        (b'\\x7fELF', 4, b'', 2, b'LF')
+    """
+
+    def __init__(self, buf: Any, base: int = 0, size: int | None = None) -> None:
+        self.buf, self.base = buf, base
+        self.size = (len(buf) - base) if size is None else size
+        self.pos = 0
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence == 1:
+            pos += self.pos
+        elif whence == 2:
+            pos += self.size
+        if pos < 0:
+            raise ValueError(f"negative seek position {pos}")
+        self.pos = pos
+        return pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def read(self, n: int | None = -1) -> bytes:
+        start = min(self.pos, self.size)
+        end = self.size if n is None or n < 0 else min(self.size, start + n)
+        self.pos = max(self.pos, end)
+        return bytes(self.buf[self.base + start : self.base + end])
+
+    def close(self) -> None:
+        pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,15 +259,6 @@ class Section:
     link: int
     info: int
     entsize: int
-
-
-@dataclass(frozen=True, slots=True)
-class Segment:
-    type: int
-    offset: int
-    vaddr: int
-    filesz: int
-    memsz: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +297,22 @@ class Version:
         return f"@@{self.name}" if defined and not self.hidden else f"@{self.name}"
 
 
+class _Strings:
+    """pyelftools' string-table protocol (``get_string``) over one of the string tables here.
+
+    Given to the pyelftools objects that look names up (``Dynamic`` for DT_NEEDED and friends,
+    the GNU version sections), so that those names are read like every other: never past their
+    table's end, and byte for byte (``surrogateescape``).  ``table`` is asked for on first use:
+    the dynamic string table may only be found through the dynamic table itself.
+    """
+
+    def __init__(self, elf: ElfFile, table: Callable[[], Section]) -> None:
+        self.elf, self.table = elf, table
+
+    def get_string(self, offset: int) -> str:
+        return self.elf.string(self.table(), offset)
+
+
 class ElfFile:
     """One ELF image inside ``buf[base:base+size]``; nothing past the header is read eagerly."""
 
@@ -173,43 +321,24 @@ class ElfFile:
         self.name = name
         self.base = base
         self.size = (len(buf) - base) if size is None else size
-        ident = self.read(0, 16, "ELF identification")
-        if ident[:4] != ELF_MAGIC:
+        if bytes(buf[base : base + min(4, self.size)]) != ELF_MAGIC:
             raise NotElfError("not an ELF file (no \\x7fELF magic)", offset=0)
-        if ident[4] not in (1, 2):
-            raise NotElfError(f"unknown ELF class {ident[4]}", offset=4)
-        if ident[5] not in (1, 2):
-            raise NotElfError(f"unknown ELF data encoding {ident[5]}", offset=5)
-        self.bits = 32 if ident[4] == 1 else 64
-        self.endian = "<" if ident[5] == 1 else ">"
-        fields = self.unpack(_EHDR[self.bits], 0, "ELF header")
-        (
-            _,
-            self.elf_type,
-            self.machine,
-            _,
-            self.entry,
-            self.phoff,
-            self.shoff,
-            _,
-            _,
-            self.phentsize,
-            self.phnum,
-            self.shentsize,
-            self.shnum,
-            self.shstrndx,
-        ) = fields
-        self.sym_size = SYM_SIZE[self.bits]
+        lib = _pyelftools()
+        with reading("the ELF header", offset=0, error=NotElfError):
+            self.elffile = lib.ELFFile(Window(buf, base, self.size))
+        ef = self.elffile
+        self.bits: int = ef.elfclass
+        self.endian = "<" if ef.little_endian else ">"
+        self.elf_type = code("ENUM_E_TYPE", ef["e_type"])
+        self.machine = code("ENUM_E_MACHINE", ef["e_machine"])
+        self.shoff: int = ef["e_shoff"]
+        self.sym_size: int = ef.structs.Elf_Sym.sizeof()
+        self._headers: list[Any] = []  # pyelftools' section header containers, by index
 
     # -- raw access ---------------------------------------------------------------------------
     def read(self, offset: int, length: int, what: str, section: str | None = None) -> bytes:
         """Bytes ``[offset, offset+length)`` of the image, or a TruncatedError saying what."""
-        if offset < 0 or length < 0 or offset + length > self.size:
-            raise TruncatedError(
-                f"{what} ({length} bytes) runs past the end of the file (size {self.size:#x})",
-                offset=offset,
-                section=section,
-            )
+        self.check_range(offset, length, what, section)
         start = self.base + offset
         return bytes(self.buf[start : start + length])
 
@@ -232,35 +361,49 @@ class ElfFile:
             # No section headers (sstrip, or a loader-only image).  The loader never needed them,
             # so rebuild .dynsym/.dynstr from the dynamic segment, which is what it reads.
             return self._sections_from_dynamic()
-        want = struct.calcsize(_SHDR[self.bits])
-        if self.shentsize != want:
+        ef, lib = self.elffile, _pyelftools()
+        want = ef.structs.Elf_Shdr.sizeof()
+        if ef["e_shentsize"] != want:
             raise MalformedError(
-                f"section header entry size is {self.shentsize}, expected {want}",
+                f"section header entry size is {ef['e_shentsize']}, expected {want}",
                 offset=0x2E if self.bits == 32 else 0x3A,
             )
-        if self.shnum:
-            self.check_range(
-                self.shoff, self.shnum * want, f"section header table of {self.shnum} entries", None
-            )
-        first = self.unpack(_SHDR[self.bits], self.shoff, "section header table")
-        count = self.shnum or first[5]  # extended numbering keeps the count in sh_size of entry 0
+        with reading("the section header table", offset=self.shoff):
+            count = ef.num_sections()  # extended numbering: the count is in entry 0's sh_size
         self.check_range(self.shoff, count * want, f"section header table ({count} entries)", None)
-        raw = self.read(self.shoff, count * want, "section header table")
-        rows = list(struct.iter_unpack(self.endian + _SHDR[self.bits], raw))
-        strndx = first[6] if self.shstrndx == SHN_XINDEX else self.shstrndx
-        names = b""
-        if 0 < strndx < count and rows[strndx][1] != SHT_NOBITS:
-            r = rows[strndx]
-            if r[4] + r[5] <= self.size:
-                names = self.read(r[4], r[5], "section name table")
-        out = []
-        for i, (nm, typ, flags, addr, off, size, link, info, _, entsize) in enumerate(rows):
-            end = names.find(b"\0", nm)
-            name = names[nm:end].decode("utf-8", "replace") if nm < len(names) and end >= 0 else ""
-            out.append(
-                Section(i, name or f"[{i}]", typ, flags, addr, off, size, link, info, entsize)
+        with reading("the section header table", offset=self.shoff):
+            headers = [
+                lib.struct_parse(ef.structs.Elf_Shdr, ef.stream, self.shoff + i * want)
+                for i in range(count)
+            ]
+            strndx = ef.get_shstrndx()  # SHN_XINDEX: entry 0's sh_link
+        self._headers = headers
+        names = self._section_names(headers, strndx)
+        return [
+            Section(
+                i, names[i] or f"[{i}]", code("ENUM_SH_TYPE", h["sh_type"]), *(h[k] for k in _SHDR)
             )
+            for i, h in enumerate(headers)
+        ]
+
+    def _section_names(self, headers: list[Any], strndx: int) -> list[str]:
+        """Section names, sliced out of the name table (a damaged one costs names, not the file)."""
+        if not 0 < strndx < len(headers):
+            return [""] * len(headers)
+        table = headers[strndx]
+        off, size = table["sh_offset"], table["sh_size"]
+        if table["sh_type"] == "SHT_NOBITS" or off + size > self.size:
+            return [""] * len(headers)
+        names = self.read(off, size, "section name table")
+        out = []
+        for h in headers:
+            start = h["sh_name"]
+            end = names.find(b"\0", start)
+            out.append(names[start:end].decode("utf-8", "replace") if end >= 0 else "")
         return out
+
+    def _real_sections(self) -> list[Section]:
+        return self.sections if self.shoff else []
 
     def section_by_name(self, name: str) -> Section | None:
         return next((s for s in self.sections if s.name == name), None)
@@ -273,10 +416,15 @@ class ElfFile:
             )
         return self.sections[index]
 
-    def section_bytes(self, sec: Section) -> bytes:
-        if sec.type == SHT_NOBITS:
-            return b""
-        return self.read(sec.offset, sec.size, "section contents", sec.name)
+    def _section_object(self, sec: Section, cls: type, *args: Any) -> Any:
+        """pyelftools' section object of class ``cls`` for ``sec``, made from the header read
+        here (``ELFFile.get_section`` would also need an intact section name table)."""
+        with reading(f"section {sec.name}", sec.name, sec.offset):
+            return cls(self._headers[sec.index], sec.name, self.elffile, *args)
+
+    def relocation_section(self, sec: Section) -> Any:
+        """pyelftools' ``RelocationSection`` for ``sec`` (which checks the entry size)."""
+        return self._section_object(sec, _pyelftools().RelocationSection)
 
     def symbol_tables(self) -> list[Section]:
         """``.dynsym`` first (what the loader sees), then ``.symtab``."""
@@ -298,7 +446,7 @@ class ElfFile:
         self.check_range(strtab.offset, strtab.size, "string table", strtab.name)
         return strtab
 
-    # -- symbols --------------------------------------------------------------------------------
+    # -- symbols (decoded here, never through pyelftools: see the module docstring) ------------
     def symbol(self, sec: Section, index: int, strtab: Section | None = None) -> Symbol:
         strtab = strtab or self.check_symbol_table(sec)
         off = sec.offset + index * self.sym_size
@@ -327,149 +475,154 @@ class ElfFile:
             end = self.base + strtab.offset + strtab.size
         return bytes(self.buf[start:end]).decode("utf-8", "surrogateescape")
 
-    # -- program headers and the dynamic section ------------------------------------------------
+    # -- the dynamic table (pyelftools' Dynamic, bounded by the table) -------------------------
     @cached_property
-    def segments(self) -> list[Segment]:
-        if self.phoff == 0 or self.phnum == 0:
-            return []
-        want = struct.calcsize(_PHDR[self.bits])
-        if self.phentsize != want:
-            raise MalformedError(f"program header entry size is {self.phentsize}, expected {want}")
-        raw = self.read(self.phoff, self.phnum * want, f"program header table ({self.phnum})")
-        out = []
-        for row in struct.iter_unpack(self.endian + _PHDR[self.bits], raw):
-            if self.bits == 64:
-                typ, _, off, vaddr, _, filesz, memsz, _ = row
-            else:
-                typ, off, vaddr, _, filesz, memsz, _, _ = row
-            out.append(Segment(typ, off, vaddr, filesz, memsz))
-        return out
-
-    def vaddr_to_offset(self, vaddr: int) -> int | None:
-        for seg in self.segments:
-            if seg.type == PT_LOAD and seg.vaddr <= vaddr < seg.vaddr + seg.filesz:
-                return seg.offset + (vaddr - seg.vaddr)
-        return None
-
-    def _real_sections(self) -> list[Section]:
-        return self.sections if self.shoff else []
+    def _pt_dynamic(self) -> Any:
+        """The ``PT_DYNAMIC`` program header (a pyelftools container), or None."""
+        ef = self.elffile
+        if not ef["e_phoff"]:
+            return None
+        with reading("the program header table", offset=ef["e_phoff"]):
+            count = ef.num_segments()
+            self.check_range(
+                ef["e_phoff"], count * ef["e_phentsize"], f"program header table ({count})", None
+            )
+            return next((seg.header for seg in ef.iter_segments(type="PT_DYNAMIC")), None)
 
     @cached_property
-    def dynamic(self) -> list[tuple[int, int]]:
-        """``(tag, value)`` pairs up to DT_NULL, from ``.dynamic`` or else PT_DYNAMIC."""
+    def _dynamic(self) -> tuple[Any, int, int, str] | None:
+        """(pyelftools ``Dynamic``, offset, size, label) of ``.dynamic``, else of PT_DYNAMIC.
+
+        pyelftools walks a dynamic table until DT_NULL, wherever that is; its stream here ends
+        where the table does, so a table without one ends in a short read, not in the next table.
+        """
         sec = next((s for s in self._real_sections() if s.type == SHT_DYNAMIC), None)
         if sec is not None:
-            return self._dynamic_entries(sec.offset, sec.size, sec.name)
-        return self._segment_dynamic()
-
-    def _segment_dynamic(self) -> list[tuple[int, int]]:
-        seg = next((p for p in self.segments if p.type == PT_DYNAMIC), None)
-        if seg is None:
-            return []
-        return self._dynamic_entries(seg.offset, seg.filesz, "PT_DYNAMIC")
-
-    def _dynamic_entries(self, off: int, size: int, label: str) -> list[tuple[int, int]]:
-        raw = self.read(off, size, "dynamic section", label)
-        entry = struct.calcsize(_DYN[self.bits])
-        raw = raw[: len(raw) - len(raw) % entry]  # a torn last entry is ignored, like DT_NULL
-        out = []
-        for tag, val in struct.iter_unpack(self.endian + _DYN[self.bits], raw):
-            if tag == DT_NULL:
-                break
-            out.append((tag, val))
-        return out
-
-    def _sections_from_dynamic(self) -> list[Section]:
-        tags: dict[int, int] = {}
-        for tag, val in self._segment_dynamic():
-            tags.setdefault(tag, val)
-        if DT_SYMTAB not in tags or DT_STRTAB not in tags:
-            return []
-        sym_off = self.vaddr_to_offset(tags[DT_SYMTAB])
-        str_off = self.vaddr_to_offset(tags[DT_STRTAB])
-        if sym_off is None or str_off is None:
-            raise MalformedError(
-                "DT_SYMTAB or DT_STRTAB is outside every PT_LOAD segment", section="PT_DYNAMIC"
+            off, size, label = sec.offset, sec.size, sec.name
+        elif (header := self._pt_dynamic) is not None:
+            off, size, label = header["p_offset"], header["p_filesz"], "PT_DYNAMIC"
+        else:
+            return None
+        self.check_range(off, size, "dynamic table", label)
+        lib = _pyelftools()
+        tag_size = self.elffile.structs.Elf_Dyn.sizeof()
+        with reading("the dynamic table", label, off):
+            dyn = lib.Dynamic(
+                Window(self.buf, self.base, off + size),
+                self.elffile,
+                _Strings(self, lambda: self.dynamic_strtab),
+                off,
+                size < tag_size,
             )
-        entsize = tags.get(DT_SYMENT, self.sym_size)
-        strsz = tags.get(DT_STRSZ, self.size - str_off)
-        count = self._dynsym_count(tags, sym_off, str_off, entsize)
-        null = Section(0, "", SHT_NULL, 0, 0, 0, 0, 0, 0, 0)
-        dynsym = Section(
-            1,
-            ".dynsym",
-            SHT_DYNSYM,
-            SHF_ALLOC,
-            tags[DT_SYMTAB],
-            sym_off,
-            count * entsize,
-            2,
-            1,
-            entsize,
-        )
-        dynstr = Section(
-            2, ".dynstr", SHT_STRTAB, SHF_ALLOC, tags[DT_STRTAB], str_off, strsz, 0, 0, 0
-        )
-        return [null, dynsym, dynstr]
-
-    def _dynsym_count(self, tags: dict[int, int], sym_off: int, str_off: int, entsize: int) -> int:
-        """Number of dynamic symbols, from DT_HASH's nchain or by walking DT_GNU_HASH."""
-        if DT_HASH in tags and (off := self.vaddr_to_offset(tags[DT_HASH])) is not None:
-            return self.unpack("II", off, "DT_HASH header", "PT_DYNAMIC")[1]
-        if DT_GNU_HASH in tags and (off := self.vaddr_to_offset(tags[DT_GNU_HASH])) is not None:
-            nbuckets, symoffset, bloom, _ = self.unpack("IIII", off, "DT_GNU_HASH", "PT_DYNAMIC")
-            buckets = off + 16 + bloom * (self.bits // 8)
-            self.check_range(buckets, 4 * nbuckets, "DT_GNU_HASH buckets", "PT_DYNAMIC")
-            raw = self.read(buckets, 4 * nbuckets, "DT_GNU_HASH buckets", "PT_DYNAMIC")
-            last = max(struct.unpack(f"{self.endian}{nbuckets}I", raw), default=0)
-            if last < symoffset:
-                return symoffset
-            chain = buckets + 4 * nbuckets
-            for i in range(last, last + (self.size - chain) // 4 + 1):
-                (h,) = self.unpack(
-                    "I", chain + 4 * (i - symoffset), "DT_GNU_HASH chain", "PT_DYNAMIC"
-                )
-                if h & 1:
-                    return i + 1
-            raise MalformedError("DT_GNU_HASH chain never ends", section="PT_DYNAMIC")
-        # No hash table: by convention .dynstr follows .dynsym.
-        return max(0, (str_off - sym_off) // entsize) if str_off > sym_off else 0
+        return dyn, off, size, label
 
     @cached_property
-    def dynamic_strtab(self) -> tuple[int, int] | None:
-        """(file offset, size) of the dynamic string table."""
+    def dynamic_tags(self) -> list[Any]:
+        """pyelftools ``DynamicTag`` objects before DT_NULL (a DT_NEEDED one has ``.needed``)."""
+        if self._dynamic is None:
+            return []
+        dyn, off, size, label = self._dynamic
+        limit = size // self.elffile.structs.Elf_Dyn.sizeof()  # a torn last entry is not read
+        with reading("the dynamic table", label, off):
+            tags = list(islice(dyn.iter_tags(), limit))
+        if not tags or tags[-1]["d_tag"] != "DT_NULL":
+            # pyelftools looks a tag up by walking to DT_NULL: say so here, not as a short read.
+            raise MalformedError("the dynamic table has no DT_NULL", offset=off, section=label)
+        return tags[:-1]
+
+    @property
+    def dynamic(self) -> list[tuple[int, int]]:
+        """``(tag, value)`` pairs up to DT_NULL, from ``.dynamic`` or else PT_DYNAMIC."""
+        return [(code("ENUM_D_TAG", t["d_tag"]), t["d_val"]) for t in self.dynamic_tags]
+
+    @cached_property
+    def dynamic_strtab(self) -> Section:
+        """The dynamic string table: ``.dynamic``'s linked section, else what DT_STRTAB names."""
         sec = next((s for s in self._real_sections() if s.type == SHT_DYNAMIC), None)
         if sec is not None and 0 < sec.link < len(self.sections):
             st = self.sections[sec.link]
-            self.check_range(st.offset, st.size, "dynamic string table", st.name)
-            return st.offset, st.size
-        addr = next((v for t, v in self.dynamic if t == DT_STRTAB), None)
-        off = self.vaddr_to_offset(addr) if addr is not None else None
+            if st.type == SHT_STRTAB:
+                self.check_range(st.offset, st.size, "dynamic string table", st.name)
+                return st
+        if self._dynamic is None:
+            raise MalformedError("no dynamic table, so no dynamic string table")
+        dyn, _, _, label = self._dynamic
+        with reading("DT_STRTAB", label):
+            addr, off = dyn.get_table_offset("DT_STRTAB")
+        if addr is None:
+            raise MalformedError("the dynamic table has no DT_STRTAB", section=label)
         if off is None:
-            return None
-        size = next((v for t, v in self.dynamic if t == DT_STRSZ), self.size - off)
-        return off, max(0, min(size, self.size - off))
-
-    def dynamic_strings(self, tag: int) -> list[str]:
-        strtab = self.dynamic_strtab
-        if strtab is None:
-            return []
-        off, size = strtab
-        fake = Section(0, ".dynstr", SHT_STRTAB, 0, 0, off, size, 0, 0, 0)
-        return [self.string(fake, v) for t, v in self.dynamic if t == tag]
+            raise MalformedError("DT_STRTAB is outside every PT_LOAD segment", section=label)
+        return Section(
+            0, ".dynstr", SHT_STRTAB, SHF_ALLOC, addr, off, max(0, self.size - off), 0, 0, 0
+        )
 
     @property
     def needed(self) -> list[str]:
-        return self.dynamic_strings(DT_NEEDED)
+        return [t.needed for t in self.dynamic_tags if t["d_tag"] == "DT_NEEDED"]
 
     @property
     def search_paths(self) -> tuple[list[str], list[str]]:
         """(RPATH, RUNPATH) entries, ``:``-split, unexpanded."""
 
-        def split(tag: int) -> list[str]:
-            return [p for s in self.dynamic_strings(tag) for p in s.split(":") if p]
+        def split(tag: str, attr: str) -> list[str]:
+            return [
+                p
+                for t in self.dynamic_tags
+                if t["d_tag"] == tag
+                for p in getattr(t, attr).split(":")
+                if p
+            ]
 
-        return split(DT_RPATH), split(DT_RUNPATH)
+        return split("DT_RPATH", "rpath"), split("DT_RUNPATH", "runpath")
+
+    def _sections_from_dynamic(self) -> list[Section]:
+        """.dynsym/.dynstr of an image without section headers, as pyelftools' DynamicSegment
+        finds them: DT_SYMTAB, DT_STRTAB, and the symbol count from DT_GNU_HASH or DT_HASH."""
+        header = self._pt_dynamic
+        if header is None:
+            return []
+        tags = dict(reversed(self.dynamic))  # the first of a repeated tag counts; has DT_NULL
+        if DT_SYMTAB not in tags or DT_STRTAB not in tags:
+            return []
+        lib = _pyelftools()
+        end = min(self.size, header["p_offset"] + header["p_filesz"])
+        with reading("the dynamic segment", "PT_DYNAMIC", header["p_offset"]):
+            seg = lib.DynamicSegment(header, Window(self.buf, self.base, end), self.elffile)
+            sym_addr, sym_off = seg.get_table_offset("DT_SYMTAB")
+        if sym_off is None:
+            raise MalformedError("DT_SYMTAB is outside every PT_LOAD segment", section="PT_DYNAMIC")
+        strtab = self.dynamic_strtab
+        entsize = tags.get(DT_SYMENT, self.sym_size)
+        strsz = min(tags.get(DT_STRSZ, strtab.size), strtab.size)
+        self._check_hash_table(seg)
+        with reading("the dynamic symbol count (DT_GNU_HASH or DT_HASH)", "PT_DYNAMIC"):
+            count = seg.num_symbols()
+        null = Section(0, "", SHT_NULL, 0, 0, 0, 0, 0, 0, 0)
+        dynsym = Section(
+            1, ".dynsym", SHT_DYNSYM, SHF_ALLOC, sym_addr, sym_off, count * entsize, 2, 1, entsize
+        )
+        dynstr = Section(
+            2, ".dynstr", SHT_STRTAB, SHF_ALLOC, strtab.addr, strtab.offset, strsz, 0, 0, 0
+        )
+        return [null, dynsym, dynstr]
+
+    def _check_hash_table(self, seg: Any) -> None:
+        """pyelftools reads a hash table's bloom words, buckets (and DT_HASH's chains) one word
+        at a time, as many as its header says: check first that they lie inside the file."""
+        for tag in ("DT_GNU_HASH", "DT_HASH"):  # the order DynamicSegment tries them in
+            with reading(tag, "PT_DYNAMIC"):
+                _, off = seg.get_table_offset(tag)
+            if off is None:
+                continue
+            if tag == "DT_GNU_HASH":
+                nbuckets, _, bloom, _ = self.unpack("IIII", off, "DT_GNU_HASH header", "PT_DYNAMIC")
+                length = 16 + bloom * (self.bits // 8) + 4 * nbuckets
+            else:
+                nbuckets, nchains = self.unpack("II", off, "DT_HASH header", "PT_DYNAMIC")
+                length = 8 + 4 * (nbuckets + nchains)
+            self.check_range(off, length, f"{tag} table", "PT_DYNAMIC")
+            return
 
     # -- symbol versions (GNU) ---------------------------------------------------------------
     @cached_property
@@ -483,61 +636,44 @@ class ElfFile:
                 self._read_verneed(sec, out)
         return out
 
+    def _version_section(self, sec: Section, cls: type) -> Any:
+        strtab = self.section_at(sec.link, "version section's string table link", sec)
+        self.check_range(strtab.offset, strtab.size, "string table", strtab.name)
+        return self._section_object(sec, cls, _Strings(self, lambda: strtab))
+
     def _read_verdef(self, sec: Section, out: dict[int, Version]) -> None:
-        strtab = self.section_at(sec.link, "version definition string table link", sec)
-        off, guard = 0, 0
-        while True:
-            _, flags, ndx, cnt, _, aux, nxt = self.unpack(
-                "HHHHIII", sec.offset + off, "version definition", sec.name
-            )
-            if cnt and aux:
-                name_off = self.unpack("II", sec.offset + off + aux, "version aux", sec.name)[0]
-                if not flags & 0x1:  # VER_FLG_BASE names the file itself, not a version
-                    out[ndx] = Version(self.string(strtab, name_off), False, None)
-            guard += 1
-            if nxt == 0 or guard > sec.size // 20 + 1:
-                break
-            off += nxt
-            if off >= sec.size:
-                raise MalformedError(
-                    "version definition chain leaves the section",
-                    section=sec.name,
-                    offset=sec.offset + off,
-                )
+        table = self._version_section(sec, _pyelftools().GNUVerDefSection)
+        # pyelftools walks sh_info entries along vd_next; a damaged chain may loop or stand still.
+        limit = sec.size // _VERSION_ENTRY + 1
+        with reading("version definitions", sec.name, sec.offset):
+            for verdef, auxes in islice(table.iter_versions(), limit):
+                aux = next(auxes, None)  # the first names the version, the others its parents
+                if aux is not None and not verdef["vd_flags"] & VER_FLG_BASE:  # BASE: the file
+                    out[verdef["vd_ndx"]] = Version(aux.name, False, None)
+                if verdef["vd_next"] == 0:
+                    break
 
     def _read_verneed(self, sec: Section, out: dict[int, Version]) -> None:
-        strtab = self.section_at(sec.link, "version requirement string table link", sec)
-        off, guard = 0, 0
-        while True:
-            _, cnt, file_off, aux, nxt = self.unpack(
-                "HHIII", sec.offset + off, "version requirement", sec.name
-            )
-            lib = self.string(strtab, file_off)
-            aoff = off + aux
-            for _ in range(min(cnt, sec.size // 16 + 1)):
-                _, _, other, name_off, anext = self.unpack(
-                    "IHHII", sec.offset + aoff, "version requirement aux", sec.name
-                )
-                out[other & 0x7FFF] = Version(self.string(strtab, name_off), False, lib)
-                if anext == 0:
+        table = self._version_section(sec, _pyelftools().GNUVerNeedSection)
+        limit = sec.size // _VERSION_ENTRY + 1
+        with reading("version requirements", sec.name, sec.offset):
+            for verneed, auxes in islice(table.iter_versions(), limit):
+                for aux in islice(auxes, limit):
+                    out[aux["vna_other"] & 0x7FFF] = Version(aux.name, False, verneed.name)
+                    if aux["vna_next"] == 0:
+                        break
+                if verneed["vn_next"] == 0:
                     break
-                aoff += anext
-            guard += 1
-            if nxt == 0 or guard > sec.size // 16 + 1:
-                break
-            off += nxt
-            if off >= sec.size:
-                raise MalformedError(
-                    "version requirement chain leaves the section",
-                    section=sec.name,
-                    offset=sec.offset + off,
-                )
+
+    def versym(self, dynsym: Section) -> Section | None:
+        """The ``.gnu.version`` table of ``dynsym``: one 16-bit version index per symbol."""
+        return next(
+            (s for s in self.sections if s.type == SHT_GNU_VERSYM and s.link == dynsym.index), None
+        )
 
     def symbol_version(self, dynsym: Section, index: int) -> Version | None:
         """The version of dynamic symbol ``index`` (None: unversioned, local or base)."""
-        versym = next(
-            (s for s in self.sections if s.type == SHT_GNU_VERSYM and s.link == dynsym.index), None
-        )
+        versym = self.versym(dynsym)
         if versym is None:
             return None
         (raw,) = self.unpack("H", versym.offset + 2 * index, "version index", versym.name)

@@ -15,7 +15,9 @@ offset packed as an ``st_name`` word, keeping hits on an entry boundary.  Many: 
 ``st_name`` column with a numpy structured view and ``isin``.  A glob whose literal is not its
 prefix (``*cuda*``) gives ranges of possible starts instead; a glob with no literal decodes all.
 Candidates are then decoded one by one and matched against the full glob, so the filter only
-narrows.  numpy is imported only on those slower paths.
+narrows.  numpy is imported only on those slower paths.  The tables are found by pyelftools
+(:class:`~gpuaot.leaks.elf.ElfFile` gives their offsets and sizes); their entries are never
+decoded by it, which would cost a Python object per symbol.
 """
 
 from __future__ import annotations

@@ -35,7 +35,6 @@ from .elf import (
     ET_EXEC,
     SHN_UNDEF,
     SHT_DYNSYM,
-    SHT_GNU_VERSYM,
     STB_GLOBAL,
     ElfError,
     ElfFile,
@@ -100,9 +99,8 @@ def exports_of(elf: ElfFile) -> dict[str, set[str | None]]:
 
 
 def _versym(elf: ElfFile, dynsym: Section, count: int) -> list[int] | None:
-    sec = next(
-        (s for s in elf.sections if s.type == SHT_GNU_VERSYM and s.link == dynsym.index), None
-    )
+    """Every dynamic symbol's version index, in one unpack (pyelftools reads one per call)."""
+    sec = elf.versym(dynsym)
     if sec is None:
         return None
     raw = elf.read(sec.offset, min(sec.size, 2 * count) // 2 * 2, "version table", sec.name)

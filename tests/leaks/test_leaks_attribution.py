@@ -120,7 +120,7 @@ def test_attribution_can_be_turned_off(corpus):
 
 
 def test_reader_agrees_with_readelf_on_the_sections(corpus):
-    """The small reader sees the same section table as readelf (names, types, sizes)."""
+    """The reader (pyelftools underneath) sees the section table readelf sees: names, sizes."""
     path: Path = corpus["libversioned.so"]
     elf = ElfFile(path.read_bytes(), str(path))
     text = subprocess.run(["readelf", "-SW", str(path)], capture_output=True, text=True).stdout

@@ -1,18 +1,24 @@
 """Robustness: over a thousand mutated ELF files, archives and wheels, none may break the gate.
 
 Each mutant (seeded ``random``: truncations, random header and section-table bytes, offsets past
-the end, absurd counts and sizes, corrupt symbol, string and dynamic tables) is scanned in-process
-with ``debug=True``, so an exception of ours fails the test instead of becoming an "internal
-error" line: every problem must be an ElfError or a Problem with a reason.  Every scan must end
-within 5 s with exit 0, 1 or 3.  A share also goes through the CliRunner, which must never print
-a traceback.
+the end, absurd counts and sizes, corrupt symbol, string, dynamic, version and hash tables) is
+scanned in-process with ``debug=True``, so an exception of ours -- or one of pyelftools' that
+``gpuaot.leaks.elf`` let through -- fails the test instead of becoming an "internal error" line:
+every problem must be an ElfError or a Problem with a reason.  Every scan must end within 5 s
+with exit 0, 1 or 3.  A share also goes through the CliRunner in every format, which must never
+print a traceback and must print valid UTF-8 only.
+
+Seeds: the gcc corpus, images written byte by byte (both classes, both byte orders), and images
+without section headers (``sstrip``-style, found through PT_DYNAMIC and DT_GNU_HASH or DT_HASH).
 """
 
 from __future__ import annotations
 
 import io
 import random
+import shutil
 import struct
+import subprocess
 import time
 import zipfile
 from pathlib import Path
@@ -38,6 +44,8 @@ ELF_SEEDS = [
 MUTANTS_PER_SEED = 140
 CONTAINER_MUTANTS = 120
 SEED = 20240611
+FORMATS = ("text", "json", "sarif", "github")
+KERNEL_HOST_C = Path(__file__).resolve().parents[2] / "fixtures" / "elf" / "kernel_host.c"
 
 
 def _written_seeds() -> list[bytes]:
@@ -61,6 +69,50 @@ def _written_seeds() -> list[bytes]:
     ]
 
 
+def sstrip(data: bytes) -> bytes:
+    """The image without its section headers (e_shoff, e_shnum, e_shstrndx zeroed), as
+    ``sstrip`` leaves it: only the program headers and the dynamic segment find its symbols."""
+    d = bytearray(data)
+    e = "<" if d[5] == 1 else ">"
+    if d[4] == 2:
+        struct.pack_into(e + "Q", d, 0x28, 0)
+        struct.pack_into(e + "HH", d, 0x3C, 0, 0)
+    else:
+        struct.pack_into(e + "I", d, 0x20, 0)
+        struct.pack_into(e + "HH", d, 0x30, 0, 0)
+    return bytes(d)
+
+
+def program_headers(data: bytes, elf: ElfFile) -> list[tuple[int, int, int, int]]:
+    """(p_type, p_offset, p_vaddr, p_filesz) of every program header, read with struct."""
+    e = elf.endian
+    if elf.bits == 64:
+        (phoff,) = struct.unpack_from(e + "Q", data, 0x20)
+        phentsize, phnum = struct.unpack_from(e + "HH", data, 0x36)
+        fmt, pick = "IIQQQQQQ", (0, 2, 3, 5)
+    else:
+        (phoff,) = struct.unpack_from(e + "I", data, 0x1C)
+        phentsize, phnum = struct.unpack_from(e + "HH", data, 0x2A)
+        fmt, pick = "IIIIIIII", (0, 1, 2, 4)
+    rows = [struct.unpack_from(e + fmt, data, phoff + i * phentsize) for i in range(phnum)]
+    return [(r[pick[0]], r[pick[1]], r[pick[2]], r[pick[3]]) for r in rows]
+
+
+def dynamic_tables(data: bytes, elf: ElfFile) -> tuple[int, int, list[int]] | None:
+    """(offset, size) of PT_DYNAMIC and the file offsets of its DT_GNU_HASH / DT_HASH tables."""
+    phdrs = program_headers(data, elf)
+    dyn = next(((off, size) for typ, off, _, size in phdrs if typ == 2 and size), None)
+    if dyn is None:
+        return None
+    hashes = []
+    for tag, value in elf.dynamic:
+        if tag in (4, 0x6FFFFEF5):  # DT_HASH, DT_GNU_HASH: addresses, mapped through PT_LOAD
+            for typ, off, vaddr, size in phdrs:
+                if typ == 1 and vaddr <= value < vaddr + size:
+                    hashes.append(off + value - vaddr)
+    return dyn[0], dyn[1], hashes
+
+
 def mutate(rng: random.Random, data: bytes) -> bytes:
     """One structural or random mutation of an ELF image."""
     d = bytearray(data)
@@ -69,7 +121,7 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
     e = elf.endian
     shdr = 64 if elf.bits == 64 else 40
     secs = elf.sections
-    kind = rng.randrange(10)
+    kind = rng.randrange(11)
     if kind == 0:  # truncation
         return bytes(d[: rng.randrange(len(d))])
     if kind == 1:  # random header bytes (keep the magic half the time)
@@ -157,6 +209,27 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
             t = rng.choice(cands)
             for _ in range(rng.randint(1, 16)):
                 d[t.offset + rng.randrange(t.size)] = rng.randrange(256)
+    elif kind == 9 and (tables := dynamic_tables(data, elf)) is not None:
+        # The dynamic segment and its hash tables: what an image without section headers is
+        # read from.  Absurd hash counts, tags pointing anywhere, DT_NULL gone.
+        off, size, hashes = tables
+        entry = 16 if elf.bits == 64 else 8
+        choice = rng.random()
+        if hashes and choice < 0.4:
+            at = rng.choice(hashes) + 4 * rng.randrange(4)  # nbuckets, symoffset/nchain, bloom
+            struct.pack_into(
+                e + "I", d, at, rng.choice([0, 1, 2**31, 2**32 - 1, rng.randrange(2**32)])
+            )
+        elif choice < 0.7:
+            at = off + rng.randrange(max(1, size // entry)) * entry + entry // 2  # d_val
+            struct.pack_into(e + ptr, d, at, rng.choice([0, len(d), 2**31, rng.randrange(2**32)]))
+        elif choice < 0.85:
+            for k in range(off, off + size, entry):  # no DT_NULL: every tag becomes DT_DEBUG
+                if struct.unpack_from(e + ptr, d, k)[0] == 0:
+                    struct.pack_into(e + ptr, d, k, 21)
+        else:
+            for _ in range(rng.randint(1, 16)):
+                d[off + rng.randrange(size)] = rng.randrange(256)
     else:  # random byte flips anywhere
         for _ in range(rng.randint(1, 40)):
             d[rng.randrange(len(d))] = rng.randrange(256)
@@ -180,11 +253,59 @@ def mutate_container(rng: random.Random, data: bytes) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def mutants(corpus, tmp_path_factory) -> list[Path]:
+def sectionless(corpus, tmp_path_factory) -> dict[str, Path]:
+    """Images without section headers: GNU-hashed from the corpus, and one linked here with
+    only a SysV DT_HASH (``--hash-style=sysv``), so that both of DynamicSegment's counts run."""
+    out = tmp_path_factory.mktemp("sectionless")
+    sysv = out / "libsysv.so"
+    subprocess.run(
+        ["gcc", "-shared", "-fPIC", "-O1", "-Wl,--hash-style=sysv", str(KERNEL_HOST_C)]
+        + ["-o", str(sysv)],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(["strip", "--strip-all", str(sysv)], check=True)
+    seeds = {
+        "gnu_hash": corpus["libkernel_host_stripped.so"].read_bytes(),
+        "versioned": corpus["libversioned.so"].read_bytes(),
+        "sysv_hash": sysv.read_bytes(),
+    }
+    if "libkernel_host32.so" in corpus:
+        seeds["gnu_hash_32"] = corpus["libkernel_host32.so"].read_bytes()
+    images = {}
+    for name, data in seeds.items():
+        path = out / f"{name}.so"
+        path.write_bytes(sstrip(data))
+        images[name] = path
+    return images
+
+
+def test_sectionless_seeds_read_like_readelf_use_dynamic(sectionless):
+    """The seeds themselves: their .dynsym, found without section headers, is readelf -D's."""
+    if shutil.which("readelf") is None:
+        pytest.skip("readelf is not installed")
+    for path in sectionless.values():
+        result = Scanner(Rules.default(), debug=True).scan([str(path)])
+        assert result.errors == [], (path, result.errors)
+        text = subprocess.run(
+            ["readelf", "-D", "-s", "-W", str(path)], capture_output=True, text=True
+        ).stdout
+        oracle = sorted(
+            line.split()[-1].split("@")[0]
+            for line in text.splitlines()
+            if line.strip()[:1].isdigit() and any(f" {p}" in line for p in ("gpu_", "__nv_"))
+        )
+        assert sorted(f.symbol for f in result.findings) == oracle != [], path
+        assert {f.section for f in result.findings} == {".dynsym"}
+
+
+@pytest.fixture(scope="module")
+def mutants(corpus, sectionless, tmp_path_factory) -> list[Path]:
     rng = random.Random(SEED)
     out = tmp_path_factory.mktemp("mutants")
     extra = [n for n in ("kernel_host32.o", "libkernel_host32.so") if n in corpus]
     seeds = [corpus[n].read_bytes() for n in ELF_SEEDS + extra] + _written_seeds()
+    seeds += [p.read_bytes() for p in sectionless.values()]
     paths = []
     for si, seed in enumerate(seeds):
         for k in range(MUTANTS_PER_SEED if si < len(ELF_SEEDS) else MUTANTS_PER_SEED // 2):
@@ -211,7 +332,7 @@ def _bsd_archive(corpus) -> bytes:
 
 
 def test_over_a_thousand_mutants_never_break_the_gate(mutants):
-    assert len(mutants) >= 1000
+    assert len(mutants) >= 1000, len(mutants)
     plain = Scanner(Rules.default(), debug=True)
     undefined = Scanner(Rules.default(undefined=True), debug=True)
     codes = {0: 0, 1: 0, 3: 0}
@@ -230,19 +351,29 @@ def test_over_a_thousand_mutants_never_break_the_gate(mutants):
     assert codes[3] > 100 and codes[1] > 100 and codes[0] > 0, codes
 
 
+def _assert_clean_output(r, what) -> None:
+    """No traceback, an exit code of the gate's, and valid UTF-8 on stdout and stderr."""
+    assert r.exit_code in (0, 1, 3), (what, r.output)
+    assert isinstance(r.exception, SystemExit | None), (what, r.exception)
+    assert "Traceback" not in r.output, what
+    for stream in (r.stdout_bytes, r.stderr_bytes):
+        try:
+            stream.decode("utf-8")
+        except UnicodeDecodeError as e:  # show where, not the whole report
+            raise AssertionError(
+                f"{what}: not UTF-8 at {e.start}: {stream[e.start - 60 : e.end + 20]!r}"
+            ) from None
+
+
 def test_mutants_through_the_cli_never_print_a_traceback(mutants):
     runner = CliRunner()
-    r = runner.invoke(check_leaks, ["--no-config", str(mutants[0].parent)])
-    assert r.exit_code in (0, 1, 3)
-    assert (
-        "Traceback" not in r.output and r.exception is None or isinstance(r.exception, SystemExit)
-    )
-    for path in mutants[::20]:
-        for fmt in ("text", "sarif"):
-            r = runner.invoke(check_leaks, ["--no-config", "--format", fmt, str(path)])
-            assert r.exit_code in (0, 1, 3), (path, r.output)
-            assert isinstance(r.exception, SystemExit | None)
-            assert "Traceback" not in r.output
+    for fmt in ("text", "json"):  # every mutant at once: one bad file never stops the others
+        r = runner.invoke(check_leaks, ["--no-config", "--format", fmt, str(mutants[0].parent)])
+        _assert_clean_output(r, f"the directory, {fmt}")
+    for i, path in enumerate(mutants[::10]):
+        fmt = FORMATS[i % len(FORMATS)]
+        r = runner.invoke(check_leaks, ["--no-config", "--undefined", "--format", fmt, str(path)])
+        _assert_clean_output(r, (str(path), fmt))
 
 
 def test_zip_bomb_headers_and_garbage_zips(tmp_path):
