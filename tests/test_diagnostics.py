@@ -458,13 +458,14 @@ def test_invalid_program(kit, tmp_path, monkeypatch, case: Invalid):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_json_build_error_goes_to_stderr(kit, tmp_path, monkeypatch):
+def test_json_build_error_is_text_on_stderr_and_one_object_on_stdout(kit, tmp_path, monkeypatch):
     case = INVALID[0]
     _write(kit, tmp_path, case)
     monkeypatch.chdir(tmp_path)
     result = _build_cli(tmp_path, case.name, "--json")
     assert result.exit_code == 2
-    assert result.stdout == ""
+    doc = json.loads(result.stdout)  # SPEC §1: a failure is also one JSON object on stdout
+    assert doc["exit_code"] == 2 and doc["diagnostics"][0]["message"] == "unknown name 'y'"
     assert "unknown name 'y'" in result.stderr and "Traceback" not in result.stderr
 
 

@@ -278,7 +278,36 @@ def type_units(pkg: Package, opts: BuildOptions, target: str, diag: Diagnostics)
                 diag.error(e)
             if tf is not None:
                 units.append(Unit(func, k, tf, fastmath=func.options.get("fastmath", False)))
+    check_symbols(units, diag)
     return units, gpu_only
+
+
+def check_symbols(units: list[Unit], diag: Diagnostics) -> None:
+    """Two units of one target with one symbol would meet at link time as a "multiple
+    definition" with no source location. Mangling is injective (``frontend.names``), so
+    only a repeated signature gets here; this makes that, or any future naming bug, a
+    located error naming both places."""
+
+    def where(u: Unit):
+        sigs = u.func.options.get("signatures")
+        return u.func.loc(sigs.elts[u.spec] if isinstance(sigs, (ast.List, ast.Tuple)) else None)
+
+    first: dict[str, Unit] = {}
+    for u in units:
+        other = first.setdefault(u.tf.symbol, u)
+        if other is not u:
+            same = other.func is u.func
+            diag.error(
+                CompileError(
+                    f"signature {u.spec + 1} of '{u.func.name}' repeats signature {other.spec + 1}"
+                    if same
+                    else f"'{u.func.qualname}' and '{other.func.qualname}' would get one "
+                    f"symbol ({u.tf.symbol})",
+                    where(u),
+                    notes=[f"{'first' if same else other.func.qualname}: {where(other)}"],
+                    hint="remove the repeated signature" if same else None,
+                )
+            )
 
 
 # ---------------------------------------------------------------------- CPU
@@ -604,14 +633,14 @@ def report_build(ctx, result: BuildResult) -> None:
             }
         )
     if result.leaks:
-        import click
+        from ..textsafe import printable
 
-        # An error, so shown under --quiet too.
-        click.echo(format_text(result.leaks), err=True)
-        click.echo(
-            f"error: the bundle leaks device-only symbols into host code; refused "
-            f"and kept as {result.bundle}",
-            err=True,
+        # An error, so shown under --quiet too (format_text escapes what it prints).
+        print(format_text(result.leaks), file=sys.stderr)
+        print(
+            "error: the bundle leaks device-only symbols into host code; refused and kept as "
+            + printable(str(result.bundle)),
+            file=sys.stderr,
         )
         return
     nk, nh = len(m["kernels"]), len(m["host_functions"])

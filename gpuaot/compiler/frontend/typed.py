@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from ...lang.types import Type
 from ..discover import FuncInfo
+from .names import function_symbol
 
 
 @dataclass(frozen=True)
@@ -51,22 +52,11 @@ class TypedFunction:
 
     @property
     def symbol(self) -> str:
-        """A stable, readable, unique name for this specialisation."""
-        args = "_".join(
-            t.name.replace(" ", "")
-            .replace(",", "_")
-            .replace("[", "_")
-            .replace("]", "")
-            .replace('"', "")
-            .replace("(", "T")
-            .replace(")", "")
-            for t in self.arg_types
-        )
-        if self.func.kind in ("kernel", "host"):
-            base = self.func.qualname.replace(".", "__")
-            # A kernel with several signatures has one entry point per specialisation.
-            return f"{base}__{args}" if "signatures" in self.func.options else base
-        return f"{self.func.qualname}.{args}"
+        """A stable, readable name for this specialisation, unique in the package
+        (:mod:`.names`): ``example__kernels__saxpy``; ``m__k$sf32_Array_f32_1`` for one of
+        several signatures; ``example__kernels__axpy.f32_f32_f32`` for a device helper."""
+        several = "signatures" in self.func.options
+        return function_symbol(self.func.qualname, self.func.kind, self.arg_types, several)
 
     @property
     def params(self) -> list[str]:

@@ -38,6 +38,7 @@ from ..discover import UNFOLDABLE, FuncInfo, Package
 from ..methods import DIM3, MATH_FUNCS, MethodTable, table_for
 from . import rules
 from .definite import unassigned_reads
+from .nesting import expr_too_deep, python_parser_depth, with_recursion_room
 from .rules import Reject
 from .typed import Builtin, RaiseSite, TypedFunction
 
@@ -64,6 +65,7 @@ class TypingContext:
         self.done: dict[tuple, tuple[TypedFunction | None, list[CompileError]]] = {}
         self.chain: list[tuple[FuncInfo, Location | None]] = []
 
+    @with_recursion_room
     def specialize(
         self, func: FuncInfo, arg_types: tuple[Type, ...] | None = None, debug: bool | None = None
     ) -> tuple[TypedFunction | None, list[CompileError]]:
@@ -98,6 +100,7 @@ class TypingContext:
         ]
 
 
+@with_recursion_room
 def annotated_params(pkg: Package, func: FuncInfo) -> tuple[tuple[Type, ...], list[CompileError]]:
     types, errors = [], []
     for a in func.params:
@@ -126,13 +129,19 @@ def annotated_params(pkg: Package, func: FuncInfo) -> tuple[tuple[Type, ...], li
     return tuple(types), errors
 
 
+@with_recursion_room
 def parse_annotation(pkg: Package, func: FuncInfo, node: ast.expr) -> Type:
     mod = func.module
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        text = node.value
         try:
-            node = ast.parse(node.value, mode="eval").body
-        except SyntaxError:
-            raise Reject(f"cannot read the annotation '{node.value}'") from None
+            with python_parser_depth():
+                node = ast.parse(text, mode="eval").body
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            node = None
+        if node is None or expr_too_deep(node):
+            shown = text if len(text) <= 60 else text[:57] + "..."
+            raise Reject(f"cannot read the annotation {shown!r}")
     if isinstance(node, ast.Name) and node.id in ("int", "float", "bool"):
         if pkg.resolve(mod, node.id) is not None and pkg.resolve(mod, node.id).kind != "builtin":
             pass

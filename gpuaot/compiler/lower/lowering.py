@@ -26,6 +26,7 @@ from ...lang.types import (
     none,
 )
 from ..frontend import rules
+from ..frontend.nesting import with_recursion_room
 from ..frontend.typed import Builtin, RaiseSite, TypedFunction
 from .emitter import I64, ArrayValue
 
@@ -51,6 +52,7 @@ class ModuleBuilder:
             self.sites.append(site)
         return self._site_ids[site]
 
+    @with_recursion_room
     def function(
         self, tf: TypedFunction, name: str | None = None, linkage: str = "internal"
     ) -> ir.Function:
@@ -63,9 +65,10 @@ class ModuleBuilder:
         params.extend(self.em.hidden_param_types())
         ret = self.em.lltype(materialize(tf.return_type))
         name = name or tf.symbol
-        if linkage == "internal" and not name.startswith("gpuaot"):
+        if linkage == "internal" and not name.startswith("gpuaot."):
             # Local symbols still reach .symtab: a package named gpu_x must not look like
-            # the device runtime (gpu_*) to the leak gate.
+            # the device runtime (gpu_*) to the leak gate. (The dot: a package named
+            # gpuaot_x is prefixed too, so no user name can pass for one of ours.)
             name = f"gpuaot.{name}"
         fn = ir.Function(self.module, ir.FunctionType(ret, params), name)
         fn.linkage = linkage

@@ -23,6 +23,7 @@ from llvmlite import ir
 
 from ...errors import BuildError
 from ...lang.types import Scalar, array_of, i32
+from ..frontend.names import gpu_entry_symbol
 from ..lower.emitter import F32, F64, I32, I64, PTR, VOID, ArrayValue, Emitter
 from ..lower.lowering import ModuleBuilder
 from . import cpu
@@ -184,7 +185,7 @@ def lower_gpu(unit) -> None:
     mod = new_module(unit.tf.func.qualname)
     em = GPUEmitter(mod, fastmath=unit.fastmath)
     mb = ModuleBuilder(em)
-    name = f"{unit.tf.symbol}_s{unit.spec}"
+    name = gpu_entry_symbol(unit.tf.symbol, unit.spec)
     fn = mb.function(unit.tf, name=name, linkage="external")
     fn.calling_convention = "ptx_kernel"
     if unit.tf.may_raise:
