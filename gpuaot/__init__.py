@@ -67,7 +67,8 @@ _EXPORTS = {
         "lang.types",
     ),
     **dict.fromkeys(
-        ["BundleNotFoundError", "StaleBundleError", "UnsupportedCPUError"], "runtime.errors"
+        ["BundleError", "BundleNotFoundError", "StaleBundleError", "UnsupportedCPUError"],
+        "runtime.errors",
     ),
 }
 

@@ -1,10 +1,18 @@
-"""Find and load a package's bundle; check it still matches the sources.
+"""Find and load a package's bundle; check it is whole and still matches the sources.
 
     b = load_bundle("example")      # cached per package
     b.manifest["kernels"][0]["name"]
     b.lib                            # ctypes.CDLL of the host code
+    b.image(0)                       # an embedded GPU image, sha256-checked
 
-Imports ctypes, json and hashlib only: the run-time path never imports a compiler.
+Before ``ctypes.CDLL`` maps the file, its ELF structure is checked from the file
+(``bundle.elfcheck``: a segment past the end of the file would be a SIGBUS at the first
+call) and the manifest is read from those bytes and checked against its schema
+(``bundle.manifest.validate``). A damaged bundle raises :class:`BundleError`, never a signal.
+The GPU images are hashed lazily, once per image per process, when the GPU path first needs
+one: CPU users do not pay for hashing the fatbin.
+
+Imports ctypes, json, struct and hashlib only: the run-time path never imports a compiler.
 """
 
 from __future__ import annotations
@@ -15,29 +23,39 @@ import sys
 import threading
 from pathlib import Path
 
-from ..bundle.manifest import bundle_filename, loads, source_sha256
-from .errors import BundleNotFoundError, StaleBundleError
+from ..bundle.elfcheck import DamagedBundle, host_machine
+from ..bundle.manifest import BundleFile, bundle_filename, image_matches, read_bundle, source_sha256
+from .errors import BundleError, BundleNotFoundError, StaleBundleError
 
 _loaded: dict[str, Bundle] = {}
 _lock = threading.Lock()
 
 
 class Bundle:
-    def __init__(self, package: str, path: Path, lib: ctypes.CDLL, manifest: dict):
+    def __init__(self, package: str, file: BundleFile, lib: ctypes.CDLL):
         self.package = package
-        self.path = path
+        self.path = Path(file.path)
+        self.file = file
         self.lib = lib
-        self.manifest = manifest
+        self.manifest = manifest = file.manifest
         self.kernels = {k["qualname"]: k for k in manifest["kernels"]}
         self.hosts = {h["qualname"]: h for h in manifest["host_functions"]}
         self.functions: dict[str, object] = {}
         self.cpu_level: str | None = None  # the CPU variant bound, at the first CPU call
         self.gpu_modules: dict = {}  # CUDA context -> module, filled by runtime.cuda
+        self._images: dict[int, bytes] = {}  # images whose sha256 matched, by index
 
     def symbol(self, name: str):
         fn = self.functions.get(name)
         if fn is None:
-            fn = getattr(self.lib, name)
+            try:
+                fn = getattr(self.lib, name)
+            except AttributeError:
+                raise _damaged(
+                    self.package,
+                    self.path,
+                    f"the manifest names symbol {name}, which the bundle does not define",
+                ) from None
             fn.restype = None
             self.functions[name] = fn
         return fn
@@ -52,13 +70,34 @@ class Bundle:
             level = self.cpu_level = choose(self.package, self.manifest, self.lib)
         return self.symbol(entry["symbols"][level])
 
-    def fatbin(self) -> bytes:
+    def image(self, index: int) -> bytes:
+        """Image ``index`` of the fatbin, read from the file and checked against its sha256
+        (once per process); what ``runtime.cuda`` hands to ``cuModuleLoadData``."""
+        blob = self._images.get(index)
+        if blob is not None:
+            return blob
+        image = self.manifest["images"][index]
         try:
-            size = ctypes.c_uint64.in_dll(self.lib, "gpuaot_fatbin_size").value
-            addr = ctypes.addressof(ctypes.c_char.in_dll(self.lib, "gpuaot_fatbin"))
-        except ValueError:
-            return b""
-        return ctypes.string_at(addr, size)
+            blob = self.file.image(index)
+        except (DamagedBundle, OSError) as e:
+            raise _damaged(self.package, self.path, f"cannot read image {index}: {e}") from None
+        if not image_matches(image, blob):
+            raise _damaged(
+                self.package,
+                self.path,
+                f"image {index} ({image['size']:,} bytes) does not match its recorded sha256 "
+                f"{image['sha256'][:16]}...",
+            )
+        self._images[index] = blob
+        return blob
+
+
+def _damaged(package: str, path, what: str) -> BundleError:
+    return BundleError(
+        f"damaged gpuaot bundle {path}: {what}; rebuild it with: gpuaot build {package}",
+        name=package,
+        path=str(path),
+    )
 
 
 def _package_dir(package: str) -> Path:
@@ -78,9 +117,8 @@ def bundle_path(package: str) -> Path:
 
 
 def read_manifest(lib: ctypes.CDLL) -> dict:
-    size = ctypes.c_uint64.in_dll(lib, "gpuaot_manifest_size").value
-    addr = ctypes.addressof(ctypes.c_char.in_dll(lib, "gpuaot_manifest"))
-    return loads(ctypes.string_at(addr, size))
+    """The checked manifest of a loaded bundle, read from its file (not from its memory)."""
+    return read_bundle(lib._name).manifest
 
 
 def check_fresh(package: str, manifest: dict) -> None:
@@ -119,18 +157,22 @@ def load_bundle(package: str) -> Bundle:
                 f"build it with: gpuaot build {package}"
             )
         try:
-            lib = ctypes.CDLL(str(path), mode=os.RTLD_NOW | os.RTLD_LOCAL)
-            manifest = read_manifest(lib)
-        except (OSError, ValueError) as e:
-            raise BundleNotFoundError(
-                f"cannot load the gpuaot bundle {path}: {e}; rebuild with: gpuaot build {package}"
-            ) from None
+            file = read_bundle(path, machine=host_machine())
+        except DamagedBundle as e:
+            raise _damaged(package, path, str(e)) from None
+        except OSError as e:
+            raise _damaged(package, path, f"cannot read it ({e.strerror or e})") from None
+        manifest = file.manifest
         if manifest["package"] != package:
             raise BundleNotFoundError(
                 f"{path} is the bundle of '{manifest['package']}', not '{package}'"
             )
         check_fresh(package, manifest)
-        b = _loaded[package] = Bundle(package, path, lib, manifest)
+        try:
+            lib = ctypes.CDLL(str(path), mode=os.RTLD_NOW | os.RTLD_LOCAL)
+        except OSError as e:
+            raise _damaged(package, path, f"the dynamic loader refused it ({e})") from None
+        b = _loaded[package] = Bundle(package, file, lib)
         return b
 
 

@@ -112,8 +112,9 @@ def _load(driver, bundle: Bundle, ctx, gpu: dict) -> _Loaded:
         loaded = bundle.gpu_modules.get(key)
         if loaded is not None:
             return loaded
-        image = bundle.manifest["images"][gpu["image"]]
-        fat = bundle.fatbin()[image["offset"] : image["offset"] + image["size"]]
+        # sha256-checked (once per image per process) before the driver parses a byte of it:
+        # a damaged image is a BundleError here, not a driver error or a crash in the loader.
+        fat = bundle.image(gpu["image"])
         module = _check(driver, driver.cuModuleLoadData(fat), "cuModuleLoadData")
         function = _check(
             driver,
