@@ -17,9 +17,17 @@ import sys
 import click
 
 from .errors import GpuaotError
+from .textsafe import internal_error_line, json_safe, pipe_safe_stdio, printable
 
 
 class Ctx:
+    """What a command body prints through: human text on stderr, JSON on stdout, both safe.
+
+    Text from the inputs (file, kernel and symbol names, messages) is escaped
+    (:func:`gpuaot.textsafe.printable`, keeping line breaks and tabs); JSON is valid UTF-8 with
+    exact names (:func:`gpuaot.textsafe.json_safe`).
+    """
+
     def __init__(self, json_out: bool, verbose: int, quiet: bool, traceback: bool):
         self.json = json_out
         self.verbose = verbose
@@ -29,10 +37,14 @@ class Ctx:
     def info(self, msg: str) -> None:
         """Human text: stderr, so stdout stays machine-readable under --json."""
         if not self.quiet:
-            click.echo(msg, err=True)
+            self.error(msg)
+
+    def error(self, msg: str) -> None:
+        """Human text shown under --quiet too."""
+        click.echo(printable(msg, keep="\n\t"), err=True)
 
     def emit_json(self, obj) -> None:
-        click.echo(json.dumps(obj, indent=2, sort_keys=True))
+        click.echo(json.dumps(json_safe(obj), indent=2, sort_keys=True))
 
 
 def common_options(f):
@@ -46,57 +58,51 @@ def common_options(f):
 
 
 def run_guarded(ctx: Ctx, fn, *args, **kwargs):
-    """Run a command body; turn user errors into their exit code and message."""
-    try:
-        return fn(*args, **kwargs)
-    except GpuaotError as e:
-        if ctx.traceback:
-            raise
-        click.echo(e.format(), err=True)
-        if ctx.json:  # a failure is one JSON object on stdout too
-            from .errors import diagnostics_json
+    """Run a command body; turn user errors into their exit code and message.
 
-            ctx.emit_json(
-                {
-                    "ok": False,
-                    "exit_code": e.exit_code,
-                    "error": str(e),
-                    "diagnostics": diagnostics_json(e),
-                }
-            )
-        sys.exit(e.exit_code)
-    except ModuleNotFoundError as e:
-        from .__main__ import compiler_hint, missing_compiler
+    A user error prints its message (exit code of the error); a bug prints one line that says
+    it is one (exit 2) -- with ``--json`` also one JSON object on stdout; ``--traceback`` lets
+    both raise.  A closed stdout or stderr never changes the exit code: writes to it are
+    dropped (:func:`gpuaot.textsafe.pipe_safe_stdio`) and the body runs to its own verdict.
+    """
+    with pipe_safe_stdio():
+        try:
+            return fn(*args, **kwargs)
+        except (click.exceptions.Exit, click.ClickException):
+            raise  # click's own: a usage error, or a body's ctx.exit()
+        except GpuaotError as e:
+            if ctx.traceback:
+                raise
+            ctx.error(e.format())
+            _fail_json(ctx, e.exit_code, str(e), e)
+            sys.exit(e.exit_code)
+        except ModuleNotFoundError as e:
+            from .__main__ import compiler_hint, missing_compiler
 
-        if ctx.traceback or not missing_compiler(e):
-            raise
-        click.echo(compiler_hint(e), err=True)
-        sys.exit(2)
-    except BrokenPipeError:
-        # `gpuaot ... | head` closing the pipe is not a crash.
-        sys.stderr.close()
-        sys.exit(0)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
-    except Exception as e:  # a bug in gpuaot, not the user's mistake: say so
-        if ctx.traceback:
-            raise
-        click.echo(
-            f"internal error: {type(e).__name__}: {e}\n"
-            "this is a bug in gpuaot; rerun with --traceback and report it",
-            err=True,
-        )
-        if ctx.json:
-            ctx.emit_json(
-                {
-                    "ok": False,
-                    "exit_code": 2,
-                    "error": f"internal error: {type(e).__name__}: {e}",
-                    "diagnostics": [],
-                }
-            )
-        sys.exit(2)
+            if ctx.traceback or not missing_compiler(e):
+                raise
+            ctx.error(compiler_hint(e))
+            sys.exit(2)
+        except KeyboardInterrupt:
+            ctx.error("interrupted")
+            sys.exit(130)
+        except Exception as e:  # a bug in gpuaot, not the user's mistake: say so
+            if ctx.traceback:
+                raise
+            command = click.get_current_context(silent=True)
+            line = internal_error_line(command.info_name if command else "", e)
+            click.echo(line, err=True)
+            _fail_json(ctx, 2, line.removeprefix("error: "), None)
+            sys.exit(2)
+
+
+def _fail_json(ctx: Ctx, code: int, error: str, e: GpuaotError | None) -> None:
+    """Under --json a failure is one JSON object on stdout too."""
+    if ctx.json:
+        from .errors import diagnostics_json
+
+        diagnostics = diagnostics_json(e) if e is not None else []
+        ctx.emit_json({"ok": False, "exit_code": code, "error": error, "diagnostics": diagnostics})
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -179,16 +185,21 @@ def build(
 @common_options
 def inspect(bundle, json_out, verbose, quiet, traceback):
     """List the kernels, signatures, architectures and images of a BUNDLE."""
-    from .bundle.inspect import describe, read_bundle_manifest
+    from .bundle.inspect import describe, hash_mismatches, read_bundle_manifest
 
     ctx = Ctx(json_out, verbose, quiet, traceback)
 
     def body():
-        manifest = read_bundle_manifest(bundle)
+        manifest = read_bundle_manifest(bundle)  # BadBundle: exit code 2
         if json_out:
             ctx.emit_json(manifest)
         else:
             click.echo(describe(manifest, verbose=verbose))
+        mismatches = hash_mismatches(bundle, manifest)
+        for line in mismatches:
+            ctx.error(line)
+        if mismatches:
+            sys.exit(1)
 
     run_guarded(ctx, body)
 
@@ -235,7 +246,7 @@ def emit(
         if json_out:
             ctx.emit_json({"function": target_fn, "stage": stage, "target": target, "text": text})
         else:
-            click.echo(text, nl=not text.endswith("\n"))
+            click.echo(printable(text, keep="\n\t"), nl=not text.endswith("\n"))
 
     run_guarded(ctx, body)
 

@@ -7,58 +7,70 @@ cpu variants: x86-64-v2 x86-64-v3 x86-64-v4
 kernel example.kernels.saxpy(a: f32, x: Array[f32, 1], ...)   cpu gpu[0]
 ...
 image 0: fatbin 12,345 bytes sha256 ab12…  PTX sm_75, ELF sm_75, ELF sm_80, ELF sm_90
+
+The bundle is checked as the run time checks it (``elfcheck``, ``manifest.validate``): a
+damaged one is one line and exit code 2, an image whose sha256 does not match is listed with
+HASH MISMATCH and makes the exit code 1.
+
+$ gpuaot inspect cut/example.linux_x86_64.gpuaot.so; echo $?
+error: cut/example.linux_x86_64.gpuaot.so: truncated: segment 1 (PT_LOAD) holds bytes
+4,096..48,209 but the file has 40,000; rebuild it with: gpuaot build example
+2
 """
 
 from __future__ import annotations
 
-import hashlib
+import os
 
 from ..errors import GpuaotError
+from ..runtime.errors import BundleError
+from ..textsafe import printable
 from . import manifest as mf
-
-MANIFEST_SECTION = ".gpuaot.manifest"
-FATBIN_SECTION = ".nv_fatbin"
+from .elfcheck import DamagedBundle
 
 
-class BadBundle(GpuaotError):
+class BadBundle(GpuaotError, BundleError):
+    """An unreadable or damaged bundle: exit code 2, one line naming the file.
+
+    A ``BundleError`` too, so that code reading bundles catches one class for both the
+    run time and this reader."""
+
     exit_code = 2
 
 
-def _sections(path: str) -> dict[str, bytes]:
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
-
+def read_bundle_manifest(path: str) -> dict:
+    """The bundle's manifest, read from its ELF sections without loading it and checked as
+    the run time checks it; each image gets ``verified``: whether its sha256 matches."""
     try:
-        with open(path, "rb") as f:
-            elf = ELFFile(f)
-            out = {}
-            for name in (MANIFEST_SECTION, FATBIN_SECTION):
-                sec = elf.get_section_by_name(name)
-                if sec is not None:
-                    out[name] = sec.data()
-            return out
+        bundle = mf.read_bundle(path)
+        for n, image in enumerate(bundle.manifest["images"]):
+            image["verified"] = mf.image_matches(image, bundle.image(n))
     except FileNotFoundError:
         raise BadBundle(f"{path}: no such file") from None
     except IsADirectoryError:
         raise BadBundle(f"{path}: is a directory; give the bundle .so inside _gpuaot/") from None
-    except (ELFError, OSError, ValueError) as e:
-        raise BadBundle(f"{path}: not a readable ELF file ({e})") from None
+    except DamagedBundle as e:
+        raise BadBundle(f"{path}: {e}; rebuild it with: gpuaot build {_package(path)}") from None
+    except OSError as e:
+        raise BadBundle(f"{path}: cannot read it ({e.strerror or e})") from None
+    return bundle.manifest
 
 
-def read_bundle_manifest(path: str) -> dict:
-    sections = _sections(path)
-    data = sections.get(MANIFEST_SECTION)
-    if data is None:
-        raise BadBundle(f"{path}: not a gpuaot bundle (no {MANIFEST_SECTION} section)")
-    try:
-        manifest = mf.loads(data.rstrip(b"\0"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BadBundle(f"{path}: unreadable manifest: {e}") from None
-    fatbin = sections.get(FATBIN_SECTION, b"")
-    for image in manifest.get("images", []):
-        blob = fatbin[image["offset"] : image["offset"] + image["size"]]
-        image["verified"] = hashlib.sha256(blob).hexdigest() == image["sha256"]
-    return manifest
+def _package(path: str) -> str:
+    """The package a bundle file is named for (``PKG.<platform>.gpuaot.so``)."""
+    name = os.path.basename(path)
+    return name.split(".")[0] if name.endswith(".gpuaot.so") else "PKG"
+
+
+def hash_mismatches(path: str, m: dict) -> list[str]:
+    """One line per image of ``m`` whose sha256 does not match (exit code 1 of inspect)."""
+    return [
+        f"error: {path}: image {n} ({image['size']:,} bytes) does not match its recorded "
+        f"sha256; the bundle was altered after it was built; rebuild it with: "
+        f"gpuaot build {m['package']}"
+        for n, image in enumerate(m["images"])
+        if not image.get("verified", True)
+    ]
 
 
 def _signature(params) -> str:
@@ -86,6 +98,11 @@ def _cpu_lines(variants: list[dict], verbose: int) -> list[str]:
 
 
 def describe(m: dict, verbose: int = 0) -> str:
+    """The text ``gpuaot inspect`` prints: one line per kernel, host function, image, ...
+
+    Every string in it comes from the manifest (names, files, messages), so each line is
+    escaped (:func:`gpuaot.textsafe.printable`): a hostile manifest cannot reach the terminal.
+    """
     lines = [f"{m['package']} ({m['platform']}), {m['compiler']}"]
     if m["architectures"]:
         lines.append(f"architectures: {' '.join(m['architectures'])} (PTX for {m['ptx_arch']})")
@@ -119,4 +136,4 @@ def describe(m: dict, verbose: int = 0) -> str:
     if verbose:
         for name, mod in sorted(m["modules"].items()):
             lines.append(f"module {name}: {mod['file']} sha256 {mod['sha256'][:16]}…")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)

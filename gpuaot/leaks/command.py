@@ -10,7 +10,10 @@
 
 Exit codes: 0 clean, 1 findings, 2 usage (bad option, no such path, bad configuration), 3 some
 input unreadable or malformed -- 3 also when there are findings besides, since the scan was not
-complete; the findings are reported all the same.  No traceback unless ``--traceback``.
+complete; the findings are reported all the same.  No traceback unless ``--traceback``; a bug
+says so in one line (exit 3).  ``-o`` into a missing or read-only directory is a usage error
+(2), found before the scan.  A closed stdout (``| head -1``) never changes the exit code
+(:func:`gpuaot.textsafe.pipe_safe_stdio`), and names from the inputs are printed escaped.
 
 Settings also come from ``[tool.gpuaot.check-leaks]`` (``forbid``, ``allow``, ``undefined``) in the
 nearest ``pyproject.toml`` at or above the current directory; the command line adds globs and its
@@ -25,6 +28,8 @@ import sys
 import time
 
 import click
+
+from ..textsafe import internal_error_line, pipe_safe_stdio, printable
 
 FORMATS = ["text", "json", "sarif", "github"]
 
@@ -92,7 +97,9 @@ def check_leaks(ctx: click.Context, paths: tuple[str, ...], **options) -> None:
     """
     for p in paths:
         if not os.path.lexists(p):
-            raise click.BadParameter(f"no such file or directory: {p}", param_hint="PATH")
+            raise click.BadParameter(
+                f"no such file or directory: {printable(p)}", param_hint="PATH"
+            )
 
     def scan(rules, traceback: bool):
         from .scan import Scanner
@@ -131,15 +138,19 @@ def check_wheel(
 
     if baseline is not None and baseline not in {lv.name for lv in LEVELS}:
         known = ", ".join(lv.name for lv in LEVELS)
-        raise click.BadParameter(f"'{baseline}' is not a CPU level ({known})", param_hint="LEVEL")
+        raise click.BadParameter(
+            f"'{printable(baseline)}' is not a CPU level ({known})", param_hint="LEVEL"
+        )
     paths = []
     for p in wheels:
         if not os.path.lexists(p):
-            raise click.BadParameter(f"no such file or directory: {p}", param_hint="WHEEL")
+            raise click.BadParameter(
+                f"no such file or directory: {printable(p)}", param_hint="WHEEL"
+            )
         if os.path.isdir(p):
             found = sorted(e.path for e in os.scandir(p) if e.name.endswith(".whl"))
             if not found:
-                raise click.BadParameter(f"no *.whl files in {p}", param_hint="WHEEL")
+                raise click.BadParameter(f"no *.whl files in {printable(p)}", param_hint="WHEEL")
             paths += found
         else:
             paths.append(p)
@@ -155,29 +166,28 @@ def check_wheel(
 def run_report(ctx: click.Context, name: str, check, *, fmt, json_out, traceback, **options):
     """Run ``check(rules, traceback)`` and report its result; exits with the result's code.
 
-    No traceback for a user error (its own code) or a bug (3, "rerun with --traceback").
+    No traceback for a user error (its own code, one line) or a bug (3, one line that says so);
+    ``--traceback`` lets either raise.
     """
     if json_out and fmt not in (None, "json"):
         raise click.UsageError(f"--json conflicts with --format {fmt}")
     fmt = "json" if json_out else (fmt or "text")
-    try:
-        code = _run(check, fmt, traceback=traceback, **options)
-    except click.exceptions.Exit:
-        raise
-    except Exception as e:
-        from ..errors import GpuaotError
-
-        if traceback:
+    with pipe_safe_stdio():
+        try:
+            code = _run(check, fmt, traceback=traceback, **options)
+        except (click.exceptions.Exit, click.ClickException):
             raise
-        if isinstance(e, GpuaotError):
-            click.echo(e.format(), err=True)
-            ctx.exit(e.exit_code)
-        click.echo(
-            f"error: internal error in {name}: {type(e).__name__}: {e} "
-            "(rerun with --traceback to report it)",
-            err=True,
-        )
-        ctx.exit(3)
+        except Exception as e:
+            from ..errors import GpuaotError
+
+            if traceback:
+                raise
+            if isinstance(e, GpuaotError):
+                click.echo(printable(e.format(), keep="\n"), err=True)
+                code = e.exit_code
+            else:
+                click.echo(internal_error_line(name, e), err=True)
+                code = 3
     ctx.exit(code)
 
 
@@ -196,13 +206,15 @@ def _run(
     from .report import FORMATTERS, format_text, summary
     from .rules import Rules, find_pyproject, load_config
 
+    if output is not None:
+        _check_writable(output)
     config: dict = {}
     if not no_config:
         pyproject = find_pyproject()
         if pyproject is not None:
             config = load_config(pyproject)
             if verbose and config:
-                click.echo(f"config: {pyproject}", err=True)
+                click.echo(f"config: {printable(str(pyproject))}", err=True)
     rules = Rules.default(
         forbid=tuple(config.get("forbid", ())) + forbid,
         allow=tuple(config.get("allow", ())) + allow,
@@ -218,11 +230,12 @@ def _run(
         text = FORMATTERS[fmt](result)
     if output is not None:
         try:
-            # surrogateescape: a file name that is not UTF-8 is written back as its own bytes.
-            with open(output, "w", encoding="utf-8", errors="surrogateescape") as f:
+            # The report is valid UTF-8 already (names escaped, JSON made exact and safe);
+            # backslashreplace only keeps it so should a lone surrogate slip through.
+            with open(output, "w", encoding="utf-8", errors="backslashreplace") as f:
                 f.write(text + "\n" if text else "")
         except OSError as e:
-            raise click.UsageError(f"cannot write {output}: {e.strerror or e}") from None
+            raise _cannot_write(output, e.strerror or str(e)) from None
         if not quiet:
             click.echo(summary(result), err=True)
     elif text:
@@ -243,21 +256,28 @@ def _stdout_is_terminal() -> bool:
         return False
 
 
+def _check_writable(output: str) -> None:
+    """Fail before the scan, as a usage error, if the report cannot be written."""
+    parent = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(parent):
+        raise _cannot_write(output, f"no such directory {parent}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise _cannot_write(output, f"directory {parent} is not writable")
+    if os.path.exists(output) and not os.access(output, os.W_OK):
+        raise _cannot_write(output, "the file is not writable")
+
+
+def _cannot_write(output: str, why: str) -> Exception:
+    from ..errors import UsageError
+
+    return UsageError(printable(f"cannot write the report to {output}: {why}"))
+
+
 def _echo(text: str) -> None:
+    """Print the report (a closed pipe is handled by :func:`pipe_safe_stdio` around it)."""
     try:
-        try:
-            click.echo(text)
-        except UnicodeEncodeError:
-            # A name that is not valid in the terminal's encoding: show it, do not crash.
-            safe = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-            click.echo(safe.encode("ascii", "backslashreplace").decode("ascii"))
-        sys.stdout.flush()
-    except BrokenPipeError:
-        # `gpuaot check-leaks ... | head` closing the pipe is not a crash; keep the exit code.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, sys.stdout.fileno())
-        except (OSError, ValueError, AttributeError):
-            pass
-        finally:
-            os.close(devnull)
+        click.echo(text)
+    except UnicodeEncodeError:
+        # A terminal whose encoding cannot show a (valid, printable) name: show it as ASCII.
+        click.echo(text.encode("ascii", "backslashreplace").decode("ascii"))
+    sys.stdout.flush()

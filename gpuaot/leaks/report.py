@@ -15,17 +15,24 @@ away (adding fields does not bump it).  ``format_sarif`` gives each result its o
 of addresses), so code scanning tracks a leak from run to run.
 
 A :class:`~gpuaot.leaks.wheelcheck.WheelResult` (``check-wheel``) renders the same way, its
-bundle findings beside the leaks, each with what to do (``hint``).  Names from the inputs are
-printed through :func:`printable` in text and GitHub output (JSON escapes them itself).
+bundle findings beside the leaks, each with what to do (``hint``).
+
+Names from the inputs (symbols, files, members, sections, messages) may be hostile: text and
+GitHub output print them through :func:`gpuaot.textsafe.printable` (``\x1b``, ``\r``, ``\xff``
+for a byte that is not UTF-8, ``\u202e``), and GitHub's workflow-command escaping (``%25``,
+``%0D``, ``%0A``; ``%3A``, ``%2C`` in properties) comes on top.  JSON keeps exact values: a name
+that is not valid UTF-8 is its text with U+FFFD plus ``"<key>_bytes"``, its bytes in base64
+(:func:`gpuaot.textsafe.json_safe`); SARIF, whose objects allow no extra keys, does so in each
+result's ``properties``.  Every format is valid UTF-8.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from typing import Any
 
+from ..textsafe import json_safe, printable, to_bytes
 from .scan import (
     RULE_DEVICE,
     RULE_FORBIDDEN,
@@ -72,6 +79,10 @@ RULES = {
 }
 
 
+# Past this width a symbol name is not padded: one 64 KiB name must not pad every line to it.
+ALIGN_MAX = 60
+
+
 def _tool_version() -> str:
     try:
         from importlib.metadata import version
@@ -83,24 +94,6 @@ def _tool_version() -> str:
 
 def _tool_name(result: ScanResult) -> str:
     return WHEEL_TOOL_NAME if isinstance(result, WheelResult) else TOOL_NAME
-
-
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-_NAMED_CONTROLS = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _escape(m: re.Match) -> str:
-    c = m[0]
-    return _NAMED_CONTROLS.get(c) or (f"\\x{ord(c):02x}" if c < "\x80" else f"\\u{ord(c):04x}")
-
-
-def printable(text: str) -> str:
-    r"""``text`` with its control characters escaped (``\x1b``, ``\n``, ``\u0085``).
-
-    >>> printable("lib\x1b[2J\n.so")
-    'lib\\x1b[2J\\n.so'
-    """
-    return _CONTROL.sub(_escape, text)
 
 
 def _group(result: ScanResult) -> dict[str, tuple[list[Any], list[InputError]]]:
@@ -180,6 +173,7 @@ def format_text(
     for name, (findings, errors) in groups.items():
         lines.append(style(printable(name), bold=True))
         width = max((len(_symbol(f)) for f in findings if isinstance(f, Finding)), default=0)
+        width = min(width, ALIGN_MAX)
         for f in findings:
             if isinstance(f, BundleFinding):
                 lines.append(f"  {style(f.rule, fg='red', bold=True)}: {printable(f.message)}")
@@ -214,11 +208,12 @@ def _text_finding(f: Finding, width: int, style: Any) -> str:
         return style(f"NEEDED {_symbol(f)}", fg="red", bold=True) + ": library not found"
     name = _symbol(f).ljust(width)
     state = "defined  " if f.defined else "undefined"
-    tail = f"[{f.pattern}]" if f.rule == RULE_FORBIDDEN else "no NEEDED library defines it"
-    return (
-        f"{style(name, fg='red', bold=True)}  {state} {f.binding:<6} {f.type:<6} "
-        f"{f.section:<8} {tail}"
-    )
+    if f.rule == RULE_FORBIDDEN:
+        tail = f"[{printable(f.pattern or '')}]"
+    else:
+        tail = "no NEEDED library defines it"
+    binding, kind, section = (printable(x) for x in (f.binding, f.type, f.section))
+    return f"{style(name, fg='red', bold=True)}  {state} {binding:<6} {kind:<6} {section:<8} {tail}"
 
 
 # -- JSON -------------------------------------------------------------------------------------------
@@ -288,7 +283,7 @@ def format_json(result: ScanResult) -> str:
     if wheel:
         doc["wheels"] = list(result.wheels)
         doc["baseline"] = result.baseline
-    return json.dumps(doc, indent=2)
+    return json.dumps(json_safe(doc), indent=2)
 
 
 # -- SARIF ------------------------------------------------------------------------------------------
@@ -304,8 +299,8 @@ def artifact_uri(path: str) -> str:
     except ValueError:
         rel = full
     if rel.startswith(".."):
-        return "file://" + quote(full.replace(os.sep, "/"))
-    return quote(rel.replace(os.sep, "/"))
+        return "file://" + quote(to_bytes(full.replace(os.sep, "/")))
+    return quote(to_bytes(rel.replace(os.sep, "/")))
 
 
 def fingerprint(f: Finding | BundleFinding) -> str:
@@ -316,7 +311,7 @@ def fingerprint(f: Finding | BundleFinding) -> str:
         parts.append(f.subject)
     else:
         parts += [f.symbol, f.version or "", f.section, "D" if f.defined else "U"]
-    return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogateescape")).hexdigest()
+    return hashlib.sha256(to_bytes("\0".join(parts))).hexdigest()
 
 
 def _related(f: Finding) -> list[dict[str, Any]]:
@@ -332,7 +327,7 @@ def _related(f: Finding) -> list[dict[str, Any]]:
                 "id": i,
                 "message": {"text": f"reference to {f.symbol}"},
                 "physicalLocation": {
-                    "artifactLocation": {"uri": quote(file)},
+                    "artifactLocation": {"uri": quote(to_bytes(file))},
                     "region": {"startLine": int(line)},
                 },
             }
@@ -363,7 +358,7 @@ def _sarif_result(f: Finding | BundleFinding, rule_ids: list[str], wheel: bool) 
             }
         ],
         "partialFingerprints": {"gpuaotLeak/v1": fingerprint(f)},
-        "properties": {k: v for k, v in props.items() if v is not None},
+        "properties": json_safe({k: v for k, v in props.items() if v is not None}),
     }
     related = _related(f) if isinstance(f, Finding) else []
     if related:
@@ -424,7 +419,7 @@ def format_sarif(result: ScanResult) -> str:
             }
         ],
     }
-    return json.dumps(doc, indent=2)
+    return json.dumps(json_safe(doc, exact=False), indent=2)
 
 
 # -- GitHub workflow commands -----------------------------------------------------------------------
@@ -452,8 +447,9 @@ def format_github(result: ScanResult) -> str:
     table = RULES | WHEEL_RULES
 
     def annotate(path: str, title: str, msg: str) -> None:
-        path, title, msg = _gh_prop(printable(_repo_path(path))), _gh_prop(title), printable(msg)
-        lines.append(f"::error file={path},title={title}::{_gh_data(msg)}")
+        # printable() leaves no CR or LF; _gh_data still escapes '%' (and would CR/LF).
+        path, title = _gh_prop(printable(_repo_path(path))), _gh_prop(printable(title))
+        lines.append(f"::error file={path},title={title}::{_gh_data(printable(msg))}")
 
     wheel = isinstance(result, WheelResult)
     for f in result.findings:
