@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gpuaot.runtime import arrays
-from gpuaot.runtime.launch import device_of, marshal
+from gpuaot.runtime.args import device_of, marshal
 
 
 class HostCAI:

@@ -16,8 +16,9 @@ from __future__ import annotations
 import ctypes
 import threading
 
+from .args import marshal, pointer_array
 from .bundle import Bundle
-from .launch import EXC_WORDS, marshal, pointer_array, raise_device_exception
+from .exceptions import EXC_WORDS, raise_device_exception
 
 _lock = threading.Lock()
 _initialised = False

@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import ROOT
 
-from gpuaot.leaks.command import check_wheel
+from gpuaot.cli.check_wheel import check_wheel
 
 TAG = "py3-none-linux_x86_64"
 BUNDLE = "example/_gpuaot/example.linux_x86_64.gpuaot.so"

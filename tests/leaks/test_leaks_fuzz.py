@@ -27,7 +27,7 @@ import pytest
 from click.testing import CliRunner
 from leaks_elfwriter import Sym, write_elf
 
-from gpuaot.leaks.command import check_leaks
+from gpuaot.cli.check_leaks import check_leaks
 from gpuaot.leaks.elf import ElfFile
 from gpuaot.leaks.rules import Rules
 from gpuaot.leaks.scan import Scanner

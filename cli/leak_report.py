@@ -1,12 +1,6 @@
-"""``gpuaot check-leaks PATH...`` and ``gpuaot check-wheel WHEEL...``: the gates as commands.
+"""What ``check-leaks`` and ``check-wheel`` share: their options, settings and report output.
 
-::
-
-    $ gpuaot check-leaks dist/*.whl build/                 # exit 0 clean, 1 leaks
-    $ gpuaot check-leaks --format sarif -o leaks.sarif dist/
-    $ gpuaot check-leaks --forbid 'cuda*' --allow 'gpu_ok_*' --undefined lib/libk.so
-    $ gpuaot check-wheel dist/*.whl                        # bundles present, fresh, leak-free
-    $ gpuaot check-wheel --baseline x86-64 --format github dist/
+    run_report(ctx, "check-leaks", scan, **options)   # scan(rules, traceback) -> ScanResult
 
 Exit codes: 0 clean, 1 findings, 2 usage (bad option, no such path, bad configuration), 3 some
 input unreadable or malformed -- 3 also when there are findings besides, since the scan was not
@@ -17,8 +11,9 @@ says so in one line (exit 3).  ``-o`` into a missing or read-only directory is a
 
 Settings also come from ``[tool.gpuaot.check-leaks]`` (``forbid``, ``allow``, ``undefined``) in the
 nearest ``pyproject.toml`` at or above the current directory; the command line adds globs and its
-``--undefined/--no-undefined`` wins.  This module imports only click until the command runs, so
-``gpuaot --help`` does not pay for the scanner.
+``--undefined/--no-undefined`` wins.  The scan, the rules and the report formats are
+``gpuaot.leaks``'s; this module imports only click until a command runs, so ``gpuaot --help``
+does not pay for the scanner.
 """
 
 from __future__ import annotations
@@ -29,7 +24,9 @@ import time
 
 import click
 
-from ..textsafe import internal_error_line, pipe_safe_stdio, printable
+from gpuaot.textsafe import printable
+
+from .common import run_report_guarded
 
 FORMATS = ["text", "json", "sarif", "github"]
 
@@ -81,114 +78,15 @@ def report_options(f):
     return click.pass_context(f)
 
 
-@click.command("check-leaks", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("paths", nargs=-1, required=True, type=click.Path(), metavar="PATH...")
-@report_options
-def check_leaks(ctx: click.Context, paths: tuple[str, ...], **options) -> None:
-    """Scan ELF files, directories, ar archives and wheels for leaked device symbols.
-
-    Forbidden by default, defined or undefined, in .dynsym and .symtab: gpu_*, __nv_*,
-    llvm.nvvm.*, __nvvm_*, __assertfail, julia.gpu.*; and any EM_CUDA image.
-    Settings may also live in [tool.gpuaot.check-leaks] of the nearest pyproject.toml.
-
-    \b
-    Exit status: 0 clean, 1 leaks found, 2 usage error,
-                 3 some input unreadable or malformed (wins over 1).
-    """
-    for p in paths:
-        if not os.path.lexists(p):
-            raise click.BadParameter(
-                f"no such file or directory: {printable(p)}", param_hint="PATH"
-            )
-
-    def scan(rules, traceback: bool):
-        from .scan import Scanner
-
-        return Scanner(rules, debug=traceback).scan(list(paths))
-
-    run_report(ctx, "check-leaks", scan, **options)
-
-
-@click.command("check-wheel", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("wheels", nargs=-1, required=True, type=click.Path(), metavar="WHEEL...")
-@click.option(
-    "--baseline",
-    metavar="LEVEL",
-    default=None,
-    help="The CPU level a variant must run on, for wheels of that level's platform "
-    "[the lowest default level: x86-64-v2, armv8-a].",
-)
-@report_options
-def check_wheel(
-    ctx: click.Context, wheels: tuple[str, ...], baseline: str | None, **options
-) -> None:
-    """Check that wheels carry a complete, fresh, leak-free gpuaot bundle.
-
-    For each package with gpuaot functions: its bundle is in the wheel, built from the wheel's
-    .py files, for the wheel's platform tag, with a CPU variant for the baseline CPU and no
-    native one, its images matching their sha256; and no ELF member leaks device symbols
-    (the check-leaks rules; --forbid, --allow, [tool.gpuaot.check-leaks]).
-    A directory stands for the *.whl files in it.
-
-    \b
-    Exit status: 0 clean, 1 findings, 2 usage error,
-                 3 some input unreadable or malformed (wins over 1).
-    """
-    from ..bundle.cpus import LEVELS
-
-    if baseline is not None and baseline not in {lv.name for lv in LEVELS}:
-        known = ", ".join(lv.name for lv in LEVELS)
-        raise click.BadParameter(
-            f"'{printable(baseline)}' is not a CPU level ({known})", param_hint="LEVEL"
-        )
-    paths = []
-    for p in wheels:
-        if not os.path.lexists(p):
-            raise click.BadParameter(
-                f"no such file or directory: {printable(p)}", param_hint="WHEEL"
-            )
-        if os.path.isdir(p):
-            found = sorted(e.path for e in os.scandir(p) if e.name.endswith(".whl"))
-            if not found:
-                raise click.BadParameter(f"no *.whl files in {printable(p)}", param_hint="WHEEL")
-            paths += found
-        else:
-            paths.append(p)
-
-    def check(rules, traceback: bool):
-        from .wheelcheck import check_wheels
-
-        return check_wheels(paths, rules, baseline=baseline, debug=traceback)
-
-    run_report(ctx, "check-wheel", check, **options)
-
-
 def run_report(ctx: click.Context, name: str, check, *, fmt, json_out, traceback, **options):
     """Run ``check(rules, traceback)`` and report its result; exits with the result's code.
 
-    No traceback for a user error (its own code, one line) or a bug (3, one line that says so);
-    ``--traceback`` lets either raise.
+    Errors and bugs are handled by :func:`~gpuaot.cli.common.run_report_guarded` (a bug: 3).
     """
     if json_out and fmt not in (None, "json"):
         raise click.UsageError(f"--json conflicts with --format {fmt}")
     fmt = "json" if json_out else (fmt or "text")
-    with pipe_safe_stdio():
-        try:
-            code = _run(check, fmt, traceback=traceback, **options)
-        except (click.exceptions.Exit, click.ClickException):
-            raise
-        except Exception as e:
-            from ..errors import GpuaotError
-
-            if traceback:
-                raise
-            if isinstance(e, GpuaotError):
-                click.echo(printable(e.format(), keep="\n"), err=True)
-                code = e.exit_code
-            else:
-                click.echo(internal_error_line(name, e), err=True)
-                code = 3
-    ctx.exit(code)
+    ctx.exit(run_report_guarded(name, traceback, _run, check, fmt, traceback=traceback, **options))
 
 
 def _run(
@@ -203,8 +101,8 @@ def _run(
     quiet: bool,
     traceback: bool,
 ) -> int:
-    from .report import FORMATTERS, format_text, summary
-    from .rules import Rules, find_pyproject, load_config
+    from gpuaot.leaks.report import FORMATTERS, format_text, summary
+    from gpuaot.leaks.rules import Rules, find_pyproject, load_config
 
     if output is not None:
         _check_writable(output)
@@ -268,7 +166,7 @@ def _check_writable(output: str) -> None:
 
 
 def _cannot_write(output: str, why: str) -> Exception:
-    from ..errors import UsageError
+    from gpuaot.errors import UsageError
 
     return UsageError(printable(f"cannot write the report to {output}: {why}"))
 
