@@ -82,7 +82,16 @@ def record_conformance(out: Path) -> int:
 
     cases, arrays = [], {}
     for n, c in enumerate(tc.KERNEL_CASES):
-        entry = {"id": c.id, "fn": c.fn, "config": c.config, "rtol": c.rtol, "atol": c.atol}
+        entry = {
+            "id": c.id,
+            "fn": c.fn,
+            "config": c.config,
+            "rtol": c.rtol,
+            "atol": c.atol,
+            # a*b+c shapes: the tolerance where FMA contraction applies (always, on a GPU)
+            "fma_rtol": c.fma_rtol,
+            "fma_rows": list(c.fma_rows) if c.fma_rows is not None else None,
+        }
         if c.check is not None:
             entry["skip"] = "order-free result, checked by a function of the test suite"
             cases.append(entry)

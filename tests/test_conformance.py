@@ -3,8 +3,17 @@
 One session build of the package. Each :class:`Case` makes its inputs, launches the kernel
 (or calls the host function) on the CPU backend, and compares the result with a numpy /
 CPython oracle written here from the SPEC's rules; the same case then runs under ``simulate``
-against the same oracle. Integer results and ``+ - * /`` float results must match exactly
-(no FMA without ``fastmath``); f32 transcendentals to ``rtol=1e-6``.
+against the same oracle. Integer results and ``+ - * /`` float results must match exactly;
+f32 transcendentals to ``rtol=1e-6``.
+
+FMA contraction (SPEC §2, ``fma=True`` by default) is the one exception to exactness: a case
+whose expression has an ``a*b+c`` shape states ``fma_rtol``, and where contraction can apply
+(a CPU variant with FMA, i.e. x86-64-v3/v4 or any aarch64, and the GPU) its float outputs
+(only the ``fma_rows`` of them, where given) are compared to ``rtol=fma_rtol`` and
+``atol=fma_rtol * max|expected|`` (a fused product skips one rounding: half an ulp of the
+product, which in these cases is no larger than the output's scale). Everywhere else, on
+x86-64-v2 (no FMA), for integers and single operations, results stay bitwise; the
+``fma=False`` kernels (``strict_*``) stay bitwise on every level.
 """
 
 from __future__ import annotations
@@ -45,6 +54,8 @@ class Case:
     raises: type[BaseException] | None = None
     sim_xfail: str | None = None  # a known simulate limitation (strict xfail)
     ret_type: type | tuple | None = None  # host functions: numpy type(s) of the result
+    fma_rtol: float | None = None  # an a*b+c shape: the tolerance where contraction applies
+    fma_rows: tuple[int, ...] | None = None  # only these rows may contract (None: all)
 
     @property
     def id(self) -> str:
@@ -84,6 +95,11 @@ CASES: list[Case] = []
 
 def case(*args, **kwargs) -> None:
     CASES.append(Case(*args, **kwargs))
+
+
+F32_FMA, F64_FMA = 4 * float(np.finfo(f32).eps), 4 * float(np.finfo(f64).eps)
+FMA_ROW_7_F32 = {"fma_rtol": F32_FMA, "fma_rows": (7,)}  # out[7] = x * y + x
+FMA_ROW_7_F64 = {"fma_rtol": F64_FMA, "fma_rows": (7,)}  # out[7] = x * y - y
 
 
 # ---------------------------------------------------------------------- arithmetic
@@ -206,8 +222,8 @@ def _f64_oracle(s):
         }
 
 
-case("f32_ops", _float_inputs(f32), names("a", "b", "out"), _f32_oracle)
-case("f64_ops", _float_inputs(f64), names("a", "b", "out"), _f64_oracle)
+case("f32_ops", _float_inputs(f32), names("a", "b", "out"), _f32_oracle, **FMA_ROW_7_F32)
+case("f64_ops", _float_inputs(f64), names("a", "b", "out"), _f64_oracle, **FMA_ROW_7_F64)
 
 
 def _true_div_inputs(rng):
@@ -691,6 +707,7 @@ case(
     _generic_inputs,
     names("xf", "xd", "xi", "xl", "of", "od", "oi", "ol"),
     _generic_oracle,
+    fma_rtol=F32_FMA,  # axpy on f32 and f64 (the integer outputs stay exact)
 )
 
 
@@ -719,6 +736,8 @@ case(
     lambda rng: {"x": rng.standard_normal(N), "out": np.zeros((10, N))},
     names("x", "out"),
     _constants_oracle,
+    fma_rtol=F64_FMA,
+    fma_rows=(7,),  # util.affine: SCALE * x + OFFSET
 )
 
 
@@ -1197,6 +1216,7 @@ case(
     names("x", "out"),
     lambda s: {"out": s["x"] * 3 + 1},
     config=(3, 32),
+    fma_rtol=F64_FMA,
 )
 
 case(
@@ -1399,6 +1419,65 @@ case(
 )
 
 
+# fma=False: never contracted, so bitwise against numpy (which never fuses) on every level.
+def _strict_axpy(dtype):
+    case(
+        "strict_axpy",
+        lambda rng: {
+            "a": dtype(1.0 / 3.0),
+            "x": rng.standard_normal(N).astype(dtype),
+            "y": rng.standard_normal(N).astype(dtype),
+            "out": np.zeros(N, dtype),
+        },
+        names("a", "x", "y", "out"),
+        lambda s: {"out": s["a"] * s["x"] + s["y"]},
+        variant=dtype.__name__,
+    )
+
+
+for _dt in (f32, f64):
+    _strict_axpy(_dt)
+
+
+case(
+    "strict_terms",
+    lambda rng: {
+        "x": rng.standard_normal(N) * 7,
+        "y": rng.standard_normal(N),
+        "out": np.zeros((3, N)),
+    },
+    names("x", "y", "out"),
+    lambda s: {
+        "out": np.stack(
+            [
+                s["x"] * s["y"] - (s["x"] + 0.0) * s["y"],
+                s["x"] * s["x"] - 1.0,
+                (s["x"] * 0.1 + s["y"]) * 3.0 - s["x"],
+            ]
+        )
+    },
+)
+
+
+def _strict_dot_rows_oracle(s):
+    out = np.zeros(s["a"].shape[0], f32)
+    for k in range(s["a"].shape[1]):
+        out += s["a"][:, k] * s["b"][:, k]  # the kernel's order: acc += a*b per k
+    return {"out": out}
+
+
+case(
+    "strict_dot_rows",
+    lambda rng: {
+        "a": rng.standard_normal((N, 37)).astype(f32),
+        "b": rng.standard_normal((N, 37)).astype(f32),
+        "out": np.zeros(N, f32),
+    },
+    names("a", "b", "out"),
+    _strict_dot_rows_oracle,
+)
+
+
 def _claim_check(s):
     n = len(s["seen"])
     assert s["wins"][0] == 1  # exactly one compare-and-swap succeeded
@@ -1519,14 +1598,22 @@ def host_case(fn, inputs, args, ret_type, **kw):
 
 
 host_case("h_sum", lambda rng: {"x": rng.standard_normal(1001)}, names("x"), f64)
+# Sums of products contract once per term: n terms, n half-ulps of a product at most.
 host_case(
     "h_dot",
     lambda rng: {"x": rng.standard_normal(333), "y": rng.standard_normal(333)},
     names("x", "y"),
     f64,
+    fma_rtol=333 * F64_FMA,
 )
 host_case("h_norm", lambda rng: {"x": rng.standard_normal(77)}, names("x"), f64)
-host_case("h_stats", lambda rng: {"x": rng.standard_normal(500) * 3 + 1}, names("x"), (f64, f64))
+host_case(
+    "h_stats",
+    lambda rng: {"x": rng.standard_normal(500) * 3 + 1},
+    names("x"),
+    (f64, f64),
+    fma_rtol=500 * F64_FMA,
+)
 host_case("h_argmax", lambda rng: {"x": rng.standard_normal(999).astype(f32)}, names("x"), i64)
 host_case(
     "h_count_between",
@@ -1548,7 +1635,13 @@ host_case(
     np.bool_,
     variant="unsorted",
 )
-host_case("h_frobenius", lambda rng: {"x": rng.standard_normal((17, 9))}, names("x"), f32)
+host_case(
+    "h_frobenius",
+    lambda rng: {"x": rng.standard_normal((17, 9))},
+    names("x"),
+    f32,
+    fma_rtol=F32_FMA,  # 153 f64 terms, then rounded to f32
+)
 host_case(
     "h_range_info",
     lambda rng: {"x": rng.integers(-(2**40), 2**40, 300).astype(i64)},
@@ -1592,6 +1685,12 @@ host_case("h_checked_sqrt", lambda rng: {"x": 6.25}, names("x"), f64)
 host_case(
     "h_checked_sqrt", lambda rng: {"x": -1.0}, names("x"), f64, raises=ValueError, variant="raises"
 )
+host_case(  # @host(fma=False): bitwise, as CPython adds
+    "h_strict_dot",
+    lambda rng: {"x": rng.standard_normal(333), "y": rng.standard_normal(333)},
+    names("x", "y"),
+    f64,
+)
 
 
 # ---------------------------------------------------------------------- running
@@ -1633,13 +1732,71 @@ def _function(pkg, c: Case):
     return getattr(pkg, c.fn)
 
 
-def _compare(got: dict, want: dict, c: Case) -> None:
+def fuses(variant: dict) -> bool:
+    """Whether a CPU variant (a manifest ``cpu_variants`` entry) has FMA instructions."""
+    if cpus.machine() != "x86_64":
+        return True  # aarch64: FMA is part of the base ISA
+    return "fma" in variant["requires"] or "+fma" in variant["features"].split(",")
+
+
+def fma_atol(products, result) -> np.ndarray:
+    """How far a contracted result may lie from the uncontracted one, per element: each fused
+    product skips its rounding (at most an ulp of the product), the result's own rounding
+    may then differ by an ulp of the result. ``products``: the magnitudes that may fuse."""
+    with quiet():
+        bound = np.spacing(np.abs(np.asarray(result)))
+        for p in products:
+            bound = bound + np.spacing(np.abs(np.asarray(p)))
+    return bound
+
+
+def assert_fma_close(actual, expected, atol, err_msg: str = "") -> None:
+    """``actual`` within ``atol`` (per element) of ``expected``; equal infinities and NaNs
+    pass where they meet (there is no distance between them to measure)."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    with quiet():
+        ok = (actual == expected) | (np.isnan(actual) & np.isnan(expected))
+        ok |= np.abs(actual.astype(f64) - expected) <= atol
+    bad = np.flatnonzero(~ok)
+    assert not bad.size, (
+        f"{err_msg}: {bad.size} elements beyond the FMA bound, first at {bad[0]}: "
+        f"{actual.flat[bad[0]]!r} vs {expected.flat[bad[0]]!r} (atol {np.ravel(atol)[0]!r})"
+    )
+
+
+def fused_now(built) -> bool:
+    """Whether the CPU variant the conformance bundle runs (bound at its first call) fuses."""
+    from gpuaot.runtime.bundle import load_bundle
+
+    level = load_bundle("conformance").cpu_level
+    return fuses(next(v for v in built.manifest["cpu_variants"] if v["level"] == level))
+
+
+def _fma_split(actual, expected, c: Case):
+    """(actual, expected) of the elements that may contract, and of those that may not."""
+    rows = np.zeros(expected.shape[0], bool) if expected.ndim else np.zeros((), bool)
+    if expected.ndim and c.fma_rows is not None:
+        rows[list(c.fma_rows)] = True
+    else:
+        rows[...] = True
+    return (actual[rows], expected[rows]), (actual[~rows], expected[~rows])
+
+
+def _compare(got: dict, want: dict, c: Case, fused: bool = False) -> None:
+    """``fused``: contraction may have applied (see the module docstring)."""
     assert want, "an oracle that checks nothing"
     for key, expected in want.items():
         actual = got[key]
         expected = np.asarray(expected)
         assert np.asarray(actual).shape == expected.shape, key
-        if c.rtol is None:
+        if fused and c.fma_rtol is not None and c.rtol is None and expected.dtype.kind == "f":
+            (fa, fe), (xa, xe) = _fma_split(np.asarray(actual), expected, c)
+            scale = float(np.nanmax(np.abs(fe), initial=0.0)) if fe.size else 0.0
+            np.testing.assert_allclose(
+                fa, fe, rtol=c.fma_rtol, atol=c.fma_rtol * scale, err_msg=f"{c.id}: '{key}' (fma)"
+            )
+            _compare({key: xa}, {key: xe}, Case(**{**c.__dict__, "fma_rtol": None}))
+        elif c.rtol is None:
             np.testing.assert_array_equal(
                 actual,
                 expected.astype(np.asarray(actual).dtype),
@@ -1687,7 +1844,7 @@ def test_kernel_compiled(compiled, c: Case):
     if c.check is not None:
         c.check(r["state"])
         return
-    _compare(r["state"], c.oracle(r["expected_state"]), c)
+    _compare(r["state"], c.oracle(r["expected_state"]), c, fused=fused_now(compiled))
 
 
 @pytest.mark.parametrize(
@@ -1728,7 +1885,7 @@ def test_kernel_compiled_debug(built, c: Case):
     if c.check is not None:
         c.check(r["state"])
         return
-    _compare(r["state"], c.oracle(r["expected_state"]), c)
+    _compare(r["state"], c.oracle(r["expected_state"]), c, fused=fused_now(debug))
 
 
 def python_host(fn, _memo=None):
@@ -1756,16 +1913,20 @@ def _as_declared(fn, args):
     return out
 
 
-def _check_return(got, want, t) -> None:
-    """Same value, and the numpy scalar type the signature promises; tuples nest."""
+def _check_return(got, want, t, rtol: float | None = None) -> None:
+    """Same value (to ``rtol`` where given: contraction), and the numpy scalar type the
+    signature promises; tuples nest."""
     if isinstance(t, tuple):
         assert isinstance(got, tuple) and len(got) == len(t), (got, t)
         for g, w, ti in zip(got, want, t):
-            _check_return(g, w, ti)
+            _check_return(g, w, ti, rtol)
         return
     assert type(got) is t, (got, t)
     if t is not type(None):
-        assert got == t(want), (got, want)
+        if rtol is not None and np.dtype(t).kind == "f":
+            assert math.isclose(got, t(want), rel_tol=rtol), (got, want, rtol)
+        else:
+            assert got == t(want), (got, want)
 
 
 @pytest.mark.parametrize("c", HOST_CASES, ids=lambda c: c.id)
@@ -1787,7 +1948,7 @@ def test_host(compiled, c: Case):
         # SPEC: f32 ⊕ i64 computes in f32; CPython with numpy scalars would use f64.
         a, b, cond = c.args(py_state)
         want = f64(f32(a) * f32(b)) if cond else f64(f32(a) - f32(b))
-    _check_return(got, want, c.ret_type)
+    _check_return(got, want, c.ret_type, c.fma_rtol if fused_now(compiled) else None)
     for key in state:
         np.testing.assert_array_equal(state[key], py_state[key], err_msg=key, strict=True)
     if fn.py_func.__name__ == "h_fill":

@@ -15,6 +15,7 @@ import re
 
 import numpy as np
 import pytest
+from test_conformance import assert_fma_close, fma_atol
 
 I64_MAX = np.iinfo(np.int64).max
 I64_MIN = np.iinfo(np.int64).min
@@ -81,7 +82,8 @@ def test_threads_that_loop_are_jammed_into_vectors(bench_src):
     from gpuaot.compiler.driver import emit_function
 
     ir_text = emit_function(f"{bench_src}.kernels:matmul", stage="opt", target="cpu")
-    assert re.search(r"fmul <(\d+) x float>", ir_text), "matmul's threads were not vectorised"
+    # (``fmul contract``: FMA contraction is on by default)
+    assert re.search(r"fmul (?:\w+ )*<(\d+) x float>", ir_text), "matmul's threads not vectorised"
     assert re.search(r"phi <(\d+) x float>", ir_text), "no vector accumulator in the k loop"
 
 
@@ -99,6 +101,12 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def assert_saxpy(out, a, x, y) -> None:
+    """``a * x + y``, which FMA contraction (on by default; x86-64-v3 and up have FMA) may
+    compute with the product unrounded: within :func:`test_conformance.fma_atol`, not equal."""
+    assert_fma_close(out, a * x + y, fma_atol([a * x], a * x + y), "saxpy")
+
+
 @pytest.mark.parametrize("n,threads", [(1, 1), (1000, 64), (1023, 1024), (4099, 256), (77, 7)])
 def test_bench_saxpy(bench_pkg, n, threads):
     rng = np.random.default_rng(n)
@@ -107,7 +115,7 @@ def test_bench_saxpy(bench_pkg, n, threads):
     y = rng.standard_normal(n, dtype=np.float32)
     out = np.full(n, np.nan, dtype=np.float32)
     bench_pkg.saxpy[_cdiv(n, threads), threads](a, x, y, out)
-    np.testing.assert_array_equal(out, a * x + y)
+    assert_saxpy(out, a, x, y)
 
 
 @pytest.mark.parametrize(
@@ -149,9 +157,12 @@ def test_bench_matmul(bench_pkg, n, block):
     C = np.zeros((n, n), dtype=np.float32)
     bench_pkg.matmul[(_cdiv(n, block[0]), _cdiv(n, block[1])), block](A, B, C)
     ref = np.zeros((n, n), dtype=np.float32)
+    bound = np.zeros((n, n))
     for k in range(n + 3):
-        ref += A[:, k : k + 1] * B[k : k + 1, :]  # the kernel's order: acc += a*b per k
-    np.testing.assert_array_equal(C, ref)
+        prod = A[:, k : k + 1] * B[k : k + 1, :]
+        ref += prod  # the kernel's order: acc += a*b per k
+        bound += fma_atol([prod], ref)  # each step may fuse (default fma=True)
+    assert_fma_close(C, ref, bound, "matmul")
     np.testing.assert_allclose(C, A @ B, rtol=1e-4, atol=1e-4)
 
 
@@ -480,13 +491,13 @@ def test_split_over_threads(bench_pkg, guards, monkeypatch, workers):
     for _ in range(3):  # the first launch decides by thread count, later ones by time
         out = np.zeros(n, dtype=np.float32)
         bench_pkg.saxpy[_cdiv(n, 128), 128](np.float32(3), x, y, out)
-        np.testing.assert_array_equal(out, np.float32(3) * x + y)
+        assert_saxpy(out, np.float32(3), x, y)
     out = np.zeros(5000, dtype=np.int64)
     with pytest.raises(IndexError, match="past the end"):
         guards.raises[50, 100](4321, out)  # (other chunks stop early: no more to check)
     out = np.zeros(n, dtype=np.float32)  # the helpers are still there after a raise
     bench_pkg.saxpy[_cdiv(n, 128), 128](np.float32(3), x, y, out)
-    np.testing.assert_array_equal(out, np.float32(3) * x + y)
+    assert_saxpy(out, np.float32(3), x, y)
 
 
 def test_concurrent_launches(bench_pkg, monkeypatch):
@@ -506,7 +517,7 @@ def test_concurrent_launches(bench_pkg, monkeypatch):
                 y = rng.standard_normal(n, dtype=np.float32)
                 out = np.zeros(n, dtype=np.float32)
                 bench_pkg.saxpy[_cdiv(n, 64), 64](a, x, y, out)
-                np.testing.assert_array_equal(out, a * x + y)
+                assert_saxpy(out, a, x, y)
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
 

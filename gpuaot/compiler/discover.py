@@ -609,7 +609,7 @@ def _scan_function(pkg: Package, mod: ModuleInfo, node, diag: Diagnostics) -> No
                 return
         else:
             for kw in call.keywords:
-                if kw.arg in ("debug", "fastmath"):
+                if kw.arg in ("debug", "fastmath", "fma"):
                     value = pkg.fold(mod, kw.value)
                     if not isinstance(value, bool):
                         diag.error(

@@ -35,12 +35,20 @@ class _Configured:
 class Kernel:
     """A ``@kernel``: launched on a grid, never called directly."""
 
-    def __init__(self, fn, signatures=None, debug: bool = False, fastmath: bool = False):
+    def __init__(
+        self,
+        fn,
+        signatures=None,
+        debug: bool = False,
+        fastmath: bool = False,
+        fma: bool = True,
+    ):
         functools.update_wrapper(self, fn)
         self.py_func = fn
         self.signatures = signatures
         self.debug = debug
         self.fastmath = fastmath
+        self.fma = fma
 
     def __getitem__(self, config) -> _Configured:
         from ..runtime.launch import launch
@@ -101,9 +109,10 @@ class DeviceOnly(Device):
 class Host:
     """A ``@host`` function: native CPU code from the bundle, callable from Python."""
 
-    def __init__(self, fn):
+    def __init__(self, fn, fma: bool = True):
         functools.update_wrapper(self, fn)
         self.py_func = fn
+        self.fma = fma
 
     def __call__(self, *args):
         from ..runtime.launch import call_host
@@ -114,10 +123,15 @@ class Host:
         return f"<gpuaot host function {self.__module__}.{self.__qualname__}>"
 
 
-def kernel(fn=None, *, signatures=None, debug: bool = False, fastmath: bool = False):
-    """``@kernel`` or ``@kernel(signatures=[(f32, Array[f32]), ...], debug=, fastmath=)``."""
+def kernel(
+    fn=None, *, signatures=None, debug: bool = False, fastmath: bool = False, fma: bool = True
+):
+    """``@kernel`` or ``@kernel(signatures=[(f32, Array[f32]), ...], debug=, fastmath=, fma=)``.
+
+    ``fma=False`` keeps ``a*b+c`` a rounded multiply and a rounded add (no contraction).
+    """
     if fn is None:
-        return lambda f: Kernel(f, signatures=signatures, debug=debug, fastmath=fastmath)
+        return lambda f: Kernel(f, signatures=signatures, debug=debug, fastmath=fastmath, fma=fma)
     return Kernel(fn)
 
 
@@ -129,7 +143,10 @@ def device_only(fn):
     return DeviceOnly(fn)
 
 
-def host(fn):
+def host(fn=None, *, fma: bool = True):
+    """``@host`` or ``@host(fma=False)``."""
+    if fn is None:
+        return lambda f: Host(f, fma=fma)
     return Host(fn)
 
 

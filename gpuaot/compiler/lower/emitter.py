@@ -48,13 +48,27 @@ def flat_types(t: Type) -> list[str]:
     return [t.name]
 
 
+FAST_NO_CONTRACT = ("nnan", "ninf", "nsz", "arcp", "afn", "reassoc")
+
+
+def fast_math_flags(fastmath: bool, fma: bool) -> tuple[str, ...]:
+    """The flags of every float instruction: ``fast``, minus ``contract`` where ``fma=False``."""
+    if not fastmath:
+        return ()
+    return ("fast",) if fma else FAST_NO_CONTRACT
+
+
 class Emitter:
     """Types, constants, casts and arithmetic shared by every target."""
 
-    def __init__(self, module: ir.Module, fastmath: bool = False):
+    def __init__(self, module: ir.Module, fastmath: bool = False, fma: bool = True):
         self.module = module
         self.fastmath = fastmath
-        self.flags = ("fast",) if fastmath else ()
+        self.fma = fma
+        self.flags = fast_math_flags(fastmath, fma)
+        # fmul/fadd/fsub of ``+ - *`` may also fuse into an FMA (nvcc's -fmad=true, numba's
+        # default): ``contract`` and nothing else unless ``fastmath`` (DESIGN.md, "one switch").
+        self.arith_flags = self.flags if fastmath or not fma else ("contract",)
 
     # ------------------------------------------------------------------ types
 
@@ -157,8 +171,10 @@ class Emitter:
 
     def arith(self, b: ir.IRBuilder, op: str, x, y, t: Scalar):
         if t.is_float:
-            fn = {"+": b.fadd, "-": b.fsub, "*": b.fmul, "/": b.fdiv}[op]
-            return fn(x, y, flags=self.flags)
+            if op == "/":
+                return b.fdiv(x, y, flags=self.flags)
+            fn = {"+": b.fadd, "-": b.fsub, "*": b.fmul}[op]
+            return fn(x, y, flags=self.arith_flags)
         fn = {"+": b.add, "-": b.sub, "*": b.mul}[op]
         return fn(x, y)
 

@@ -66,8 +66,8 @@ SHARED_AS = 3
 class GPUEmitter(Emitter):
     target = "gpu"
 
-    def __init__(self, module: ir.Module, fastmath: bool = False):
-        super().__init__(module, fastmath)
+    def __init__(self, module: ir.Module, fastmath: bool = False, fma: bool = True):
+        super().__init__(module, fastmath, fma)
         self._shared = 0
 
     def hidden_param_types(self) -> list[ir.Type]:
@@ -183,7 +183,7 @@ def new_module(name: str) -> ir.Module:
 
 def lower_gpu(unit) -> None:
     mod = new_module(unit.tf.func.qualname)
-    em = GPUEmitter(mod, fastmath=unit.fastmath)
+    em = GPUEmitter(mod, fastmath=unit.fastmath, fma=unit.fma)
     mb = ModuleBuilder(em)
     name = gpu_entry_symbol(unit.tf.symbol, unit.spec)
     fn = mb.function(unit.tf, name=name, linkage="external")
@@ -212,7 +212,7 @@ def _cubin_job(job: tuple) -> bytes:
 def build_gpu(units, opts, cache, result, progress):
     """PTX and cubins for every unit (cached per architecture), then one fatbin each."""
     from ...bundle.fatbin import list_fatbin, make_fatbin
-    from ..driver import compile_many
+    from ..jobs import compile_many
     from .nvtools import ptxas_version
 
     for u in units:
