@@ -27,14 +27,16 @@ test: $(VENV)/.installed-dev
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check gpuaot tests bench
+	$(BIN)/ruff format --check gpuaot tests bench cli
 
 format: $(VENV)/.installed-dev
-	$(BIN)/ruff format gpuaot tests bench
+	$(BIN)/ruff format gpuaot tests bench cli
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/cpu_kernels.py
 	$(BIN)/python bench/check_leaks.py
+	$(BIN)/python bench/build_times.py
+	$(BIN)/python bench/gpu_sass.py
 
 # Phase 1 of the GPU check, on any machine: bundles, inputs and expected results in gpu-check/.
 gpu-bundles: $(VENV)/.installed-dev

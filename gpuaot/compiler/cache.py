@@ -14,6 +14,7 @@ entry is rebuilt, not trusted.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -43,7 +44,11 @@ def default_cache_dir() -> Path:
 class Cache:
     def __init__(self, root: str | os.PathLike | None):
         self.root = Path(root) if root is not None else default_cache_dir()
-        self.version = compiler_version()
+
+    @functools.cached_property
+    def version(self) -> str:
+        """On first use: reading LLVM's version loads it, which a no-op build never needs."""
+        return compiler_version()
 
     def key(self, namespace: str, payload: str, options: dict) -> str:
         h = hashlib.sha256()

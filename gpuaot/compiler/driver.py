@@ -12,22 +12,26 @@ from __future__ import annotations
 
 import ast
 import difflib
+import hashlib
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..bundle import cpus
 from ..bundle import manifest as mf
 from ..errors import BuildError, CompileError, CompileErrors, Diagnostics, UsageError
-from ..lang.types import ArrayType, Type
 from .cache import Cache, compiler_version
 from .discover import FuncInfo, Package, discover, find_package
-from .frontend.rules import Reject
-from .frontend.typed import RaiseSite, TypedFunction
-from .frontend.typer import TargetUnavailable, TypingContext, annotated_params, parse_annotation
-from .lower.emitter import flat_types
+from .jobs import compile_many
+
+if TYPE_CHECKING:
+    from ..lang.types import Type
+    from .frontend.typed import RaiseSite, TypedFunction
+
+# The typer, the lowering and llvmlite are imported where they are used, not here: a no-op
+# build (answered by the build record, ``record.py``) loads neither them nor numpy.
 
 DEFAULT_ARCHS = ("sm_75", "sm_80", "sm_90")
 
@@ -45,6 +49,7 @@ class BuildOptions:
     cpu: bool
     gpu: bool
     cpu_levels: list = field(default_factory=list)  # cpus.Level (or "native"), lowest first
+    fma: bool = True  # contract a*b+c into FMAs (off: --no-fma, no-fma = true, IEEE results)
     # Test-only: lower host code with the GPU table's runtime, to prove the leak gate bites.
     host_table: str = "cpu"
 
@@ -61,6 +66,7 @@ class BuildOptions:
         no_cpu=None,
         no_gpu=None,
         cpu_levels=None,
+        no_fma=None,
     ) -> BuildOptions:
         name, root = find_package(package)
         cfg = project_settings(root)
@@ -111,6 +117,7 @@ class BuildOptions:
             cpu=build_cpu,
             gpu=build_gpu,
             cpu_levels=levels,
+            fma=not pick(no_fma, "no-fma", False),
             host_table=os.environ.get("GPUAOT_TEST_HOST_TABLE", "cpu"),
         )
 
@@ -150,7 +157,18 @@ def _check_writable_package(name: str, root: Path) -> None:
         )
 
 
-SETTINGS = ("arch", "cpu", "debug", "no-gpu", "no-cpu", "jobs", "out", "cache-dir", "packages")
+SETTINGS = (
+    "arch",
+    "cpu",
+    "debug",
+    "no-gpu",
+    "no-cpu",
+    "no-fma",
+    "jobs",
+    "out",
+    "cache-dir",
+    "packages",
+)
 SUBTABLES = ("check-leaks",)
 
 
@@ -203,6 +221,7 @@ class Unit:
     ir: str = ""
     sites: list[RaiseSite] = field(default_factory=list)
     fastmath: bool = False
+    fma: bool = True
     image: int = -1  # GPU: index of this unit's fatbin container in the manifest
 
 
@@ -213,12 +232,18 @@ class BuildResult:
     compiled: int = 0
     cached: int = 0
     leaks: object = None
+    up_to_date: bool = False  # the build record answered: nothing typed, lowered or linked
+    size: int = 0  # of the bundle as linked
+    sha256: str = ""
 
 
 # ---------------------------------------------------------------------- typing
 
 
 def kernel_signatures(pkg: Package, func: FuncInfo, diag: Diagnostics) -> list[tuple[Type, ...]]:
+    from .frontend.rules import Reject
+    from .frontend.typer import annotated_params, parse_annotation
+
     node = func.options.get("signatures")
     if node is None:
         types, errors = annotated_params(pkg, func)
@@ -259,6 +284,8 @@ def type_units(pkg: Package, opts: BuildOptions, target: str, diag: Diagnostics)
     On the CPU a kernel that uses GPU-only features is not an error: it is recorded as
     GPU-only, with the reason, and launching it on the CPU raises that reason.
     """
+    from .frontend.typer import TargetUnavailable, TypingContext, annotated_params
+
     ctx = TypingContext(pkg, target, opts.debug)
     units: list[Unit] = []
     gpu_only: dict[tuple[str, int], CompileError] = {}
@@ -277,9 +304,17 @@ def type_units(pkg: Package, opts: BuildOptions, target: str, diag: Diagnostics)
             for e in errors:
                 diag.error(e)
             if tf is not None:
-                units.append(Unit(func, k, tf, fastmath=func.options.get("fastmath", False)))
+                units.append(Unit(func, k, tf, **_unit_options(func, opts.fma)))
     check_symbols(units, diag)
     return units, gpu_only
+
+
+def _unit_options(func: FuncInfo, fma: bool) -> dict:
+    """A unit's float options: its decorator's, with the build's ``--no-fma`` winning."""
+    return {
+        "fastmath": func.options.get("fastmath", False),
+        "fma": fma and func.options.get("fma", True),
+    }
 
 
 def check_symbols(units: list[Unit], diag: Diagnostics) -> None:
@@ -318,7 +353,7 @@ def lower_cpu(unit: Unit) -> None:
     from .targets import cpu
 
     mod = cpu.new_module(unit.tf.func.qualname)
-    mb = ModuleBuilder(cpu.CPUEmitter(mod, fastmath=unit.fastmath))
+    mb = ModuleBuilder(cpu.CPUEmitter(mod, fastmath=unit.fastmath, fma=unit.fma))
     entry = cpu.kernel_entry if unit.func.kind == "kernel" else cpu.host_entry
     unit.symbol = entry(mb, unit.tf)
     unit.sites = mb.sites
@@ -339,14 +374,6 @@ def _cpu_options(v: cpus.Variant) -> dict:
         "opt": 3,
         "pipeline": cpu.PIPELINE,
     }
-
-
-def compile_many(jobs: int, fn, inputs: list) -> list:
-    """Run ``fn`` over ``inputs`` in worker processes (LLVM holds the GIL)."""
-    if jobs <= 1 or len(inputs) <= 1:
-        return [fn(x) for x in inputs]
-    with ProcessPoolExecutor(max_workers=min(jobs, len(inputs))) as pool:
-        return list(pool.map(fn, inputs))
 
 
 def build_cpu(
@@ -408,6 +435,9 @@ def _site_json(pkg: Package, sites: list[RaiseSite]) -> list[dict]:
 
 
 def _params_json(func: FuncInfo, types) -> list[dict]:
+    from ..lang.types import ArrayType
+    from .lower.emitter import flat_types
+
     out = []
     for a, t in zip(func.params, types):
         entry = {"name": a.arg, "type": t.name, "abi": flat_types(t)}
@@ -500,7 +530,7 @@ def make_manifest(
             m.name: {"file": _package_file(pkg, m), "sha256": m.sha256}
             for m in pkg.modules.values()
         },
-        "options": {"debug": opts.debug, "cpu": opts.cpu, "gpu": opts.gpu},
+        "options": {"debug": opts.debug, "cpu": opts.cpu, "gpu": opts.gpu, "fma": opts.fma},
         "cpu_variants": [v.to_json() for v in variants] if cpu_units else [],
         "kernels": [kernels[k] for k in sorted(kernels)],
         "host_functions": sorted(hosts, key=lambda h: h["qualname"]),
@@ -514,6 +544,24 @@ def make_manifest(
 
 
 def build_package(opts: BuildOptions, progress=None) -> BuildResult:
+    """Build, unless the build record shows the bundle on disk is what this build would write."""
+    from .record import BuildRecord
+
+    cache = Cache(opts.cache_dir)
+    bundle = opts.out_dir / mf.bundle_filename(opts.name)
+    record = BuildRecord(opts, bundle, cache)
+    hit = record.lookup()
+    if hit is not None:
+        return BuildResult(bundle, hit.manifest, cached=hit.objects, up_to_date=True)
+    result, pkg = _build(opts, cache, progress)
+    if result.leaks is None:
+        sources = {m.path.relative_to(pkg.root).as_posix(): m.data for m in pkg.modules.values()}
+        objects = result.compiled + result.cached
+        record.save(sources, result.size, result.sha256, result.manifest, objects)
+    return result
+
+
+def _build(opts: BuildOptions, cache: Cache, progress) -> tuple[BuildResult, Package]:
     from ..bundle.embed import embed_object
 
     if progress is not None and not sys.stderr.isatty():
@@ -526,7 +574,6 @@ def build_package(opts: BuildOptions, progress=None) -> BuildResult:
         gpu_units, _ = type_units(pkg, opts, "gpu", diag)
     diag.raise_if_any()
 
-    cache = Cache(opts.cache_dir)
     result = BuildResult(bundle=opts.out_dir / mf.bundle_filename(pkg.name), manifest={})
     objects: list[bytes] = []
     variants: list[cpus.Variant] = []
@@ -548,7 +595,7 @@ def build_package(opts: BuildOptions, progress=None) -> BuildResult:
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     result.manifest = manifest
     _link_checked(objects, result)
-    return result
+    return result, pkg
 
 
 def _link_checked(objects: list[bytes], result: BuildResult) -> None:
@@ -571,6 +618,8 @@ def _link_checked(objects: list[bytes], result: BuildResult) -> None:
     try:
         cpu.link_shared(objects, tmp)
         os.chmod(tmp, 0o755 & ~_umask())  # mkstemp made it 0600
+        data = staged.read_bytes()
+        result.size, result.sha256 = len(data), hashlib.sha256(data).hexdigest()
         result.leaks = leak_gate(staged)
         if result.leaks is None:
             os.replace(staged, bundle)
@@ -611,8 +660,6 @@ def leak_gate(bundle: Path):
 
 
 def report_build(ctx, result: BuildResult) -> None:
-    from ..leaks import format_text
-
     m = result.manifest
     gpu_only = [k["qualname"] for k in m["kernels"] for s in k["specializations"] if s["gpu_only"]]
     if ctx.json:
@@ -621,6 +668,7 @@ def report_build(ctx, result: BuildResult) -> None:
                 "bundle": str(result.bundle),
                 "compiled": result.compiled,
                 "cached": result.cached,
+                "up_to_date": result.up_to_date,
                 "kernels": [k["qualname"] for k in m["kernels"]],
                 "host_functions": [h["qualname"] for h in m["host_functions"]],
                 "gpu_only": gpu_only,
@@ -633,6 +681,7 @@ def report_build(ctx, result: BuildResult) -> None:
             }
         )
     if result.leaks:
+        from ..leaks import format_text  # only here: a no-op build never loads the checker
         from ..textsafe import printable
 
         # An error, so shown under --quiet too (format_text escapes what it prints).
@@ -646,7 +695,7 @@ def report_build(ctx, result: BuildResult) -> None:
     nk, nh = len(m["kernels"]), len(m["host_functions"])
     levels = [v["level"] for v in m["cpu_variants"]]
     ctx.info(
-        f"built {result.bundle} ({nk} kernel{'s' if nk != 1 else ''}, {nh} host "
+        f"{'up to date:' if result.up_to_date else 'built'} {result.bundle} ({nk} kernel{'s' if nk != 1 else ''}, {nh} host "
         f"function{'s' if nh != 1 else ''}; CPU levels {', '.join(levels) or 'none'}; "
         f"{result.compiled} compiled, {result.cached} cached)"
     )
@@ -702,6 +751,8 @@ def emit_function(
         raise UsageError(f"'{fname}' is an overlay; emit the function it replaces")
     opts_sig = kernel_signatures(pkg, func, diag) if func.kind == "kernel" else None
     diag.raise_if_any()
+    from .frontend.typer import TypingContext
+
     ctx = TypingContext(pkg, "cpu" if target == "cpu" else "gpu", debug)
     if func.kind in ("device", "device_only"):
         raise UsageError(
@@ -712,7 +763,7 @@ def emit_function(
     tf, errors = ctx.specialize(func, sig, debug or func.options.get("debug", False))
     if errors:
         raise CompileErrors(errors)
-    unit = Unit(func, sig_index, tf, fastmath=func.options.get("fastmath", False))
+    unit = Unit(func, sig_index, tf, **_unit_options(func, fma=True))
     if target == "cpu":
         lower_cpu(unit)
         if stage == "ir":
