@@ -289,22 +289,14 @@ def test_installed_wheel_runs_with_no_compiler(wheels, wheelhouse, tmp_path):
     assert "Traceback" not in cli.stderr
 
 
+def pip_install(*args) -> None:
+    run([sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps", *args])
+
+
 def test_pip_install_target_and_editable(kit, tmp_path):
     proj = make_project(kit, tmp_path)
     target = tmp_path / "target"
-    run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--no-build-isolation",
-            "--no-deps",
-            "--target",
-            target,
-            proj,
-        ]
-    )
+    pip_install("--target", target, proj)
     assert (target / BUNDLE).is_file()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), *sys.path])}
     env.pop("GPUAOT_CPU", None)
@@ -312,20 +304,7 @@ def test_pip_install_target_and_editable(kit, tmp_path):
     assert "ok 7/7" in r.stdout, r.stdout + r.stderr
     # editable: the bundle is built into the source tree, where the install imports from
     prefix = tmp_path / "prefix"
-    run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--no-build-isolation",
-            "--no-deps",
-            "--prefix",
-            prefix,
-            "-e",
-            proj,
-        ]
-    )
+    pip_install("--prefix", prefix, "-e", proj)
     assert (proj / BUNDLE).is_file()
     site = next(prefix.glob("lib/python*/site-packages"))
     code = f"import site; site.addsitedir({str(site)!r}); import runpy, sys; sys.argv = ['c', 'shipkern']; runpy.run_path({str(CHECK)!r}, run_name='__main__')"
