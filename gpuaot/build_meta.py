@@ -135,7 +135,7 @@ class _Report:
 
 
 def _project_settings() -> dict:
-    from .compiler.driver import project_settings
+    from .compiler.settings import project_settings
 
     return project_settings(Path.cwd())
 
@@ -192,7 +192,7 @@ def _source_dir(name: str) -> Path | None:
 
 
 def _setuptools_package_dir(root: Path) -> dict:
-    from .compiler.driver import read_pyproject
+    from .compiler.settings import read_pyproject
 
     data = read_pyproject(root / "pyproject.toml")
     return data.get("tool", {}).get("setuptools", {}).get("package-dir", {}) or {}

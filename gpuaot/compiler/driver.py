@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import ast
-import difflib
 import hashlib
 import os
 import sys
@@ -22,9 +21,11 @@ from typing import TYPE_CHECKING
 from ..bundle import cpus
 from ..bundle import manifest as mf
 from ..errors import BuildError, CompileError, CompileErrors, Diagnostics, UsageError
-from .cache import Cache, compiler_version
+from .cache import Cache
 from .discover import FuncInfo, Package, discover, find_package
-from .jobs import compile_many
+from .jobs import compile_many, compile_variant
+from .manifest_writer import make_manifest
+from .settings import check_writable_package, project_settings
 
 if TYPE_CHECKING:
     from ..lang.types import Type
@@ -102,7 +103,7 @@ class BuildOptions:
             raise UsageError("--jobs must be at least 1")
         out = pick(out_dir, "out", None)
         if out is None:
-            _check_writable_package(name, root)
+            check_writable_package(name, root)
             out = root / "_gpuaot"
         out = Path(out)
         return cls(
@@ -120,94 +121,6 @@ class BuildOptions:
             fma=not pick(no_fma, "no-fma", False),
             host_table=os.environ.get("GPUAOT_TEST_HOST_TABLE", "cpu"),
         )
-
-
-def _installed_in(root: Path) -> str | None:
-    """Why ``root`` is an installed package, not a source tree (or None)."""
-    import site
-    import sysconfig
-
-    dirs = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
-    try:
-        dirs |= set(site.getsitepackages()) | {site.getusersitepackages()}
-    except AttributeError:  # pragma: no cover - virtualenv's old site.py
-        pass
-    for d in dirs:
-        if d and root.is_relative_to(Path(d).resolve()):
-            return f"it is in {d}"
-    for info in root.parent.glob("*.dist-info"):
-        try:
-            record = (info / "RECORD").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            continue
-        if f"{root.name}/__init__.py," in record:
-            return f"it belongs to the installed distribution {info.name}"
-    if not os.access(root, os.W_OK):
-        return "it is not writable"
-    return None
-
-
-def _check_writable_package(name: str, root: Path) -> None:
-    why = _installed_in(root)
-    if why is not None:
-        raise UsageError(
-            f"{name}: gpuaot writes the bundle into the package, and {root} is not a source "
-            f"tree ({why}); build the source checkout, or give --out DIR (then run with "
-            "GPUAOT_BUNDLE_PATH=DIR)"
-        )
-
-
-SETTINGS = (
-    "arch",
-    "cpu",
-    "debug",
-    "no-gpu",
-    "no-cpu",
-    "no-fma",
-    "jobs",
-    "out",
-    "cache-dir",
-    "packages",
-)
-SUBTABLES = ("check-leaks",)
-
-
-def read_pyproject(path: Path) -> dict:
-    """A pyproject.toml as a dict ({} where there is none); a broken one is a usage error."""
-    try:
-        import tomllib
-    except ImportError:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
-    if not path.is_file():
-        return {}
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{path}: cannot read it: {e}") from None
-
-
-def project_settings(root: Path) -> dict:
-    """``[tool.gpuaot]`` from the nearest pyproject.toml at or above ``root``.
-
-    An unknown key is an error naming it and the file: a typo (``ach = ...``) must not
-    silently build with the defaults.
-    """
-    for d in [root, *root.parents]:
-        p = d / "pyproject.toml"
-        if p.is_file():
-            cfg = read_pyproject(p).get("tool", {}).get("gpuaot", {})
-            if not isinstance(cfg, dict):
-                raise UsageError(f"{p}: [tool.gpuaot] must be a table")
-            for key in cfg:
-                if key not in SETTINGS and key not in SUBTABLES:
-                    near = difflib.get_close_matches(key, SETTINGS + SUBTABLES, n=1)
-                    hint = f" (did you mean '{near[0]}'?)" if near else ""
-                    raise UsageError(
-                        f"{p}: [tool.gpuaot] has no setting '{key}'{hint}; known: "
-                        f"{', '.join(SETTINGS + SUBTABLES)}"
-                    )
-            return cfg
-    return {}
 
 
 @dataclass
@@ -398,7 +311,7 @@ def build_cpu(
     todo = [k for k, obj in enumerate(objects) if obj is None]
     if progress and todo:
         progress(f"compiling {len(todo)} CPU object{'s' if len(todo) != 1 else ''}")
-    compiled = compile_many(jobs, cpu_variant.compile_variant, [jobs_in[k] for k in todo])
+    compiled = compile_many(jobs, compile_variant, [jobs_in[k] for k in todo])
     for k, obj in zip(todo, compiled):
         objects[k] = obj
         cache.put(*keys[k], obj)
@@ -407,137 +320,6 @@ def build_cpu(
     result.compiled += fresh
     result.cached += n_units - fresh
     return objects
-
-
-# ---------------------------------------------------------------------- manifest
-
-
-def _package_file(pkg: Package, m) -> str:
-    """A module's path as the bundle records it: from the package's parent, never absolute."""
-    return f"{pkg.name}/{m.path.relative_to(pkg.root).as_posix()}"
-
-
-def _portable(pkg: Package, text: str) -> str:
-    """Diagnostics name files as the build's working directory sees them; bundles must not."""
-    for m in sorted(pkg.modules.values(), key=lambda m: -len(m.relpath)):
-        text = text.replace(m.relpath + ":", _package_file(pkg, m) + ":")
-    return text
-
-
-def _site_json(pkg: Package, sites: list[RaiseSite]) -> list[dict]:
-    by_display = {m.relpath: m for m in pkg.modules.values()}
-    out = []
-    for s in sites:
-        m = by_display.get(s.file)
-        file = _package_file(pkg, m) if m else s.file
-        out.append({"type": s.exc_type, "message": s.message, "file": file, "line": s.line})
-    return out
-
-
-def _params_json(func: FuncInfo, types) -> list[dict]:
-    from ..lang.types import ArrayType
-    from .lower.emitter import flat_types
-
-    out = []
-    for a, t in zip(func.params, types):
-        entry = {"name": a.arg, "type": t.name, "abi": flat_types(t)}
-        if isinstance(t, ArrayType):
-            entry.update(dtype=t.dtype.name, ndim=t.ndim, layout=t.layout)
-        out.append(entry)
-    return out
-
-
-def _variant_symbols(base: str, variants: list[cpus.Variant]) -> dict[str, str]:
-    return {v.level: v.symbol(base) for v in variants}
-
-
-def make_manifest(
-    pkg: Package,
-    opts: BuildOptions,
-    cpu_units: list[Unit],
-    gpu_units: list[Unit],
-    gpu_only: dict,
-    images: list[dict],
-    variants: list[cpus.Variant],
-) -> dict:
-    kernels: dict[str, dict] = {}
-    hosts = []
-    cpu_by = {(u.func.qualname, u.spec): u for u in cpu_units}
-    gpu_by = {(u.func.qualname, u.spec): u for u in gpu_units}
-    keys = sorted(set(cpu_by) | set(gpu_by) | set(gpu_only))
-    for qualname, spec in keys:
-        u = cpu_by.get((qualname, spec)) or gpu_by.get((qualname, spec))
-        func = u.func if u else pkg.function(qualname)
-        if func.kind == "host":
-            hosts.append(
-                {
-                    "name": func.name,
-                    "module": func.module.name,
-                    "qualname": qualname,
-                    "params": _params_json(func, u.tf.arg_types),
-                    "returns": u.tf.return_type.name,
-                    "symbols": _variant_symbols(u.symbol, variants),
-                    "sites": _site_json(pkg, u.sites),
-                }
-            )
-            continue
-        entry = kernels.setdefault(
-            qualname,
-            {
-                "name": func.name,
-                "module": func.module.name,
-                "qualname": qualname,
-                "specializations": [],
-            },
-        )
-        types = u.tf.arg_types if u else None
-        spec_json = {
-            "params": _params_json(func, types) if types else None,
-            "cpu": None,
-            "gpu": None,
-            "gpu_only": None,
-        }
-        if (qualname, spec) in cpu_by:
-            c = cpu_by[(qualname, spec)]
-            spec_json["cpu"] = {
-                "symbols": _variant_symbols(c.symbol, variants),
-                "sites": _site_json(pkg, c.sites),
-            }
-        if (qualname, spec) in gpu_only:
-            err, types = gpu_only[(qualname, spec)]
-            spec_json["gpu_only"] = _portable(
-                pkg, f"{err.loc}: {err.message}" + "".join(f"; {n}" for n in err.notes)
-            )
-            if spec_json["params"] is None:
-                spec_json["params"] = _params_json(func, types)
-        if (qualname, spec) in gpu_by:
-            g = gpu_by[(qualname, spec)]
-            spec_json["gpu"] = {
-                "symbol": g.symbol,
-                "image": g.image,
-                "sites": _site_json(pkg, g.sites),
-            }
-            if spec_json["params"] is None:
-                spec_json["params"] = _params_json(func, g.tf.arg_types)
-        entry["specializations"].append(spec_json)
-    return {
-        "format": mf.FORMAT,
-        "version": mf.VERSION,
-        "compiler": compiler_version(),
-        "package": pkg.name,
-        "platform": mf.platform_tag(),
-        "modules": {
-            m.name: {"file": _package_file(pkg, m), "sha256": m.sha256}
-            for m in pkg.modules.values()
-        },
-        "options": {"debug": opts.debug, "cpu": opts.cpu, "gpu": opts.gpu, "fma": opts.fma},
-        "cpu_variants": [v.to_json() for v in variants] if cpu_units else [],
-        "kernels": [kernels[k] for k in sorted(kernels)],
-        "host_functions": sorted(hosts, key=lambda h: h["qualname"]),
-        "architectures": opts.archs if gpu_units else [],
-        "ptx_arch": opts.archs[0] if gpu_units else None,
-        "images": images,
-    }
 
 
 # ---------------------------------------------------------------------- build

@@ -18,3 +18,19 @@ def compile_many(jobs: int, fn, inputs: list) -> list:
 
     with ProcessPoolExecutor(max_workers=min(jobs, len(inputs))) as pool:
         return list(pool.map(fn, inputs))
+
+
+def compile_variant(job: tuple) -> bytes:
+    """``(ir_text, variant[, rename])`` → an ELF object for that CPU level (a worker's job).
+
+    The unit's IR is optimised with the level's target machine, then every function it
+    defines gets the level's suffix (``rename`` False: the shared runtime keeps its names).
+    """
+    from .targets import cpu, cpu_variant
+
+    ir_text, v, *rest = job
+    tm = cpu_variant.variant_machine(v)
+    ref = cpu.optimize(ir_text, tm=tm)
+    if not rest or rest[0]:
+        cpu_variant.rename_defined(ref, v)
+    return tm.emit_object(ref)

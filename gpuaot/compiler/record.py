@@ -133,7 +133,7 @@ def _native_cpu() -> list[str]:
 
 def build_inputs(opts) -> dict:
     """Everything besides the package's sources that decides the bundle's bytes."""
-    from .driver import project_settings
+    from .settings import project_settings
 
     options = {
         f.name: repr(getattr(opts, f.name)) for f in fields(opts) if f.name not in NOT_INPUTS

@@ -1,7 +1,7 @@
 """CPU variants: the same lowered host IR, compiled once per CPU level into its own symbols.
 
     variants = resolve(parse_levels("x86-64-v2,x86-64-v4", "x86_64"))
-    obj = compile_variant((unit_ir, variants[0]))    # every defined function gets ".x86_64_v2"
+    obj = jobs.compile_variant((unit_ir, variants[0]))  # every function gets ".x86_64_v2"
     probe = probe_function(module)                   # gpuaot_rt_cpuid, for the run time
 
 A unit is lowered once (its IR does not depend on the level: the data layout of every level
@@ -73,18 +73,6 @@ def rename_defined(ref, v: cpus.Variant) -> None:
     for fn in ref.functions:
         if not fn.is_declaration:
             fn.name = v.symbol(fn.name)
-
-
-def compile_variant(job: tuple) -> bytes:
-    """``(ir_text, variant[, rename])`` → an ELF object for that level (a worker's job)."""
-    from . import cpu
-
-    ir_text, v, *rest = job
-    tm = variant_machine(v)
-    ref = cpu.optimize(ir_text, tm=tm)
-    if not rest or rest[0]:
-        rename_defined(ref, v)
-    return tm.emit_object(ref)
 
 
 # ---------------------------------------------------------------------- the CPUID probe
