@@ -21,13 +21,12 @@ working), and then:
 
 from __future__ import annotations
 
+import re
 import sys
 import tempfile
 from pathlib import Path
 
 from setuptools import build_meta as _setuptools
-
-from . import __version__
 
 get_requires_for_build_sdist = _setuptools.get_requires_for_build_sdist
 prepare_metadata_for_build_wheel = _setuptools.prepare_metadata_for_build_wheel
@@ -35,7 +34,25 @@ prepare_metadata_for_build_editable = _setuptools.prepare_metadata_for_build_edi
 
 
 def _compiler_requires() -> list[str]:
-    return [f"gpuaot[compiler]=={__version__}"]
+    """The ``[compiler]`` extra's requirements, spelled out from this gpuaot's own metadata.
+
+    Not ``gpuaot[compiler]``: pip counts an already installed ``gpuaot`` as satisfying it and
+    installs none of the extra (the build environment has gpuaot from ``requires`` already).
+    """
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        reqs = requires("gpuaot") or []
+    except PackageNotFoundError:  # run from a source tree: its environment has the compiler
+        return []
+    out = []
+    for r in reqs:
+        spec, _, marker = r.partition(";")
+        if not re.search(r"""extra\s*==\s*["']compiler["']""", marker):
+            continue
+        rest = re.sub(r"""\s*(and\s+)?extra\s*==\s*["']compiler["'](\s+and)?""", "", marker)
+        out.append(f"{spec.strip()}; {rest.strip()}" if rest.strip() else spec.strip())
+    return out
 
 
 def get_requires_for_build_wheel(config_settings=None) -> list[str]:

@@ -371,3 +371,38 @@ def test_check_wheel_passes_the_built_wheel_and_catches_a_bundle_left_out(wheels
     r = CliRunner().invoke(main, ["check-wheel", "--format", "json", str(bare)])
     assert r.exit_code == 1, r.output
     assert "missing-bundle" in r.output
+
+
+def test_an_isolated_build_gets_the_compiler_by_itself(kit, wheelhouse, tmp_path):
+    """The default build, as a user runs it: pip's isolated environment starts with only the
+    project's ``requires`` (gpuaot, setuptools); the backend must ask for the compiler itself
+    (``gpuaot[compiler]`` would not do: pip counts the installed gpuaot as satisfying it)."""
+    proj = make_project(kit, tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "GPUAOT_CPU")}
+    env["GPUAOT_CACHE_DIR"] = str(tmp_path / "cache")
+    r = run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-v",
+            "--no-deps",
+            "--find-links",
+            wheelhouse,
+            "-w",
+            tmp_path / "dist",
+            proj,
+        ],
+        env=env,
+        check=False,
+    )
+    out = r.stdout + r.stderr
+    if r.returncode != 0 and (
+        "Failed to establish a new connection" in out or "No matching distribution" in out
+    ):
+        pytest.skip("the package index is not reachable for the build requirements")
+    assert r.returncode == 0, out[-3000:]
+    assert "Installing backend dependencies" in out and "llvmlite" in out
+    wheel = only("*.whl", tmp_path / "dist")
+    assert wheel.name == f"shipkern-1.2.0-py3-none-{PLATFORM}.whl" and BUNDLE in members(wheel)
