@@ -23,23 +23,23 @@ bounds: symbol and string tables are decoded in bulk at the offsets pyelftools g
 :mod:`gpuaot.leaks.symbols`; a 175,000-symbol library must cost milliseconds), names are sliced
 out of their string table and never read past its end, and every loop pyelftools would run over
 a count or chain that a damaged file makes up is bounded by the table it walks.  Whatever
-pyelftools raises on a damaged image becomes an ElfError (see :func:`reading`).  pyelftools is
-imported on the first image, never by ``import gpuaot.leaks``.
+pyelftools raises on a damaged image becomes an ElfError.  The exception tree, the bounded
+:class:`Window`, :func:`reading` and :func:`code` live in :mod:`gpuaot.leaks.elfio`, which also
+imports pyelftools on the first image, never on ``import gpuaot.leaks``.
 """
 
 from __future__ import annotations
 
-import functools
 import struct
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import islice
-from types import SimpleNamespace
 from typing import Any
 
-from ..errors import GpuaotError
+# The exception tree is part of the reader's interface: ``from .elf import ElfError`` stays.
+from .elfio import ElfError as ElfError
+from .elfio import MalformedError, NotElfError, TruncatedError, Window, code, pyelftools, reading
 
 ELF_MAGIC = b"\x7fELF"
 
@@ -80,171 +80,6 @@ TYPE_NAMES = {
 _SHDR = ("sh_flags", "sh_addr", "sh_offset", "sh_size", "sh_link", "sh_info", "sh_entsize")
 # The smallest verdef / verneed entry: a chain longer than its section has this many at most.
 _VERSION_ENTRY = 16
-
-
-class ElfError(GpuaotError):
-    """The input is not a readable ELF image; carries where the reader gave up.
-
-    >>> str(ElfError("string table index out of range", offset=0x40, section=".symtab"))
-    'string table index out of range (section .symtab, offset 0x40)'
-    """
-
-    exit_code = 3
-
-    def __init__(
-        self, reason: str, *, offset: int | None = None, section: str | None = None
-    ) -> None:
-        self.reason = reason
-        self.offset = offset
-        self.section = section
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        where = []
-        if self.section:
-            where.append(f"section {self.section}")
-        if self.offset is not None:
-            where.append(f"offset {self.offset:#x}")
-        return f"{self.reason} ({', '.join(where)})" if where else self.reason
-
-    def format(self) -> str:
-        return f"error: {self}"
-
-
-class NotElfError(ElfError):
-    """No ELF magic, or an identification byte pyelftools does not know."""
-
-
-class TruncatedError(ElfError):
-    """A header, table or section runs past the end of the image."""
-
-
-class MalformedError(ElfError):
-    """Fields that contradict each other (wrong entry size, bad link, looping chains)."""
-
-
-@functools.cache
-def _pyelftools() -> SimpleNamespace:
-    """The few pyelftools names the gate uses, imported on the first image (about 20 ms)."""
-    from elftools.common.exceptions import DWARFError, ELFError
-    from elftools.common.utils import struct_parse
-    from elftools.construct import ConstructError
-    from elftools.elf.dynamic import Dynamic, DynamicSegment
-    from elftools.elf.elffile import ELFFile
-    from elftools.elf.gnuversions import GNUVerDefSection, GNUVerNeedSection
-    from elftools.elf.relocation import RelocationSection
-
-    # What pyelftools raises on a damaged image: its own errors, construct's, and the plain
-    # Python ones its parsing code meets (a short read unpacked, a bad UTF-8 name, an index
-    # past a list, a count that overflows a seek, an ``assert``).
-    errors = (ELFError, DWARFError, ConstructError, struct.error, ValueError, LookupError)
-    errors += (ArithmeticError, RecursionError, AssertionError, EOFError)
-    return SimpleNamespace(
-        ELFFile=ELFFile,
-        Dynamic=Dynamic,
-        DynamicSegment=DynamicSegment,
-        GNUVerDefSection=GNUVerDefSection,
-        GNUVerNeedSection=GNUVerNeedSection,
-        RelocationSection=RelocationSection,
-        struct_parse=struct_parse,
-        errors=errors,
-    )
-
-
-@contextmanager
-def reading(
-    what: str,
-    section: str | None = None,
-    offset: int | None = None,
-    error: type[ElfError] = MalformedError,
-) -> Iterator[None]:
-    """Run pyelftools on a possibly damaged image: whatever it raises becomes one ElfError line.
-
-    >>> with reading("version definitions", ".gnu.version_d", 0x3A0):  # doctest: +ELLIPSIS
-    ...     raise struct.error("unpack requires a buffer of 4 bytes")
-    Traceback (most recent call last):
-    gpuaot.leaks.elf.MalformedError: cannot read version definitions (struct.error: unpack ...)...
-    """
-    try:
-        yield
-    except ElfError:
-        raise
-    except _pyelftools().errors as e:
-        mod, kind = type(e).__module__, type(e).__name__
-        if mod != "builtins" and not mod.startswith("elftools"):
-            kind = f"{mod}.{kind}"  # struct.error
-        detail = " ".join(str(e).split())[:160]  # one line, whatever the library put in it
-        reason = (
-            f"cannot read {what} ({kind}: {detail})" if detail else f"cannot read {what} ({kind})"
-        )
-        raise error(reason, offset=offset, section=section) from e
-
-
-@functools.cache
-def _codes(family: str) -> dict[str, int]:
-    """Name -> number for one pyelftools enum family (``ENUM_SH_TYPE`` and its machine variants).
-
-    >>> _codes("ENUM_SH_TYPE")["SHT_DYNSYM"], _codes("ENUM_E_MACHINE")["EM_CUDA"]
-    (11, 190)
-    """
-    from elftools.elf import enums
-
-    out: dict[str, int] = {}
-    for attr in dir(enums):
-        if attr == family or attr.startswith(family + "_"):
-            table = getattr(enums, attr)
-            if isinstance(table, dict):
-                out.update((k, v) for k, v in table.items() if isinstance(v, int))
-    return out
-
-
-def code(family: str, value: int | str) -> int:
-    """The number behind a value pyelftools decoded: it names the ones it knows, passes others.
-
-    >>> hex(code("ENUM_SH_TYPE", "SHT_GNU_versym")), hex(code("ENUM_SH_TYPE", 0x60001234))
-    ('0x6fffffff', '0x60001234')
-    """
-    return value if isinstance(value, int) else _codes(family)[value]
-
-
-class Window:
-    """``buf[base:base+size]`` as a read-only binary file: all of the image pyelftools can read.
-
-    An archive member or a whole ``mmap`` is read in place (nothing is copied but what is read),
-    and nothing past ``size`` ever comes back, so a count or an offset that a damaged file makes
-    up ends in a short read, which pyelftools reports, instead of a walk through other data::
-
-        >>> w = Window(b"ar..\\x7fELF..", 4, 4)
-        >>> w.read(), w.seek(0, 2), w.read(1), w.seek(2), w.read(8)
-        (b'\\x7fELF', 4, b'', 2, b'LF')
-    """
-
-    def __init__(self, buf: Any, base: int = 0, size: int | None = None) -> None:
-        self.buf, self.base = buf, base
-        self.size = (len(buf) - base) if size is None else size
-        self.pos = 0
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        if whence == 1:
-            pos += self.pos
-        elif whence == 2:
-            pos += self.size
-        if pos < 0:
-            raise ValueError(f"negative seek position {pos}")
-        self.pos = pos
-        return pos
-
-    def tell(self) -> int:
-        return self.pos
-
-    def read(self, n: int | None = -1) -> bytes:
-        start = min(self.pos, self.size)
-        end = self.size if n is None or n < 0 else min(self.size, start + n)
-        self.pos = max(self.pos, end)
-        return bytes(self.buf[self.base + start : self.base + end])
-
-    def close(self) -> None:
-        pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,7 +158,7 @@ class ElfFile:
         self.size = (len(buf) - base) if size is None else size
         if bytes(buf[base : base + min(4, self.size)]) != ELF_MAGIC:
             raise NotElfError("not an ELF file (no \\x7fELF magic)", offset=0)
-        lib = _pyelftools()
+        lib = pyelftools()
         with reading("the ELF header", offset=0, error=NotElfError):
             self.elffile = lib.ELFFile(Window(buf, base, self.size))
         ef = self.elffile
@@ -361,7 +196,7 @@ class ElfFile:
             # No section headers (sstrip, or a loader-only image).  The loader never needed them,
             # so rebuild .dynsym/.dynstr from the dynamic segment, which is what it reads.
             return self._sections_from_dynamic()
-        ef, lib = self.elffile, _pyelftools()
+        ef, lib = self.elffile, pyelftools()
         want = ef.structs.Elf_Shdr.sizeof()
         if ef["e_shentsize"] != want:
             raise MalformedError(
@@ -424,7 +259,7 @@ class ElfFile:
 
     def relocation_section(self, sec: Section) -> Any:
         """pyelftools' ``RelocationSection`` for ``sec`` (which checks the entry size)."""
-        return self._section_object(sec, _pyelftools().RelocationSection)
+        return self._section_object(sec, pyelftools().RelocationSection)
 
     def symbol_tables(self) -> list[Section]:
         """``.dynsym`` first (what the loader sees), then ``.symtab``."""
@@ -504,7 +339,7 @@ class ElfFile:
         else:
             return None
         self.check_range(off, size, "dynamic table", label)
-        lib = _pyelftools()
+        lib = pyelftools()
         tag_size = self.elffile.structs.Elf_Dyn.sizeof()
         with reading("the dynamic table", label, off):
             dyn = lib.Dynamic(
@@ -585,7 +420,7 @@ class ElfFile:
         tags = dict(reversed(self.dynamic))  # the first of a repeated tag counts; has DT_NULL
         if DT_SYMTAB not in tags or DT_STRTAB not in tags:
             return []
-        lib = _pyelftools()
+        lib = pyelftools()
         end = min(self.size, header["p_offset"] + header["p_filesz"])
         with reading("the dynamic segment", "PT_DYNAMIC", header["p_offset"]):
             seg = lib.DynamicSegment(header, Window(self.buf, self.base, end), self.elffile)
@@ -642,7 +477,7 @@ class ElfFile:
         return self._section_object(sec, cls, _Strings(self, lambda: strtab))
 
     def _read_verdef(self, sec: Section, out: dict[int, Version]) -> None:
-        table = self._version_section(sec, _pyelftools().GNUVerDefSection)
+        table = self._version_section(sec, pyelftools().GNUVerDefSection)
         # pyelftools walks sh_info entries along vd_next; a damaged chain may loop or stand still.
         limit = sec.size // _VERSION_ENTRY + 1
         with reading("version definitions", sec.name, sec.offset):
@@ -654,7 +489,7 @@ class ElfFile:
                     break
 
     def _read_verneed(self, sec: Section, out: dict[int, Version]) -> None:
-        table = self._version_section(sec, _pyelftools().GNUVerNeedSection)
+        table = self._version_section(sec, pyelftools().GNUVerNeedSection)
         limit = sec.size // _VERSION_ENTRY + 1
         with reading("version requirements", sec.name, sec.offset):
             for verneed, auxes in islice(table.iter_versions(), limit):
