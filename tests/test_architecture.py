@@ -30,8 +30,6 @@ LINE_BUDGET = 650
 # so the list only shrinks.
 OVER_BUDGET = {
     "gpuaot/compiler/frontend/typer.py": 1014,
-    "gpuaot/compiler/targets/cpu.py": 894,
-    "gpuaot/leaks/elf.py": 683,
 }
 # Debt: import cycles left, as the modules of each strongly connected component (none now:
 # a cycle fixed is taken off, a new one fails).

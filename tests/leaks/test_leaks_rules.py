@@ -152,7 +152,8 @@ def test_both_candidate_paths(count):
 
 
 @pytest.mark.parametrize(
-    "module", ["elf", "elfio", "rules", "symbols", "inputs", "scan", "report", "undefined", "attribute"]
+    "module",
+    ["elf", "elfio", "rules", "symbols", "inputs", "scan", "report", "undefined", "attribute"],
 )
 def test_module_docstring_examples_run(module):
     """The examples in the modules' docstrings are real (those needing files are skipped)."""

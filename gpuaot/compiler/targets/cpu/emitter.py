@@ -1,0 +1,76 @@
+"""The CPU emitter: what the lowering asks of the CPU target, and the hidden parameters.
+
+    em = CPUEmitter(new_module("m"))
+    # every body gets 13 hidden parameters after its own: (ptr %exc, i64 tid.x, tid.y, tid.z,
+    #   bid.x, bid.y, bid.z, bdim.x, bdim.y, bdim.z, gdim.x, gdim.y, gdim.z)
+
+The threads of a CPU launch are loop counters of the entry (:mod:`.entry`): a body reads its
+indices and sizes from these parameters. The exception record ``%exc`` (8 x i64: status,
+site, thread xyz, block xyz) is written first-writer-wins by the CPU runtime,
+``gpuaot_rt_report_exception`` (:mod:`.runtime`).
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+
+from ....errors import BuildError
+from ...lower.emitter import F32, F64, I64, PTR, VOID, Emitter
+
+HIDDEN = tuple(
+    "exc tid.x tid.y tid.z bid.x bid.y bid.z bdim.x bdim.y bdim.z gdim.x gdim.y gdim.z".split()
+)
+# Where each intrinsic's x lives among the hidden parameters above.
+_INDEX_BASE = {
+    name: HIDDEN.index(f"{short}.x")
+    for name, short in (
+        ("thread_idx", "tid"),
+        ("block_idx", "bid"),
+        ("block_dim", "bdim"),
+        ("grid_dim", "gdim"),
+    )
+}
+REPORT = "gpuaot_rt_report_exception"
+
+# LLVM intrinsics the vectoriser understands; the rest are libm calls.
+_LLVM_MATH = set("sqrt fabs floor ceil trunc copysign exp log log2 log10 sin cos pow".split())
+_LIBM = set("tan asin acos atan atan2 sinh cosh tanh hypot erf erfc fmod".split())
+
+
+class CPUEmitter(Emitter):
+    target = "cpu"
+
+    def hidden_param_types(self) -> list[ir.Type]:
+        return [PTR] + [I64] * 12
+
+    def thread_index(self, b, hidden, which: str, axis: str):
+        return hidden[_INDEX_BASE[which] + "xyz".index(axis)]
+
+    def math(self, b: ir.IRBuilder, name: str, args: list, t):
+        if name in _LLVM_MATH:
+            return self.intrinsic(b, f"llvm.{name}", args)
+        suffix = "f" if args[0].type == F32 else ""
+        ty = F32 if suffix else F64
+        fn = self.declare(f"{name}{suffix}", ty, [ty] * len(args))
+        return b.call(fn, args)
+
+    def raise_exception(self, b: ir.IRBuilder, hidden, site: int, ret_type: ir.Type) -> None:
+        fn = self.declare(REPORT, VOID, [PTR, I64] + [I64] * 6)
+        b.call(fn, [hidden[0], ir.Constant(I64, site), *hidden[1:7]])
+        _return_undef(b, ret_type)
+
+    def after_call(self, b: ir.IRBuilder, hidden, ret_type: ir.Type) -> None:
+        """A callee raised (or another thread did): stop this thread too."""
+        status = b.load_atomic(hidden[0], "monotonic", 8, typ=I64)
+        with b.if_then(b.icmp_unsigned("!=", status, ir.Constant(I64, 0)), likely=False):
+            _return_undef(b, ret_type)
+
+    def call_intrinsic(self, b, key, data, args, types, rt, hidden):  # pragma: no cover
+        raise BuildError(f"'{key}' has no CPU meaning")
+
+
+def _return_undef(b: ir.IRBuilder, ret_type: ir.Type) -> None:
+    if ret_type == VOID:
+        b.ret_void()
+    else:
+        b.ret(ir.Constant(ret_type, ir.Undefined))
