@@ -758,6 +758,53 @@ def _statements_oracle(s):
 case("statements", _statements_inputs, names("x", "out", "flags"), _statements_oracle)
 
 
+def _for_else_inputs(rng):
+    return {"x": rng.integers(0, 10, (N, 6)).astype(i64), "key": 7, "out": np.zeros((3, N), i64)}
+
+
+def _for_else_py(row, key):
+    for j, v in enumerate(row):
+        if v == key:
+            pos = j
+            break
+    else:
+        pos = -1
+    hits = 0
+    for r in range(4):
+        for j in range(r, 0, -1):
+            if row[j] == key:
+                break
+        else:
+            hits += 1
+            continue
+        hits += 100
+    n = len(row)
+    if row[0] % 5 not in range(3):
+        n = -n
+    return pos, hits, n
+
+
+case(
+    "for_else",
+    _for_else_inputs,
+    names("x", "key", "out"),
+    lambda s: {"out": np.array([_for_else_py(list(r), 7) for r in s["x"]], i64).T},
+)
+
+
+def _while_else_py(n: int) -> tuple[int, int]:
+    d = next((d for d in range(2, math.isqrt(n) + 1) if n % d == 0), 0) if n >= 4 else 0
+    return d, n.bit_length() + 1000
+
+
+case(
+    "while_else",
+    lambda rng: {"n": rng.integers(0, 200, N).astype(i64), "out": np.zeros((2, N), i64)},
+    names("n", "out"),
+    lambda s: {"out": np.array([_while_else_py(int(v)) for v in s["n"]], i64).T},
+)
+
+
 # ---------------------------------------------------------------------- math, casts
 
 
@@ -1311,6 +1358,53 @@ case(
     lambda s: {"backend": np.ones(N, i64), "out": 1.0 / np.sqrt(s["x"])},
     # simulate runs the Python source of the original: which_backend() == 0
     sim_oracle=lambda s: {"backend": np.zeros(N, i64), "out": 1.0 / np.sqrt(s["x"])},
+)
+
+
+def _bit_inputs(dtype):
+    def inputs(rng):
+        info = np.iinfo(dtype)
+        x = rng.integers(info.min, info.max, N, dtype=dtype, endpoint=True)
+        x[:8] = [0, 1, -1 if info.min else info.max, info.min, info.max, 2, 3, 1 << 20]
+        x[8:20] = np.array([1 << k for k in range(12)], dtype) << dtype(info.bits - 12)
+        out = {k: np.zeros(N, dtype) for k in ("pc", "lz")}
+        out["br"] = np.zeros(N, np.dtype(f"u{info.bits // 8}"))
+        out["fs"] = np.zeros(N, u32)
+        return {"x": x, **out}
+
+    return inputs
+
+
+def _bit_oracle(dtype):
+    bits = np.iinfo(dtype).bits
+
+    def oracle(s):
+        u = [int(v) & ((1 << bits) - 1) for v in s["x"]]
+        return {
+            "pc": np.array([wrap(bin(v).count("1"), bits, False) for v in u], dtype),
+            "br": np.array([int(format(v, f"0{bits}b")[::-1], 2) for v in u], f"u{bits // 8}"),
+            "lz": np.array([bits - v.bit_length() for v in u], dtype),
+            "fs": np.array([(v & -v).bit_length() for v in u], u32),
+        }
+
+    return oracle
+
+
+for _dt in (i32, u32, i64, u64):
+    case(
+        "bit_ops",
+        _bit_inputs(_dt),
+        names("x", "pc", "br", "lz", "fs"),
+        _bit_oracle(_dt),
+        variant=_dt.__name__,
+    )
+
+case(
+    "bit_types",
+    lambda rng: {"x": np.array([0, -1], i32), "out": np.zeros(8, i64)},
+    names("x", "out"),
+    lambda s: {"out": np.array([2**32 - 1, 2**32 - 1, -1, 8, 63, 32, 41, 31], i64)},
+    config=(1, 1),
 )
 
 

@@ -389,8 +389,7 @@ INVALID = [
         """),
         [
             Expect("nothing", "unknown name 'nothing'"),
-            # reported at the first statement of the else block
-            Expect("v = 0", "'while ... else' is not supported", module="other.py"),
+            Expect("missing", "unknown name 'missing'", module="other.py"),
         ],
         extra={
             "other.py": src("""
@@ -399,10 +398,42 @@ INVALID = [
                 while v > 0:
                     v -= 1
                 else:
-                    v = 0
+                    v = missing
                 return v
             """)
         },
+    ),
+    Invalid(
+        "bit_intrinsics",
+        src("""
+        from gpuaot import i32, u8
+
+        @ga.kernel
+        def k(x: Array[f32], n: Array[i32], b: Array[u8]):
+            x[0] = ga.popc(x[1])
+            n[0] = ga.clz(b[0])
+            n[1] = ga.ffs(n[0] > 0)
+            n[2] = ga.brev()
+        """),
+        [
+            Expect("ga.popc(x[1])", "popc() takes a 32- or 64-bit integer, not f32"),
+            Expect("ga.clz(b[0])", "clz() takes a 32- or 64-bit integer, not u8"),
+            Expect("ga.ffs(n[0] > 0)", "ffs() takes a 32- or 64-bit integer, not bool"),
+            Expect("ga.brev()", "brev() takes one integer"),
+        ],
+    ),
+    Invalid(
+        "signature_strings",
+        src("""
+        @ga.kernel(signatures=["(f32, Array[f32]", "f32", "f32, Array[f33]", "f32, Array[f32]"])
+        def k(a, x):
+            x[0] = a
+        """),
+        [
+            Expect('"(f32, Array[f32]"', "cannot read the signature '(f32, Array[f32]'"),
+            Expect('"f32"', "this signature has 1 types; 'k' takes 2 parameters"),
+            Expect('"f32, Array[f33]"', "'f33' is not a gpuaot type"),
+        ],
     ),
 ]
 

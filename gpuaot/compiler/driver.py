@@ -154,6 +154,7 @@ class BuildResult:
 
 
 def kernel_signatures(pkg: Package, func: FuncInfo, diag: Diagnostics) -> list[tuple[Type, ...]]:
+    from .frontend.nesting import expr_too_deep, python_parser_depth
     from .frontend.rules import Reject
     from .frontend.typer import annotated_params, parse_annotation
 
@@ -175,6 +176,26 @@ def kernel_signatures(pkg: Package, func: FuncInfo, diag: Diagnostics) -> list[t
     out = []
     for sig in node.elts:
         elts = sig.elts if isinstance(sig, (ast.Tuple, ast.List)) else [sig]
+        if isinstance(sig, ast.Constant) and isinstance(sig.value, str):
+            # A whole signature as one string: "(Array[f32], f32)" or "Array[f32], f32"; a
+            # string that reads as one type is that type (a one-parameter kernel).
+            text = sig.value
+            try:
+                with python_parser_depth():
+                    parsed = ast.parse(text.strip(), mode="eval").body
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                parsed = None
+            if parsed is None or expr_too_deep(parsed):
+                shown = text if len(text) <= 60 else text[:57] + "..."
+                diag.error(
+                    CompileError(
+                        f"cannot read the signature {shown!r}",
+                        func.loc(sig),
+                        hint='signatures=["(f32, Array[f32])"] or [(f32, Array[f32])]',
+                    )
+                )
+                continue
+            elts = parsed.elts if isinstance(parsed, ast.Tuple) else [parsed]
         if len(elts) != len(func.params):
             diag.error(
                 CompileError(

@@ -42,6 +42,10 @@ BASE = {
     "atomic.max",
     "atomic.exch",
     "atomic.cas",
+    "intr.popc",
+    "intr.brev",
+    "intr.clz",
+    "intr.ffs",
 }
 _INDEXING = {f"intr.{d}.{c}" for d in DIM3 for c in "xyz"} | {"intr.grid", "intr.grid_size"}
 CPU_OVERLAY = {f"math.{m}" for m in MATH_FUNCS} | _INDEXING | {"runtime.exception"}

@@ -165,3 +165,36 @@ def shfl_down(value, delta):
 
 def shfl_xor(value, mask):
     return _shuffle(value, int(lane_id()) ^ int(mask))
+
+
+def _int_bits(name: str, x):
+    """``x`` as (unsigned value, width, numpy type); a Python int is 64-bit, as in kernels."""
+    t = np.asarray(x).dtype
+    if t.kind not in "iu" or t.itemsize not in (4, 8):
+        raise TypeError(f"{name}() takes a 32- or 64-bit integer, not {t}")
+    width = t.itemsize * 8
+    return int(x) & ((1 << width) - 1), width, t.type
+
+
+def popc(x):
+    """The number of set bits (numba-cuda's ``popc``); same type as ``x``."""
+    u, _, t = _int_bits("popc", x)
+    return t(bin(u).count("1"))
+
+
+def brev(x):
+    """``x``'s bits reversed, as the unsigned type of its width."""
+    u, width, _ = _int_bits("brev", x)
+    return (np.uint32 if width == 32 else np.uint64)(int(format(u, f"0{width}b")[::-1], 2))
+
+
+def clz(x):
+    """The number of leading zero bits; ``clz(0)`` is the width. Same type as ``x``."""
+    u, width, t = _int_bits("clz", x)
+    return t(width - u.bit_length())
+
+
+def ffs(x):
+    """The 1-based position of the least significant set bit, 0 for 0; a u32."""
+    u, _, _ = _int_bits("ffs", x)
+    return np.uint32((u & -u).bit_length())

@@ -113,13 +113,15 @@ class DefiniteAssignment:
             self.block(s.body, defined)
             self.loops.pop()
             forever = isinstance(s.test, ast.Constant) and bool(s.test.value)
-            return loop.breaks if forever else _join(defined, loop.breaks)
+            if forever:
+                return loop.breaks
+            return _join(self.block(s.orelse, defined), loop.breaks)
         if isinstance(s, ast.For):
             self.use(s.iter, defined)
             loop = self.enter()
             self.block(s.body, self.targets(s.target, defined))
             self.loops.pop()
-            return _join(defined, loop.breaks)
+            return _join(self.block(s.orelse, defined), loop.breaks)
         if isinstance(s, ast.Break):
             self.loops[-1].breaks = _join(self.loops[-1].breaks, defined)
             return ALL

@@ -23,6 +23,8 @@ from ...lang.types import (
     f64,
     i64,
     promote,
+    u32,
+    u64,
 )
 
 
@@ -200,3 +202,20 @@ def shfl_type(t: Type) -> Type:
     if t.bits < 32:
         raise Reject(f"shuffles move 32- or 64-bit values, not {t.name}")
     return t
+
+
+# popc/clz keep the argument's type, brev gives the unsigned type of its width and ffs u32, as
+# numba-cuda types them.
+BIT_INTRINSICS = ("popc", "brev", "clz", "ffs")
+
+
+def bit_type(name: str, t: Type) -> Type:
+    if t is INT_LIT:
+        t = i64
+    if not isinstance(t, Scalar) or not t.is_int or t.bits not in (32, 64):
+        raise Reject(
+            f"{name}() takes a 32- or 64-bit integer, not {t.name}", "cast it, e.g. u32(x)"
+        )
+    if name == "brev":
+        return u32 if t.bits == 32 else u64
+    return u32 if name == "ffs" else t

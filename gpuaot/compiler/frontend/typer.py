@@ -347,16 +347,13 @@ class Typer:
         self.body(node.orelse)
 
     def s_while(self, node: ast.While) -> None:
-        if node.orelse:
-            self.error("'while ... else' is not supported", node.orelse[0])
         self.condition(node.test)
         self.loop_depth += 1
         self.body(node.body)
         self.loop_depth -= 1
+        self.body(node.orelse)  # runs when the loop ends without 'break'
 
     def s_for(self, node: ast.For) -> None:
-        if node.orelse:
-            self.error("'for ... else' is not supported", node.orelse[0])
         it = node.iter
         sym = (
             self.pkg.resolve(self.mod, it.func.id)
@@ -394,6 +391,7 @@ class Typer:
         self.loop_depth += 1
         self.body(node.body)
         self.loop_depth -= 1
+        self.body(node.orelse)  # runs when the loop ends without 'break'
 
     def s_break(self, node) -> None:
         if self.loop_depth == 0:
@@ -865,6 +863,13 @@ class Typer:
             self.use(f"intr.{name}", node)
             self.tf.calls[node] = Builtin(f"intr.{name}")
             return none if name == "syncthreads" else i64
+        if name in rules.BIT_INTRINSICS:
+            if len(node.args) != 1:
+                raise Reject(f"{name}() takes one integer")
+            t = rules.bit_type(name, self.expr(node.args[0]))
+            self.use(f"intr.{name}", node)
+            self.tf.calls[node] = Builtin(f"intr.{name}")
+            return t
         if name in ("shared_array", "local_array"):
             return self.call_alloc(node, name)
         if name.startswith("atomic_"):

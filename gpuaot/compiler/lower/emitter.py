@@ -321,6 +321,26 @@ class Emitter:
             fn = ir.Function(self.module, fnty, full)
         return b.call(fn, args)
 
+    def bits(self, b: ir.IRBuilder, name: str, v, rt: Scalar):
+        """CUDA's ``popc brev clz ffs`` on a 32- or 64-bit integer; clz(0) is the width and
+        ffs(0) is 0 (the ``is_zero_poison`` flag is false, so the zero case is defined)."""
+        no_poison = ir.Constant(ir.IntType(1), 0)
+        if name == "popc":
+            out = self.intrinsic(b, "llvm.ctpop", [v])
+        elif name == "brev":
+            out = self.intrinsic(b, "llvm.bitreverse", [v])
+        elif name == "clz":
+            out = self.intrinsic(b, "llvm.ctlz", [v, no_poison])
+        else:
+            tz = self.intrinsic(b, "llvm.cttz", [v, no_poison])
+            one = ir.Constant(v.type, 1)
+            zero = ir.Constant(v.type, 0)
+            out = b.select(b.icmp_unsigned("==", v, zero), zero, b.add(tz, one))
+        want = self.lltype(rt)
+        if out.type.width > want.width:
+            return b.trunc(out, want)
+        return out
+
     def declare(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
         fn = self.module.globals.get(name)
         if fn is None:

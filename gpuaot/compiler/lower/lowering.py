@@ -239,16 +239,26 @@ class FunctionLowering:
     def s_While(self, node: ast.While) -> None:
         cond_bb = self.fn.append_basic_block("while.cond")
         body_bb = self.fn.append_basic_block("while.body")
+        else_bb = self.fn.append_basic_block("while.else") if node.orelse else None
         end_bb = self.fn.append_basic_block("while.end")
         self.b.branch(cond_bb)
         self.b.position_at_end(cond_bb)
-        self.b.cbranch(self.condition(node.test), body_bb, end_bb)
+        self.b.cbranch(self.condition(node.test), body_bb, else_bb or end_bb)
         self.b.position_at_end(body_bb)
         self.loops.append(_Loop(cond_bb, end_bb))
         self.stmts(node.body)
         self.loops.pop()
         if not self.b.block.is_terminated:
             self.b.branch(cond_bb)
+        self.loop_else(node, else_bb, end_bb)
+
+    def loop_else(self, node, else_bb, end_bb) -> None:
+        """A loop's ``else``: reached when the condition fails, never by ``break``."""
+        if else_bb is not None:
+            self.b.position_at_end(else_bb)
+            self.stmts(node.orelse)
+            if not self.b.block.is_terminated:
+                self.b.branch(end_bb)
         self.b.position_at_end(end_bb)
 
     def s_For(self, node: ast.For) -> None:
@@ -272,6 +282,7 @@ class FunctionLowering:
         cond_bb = self.fn.append_basic_block("for.cond")
         body_bb = self.fn.append_basic_block("for.body")
         inc_bb = self.fn.append_basic_block("for.inc")
+        else_bb = self.fn.append_basic_block("for.else") if node.orelse else None
         end_bb = self.fn.append_basic_block("for.end")
         self.b.branch(cond_bb)
         self.b.position_at_end(cond_bb)
@@ -282,7 +293,7 @@ class FunctionLowering:
             go = up if static_step > 0 else down
         else:
             go = self.b.select(self.em.compare(self.b, ">", step, zero, t), up, down)
-        self.b.cbranch(go, body_bb, end_bb)
+        self.b.cbranch(go, body_bb, else_bb or end_bb)
         self.b.position_at_end(body_bb)
         self.store_var(node.target.id, i, t)
         self.loops.append(_Loop(inc_bb, end_bb))
@@ -293,7 +304,7 @@ class FunctionLowering:
         self.b.position_at_end(inc_bb)
         self.b.store(self.b.add(self.b.load(iv), step), iv)
         self.b.branch(cond_bb)
-        self.b.position_at_end(end_bb)
+        self.loop_else(node, else_bb, end_bb)
 
     def _static(self, node: ast.expr):
         if isinstance(node, ast.Constant) and type(node.value) is int:
@@ -574,6 +585,9 @@ class FunctionLowering:
             return em.local_array(b, self.alloca_builder, *call.data)
         if key == "intr.shared_array":
             return em.shared_array(b, *call.data)
+        if key[5:] in rules.BIT_INTRINSICS:
+            a = node.args[0]
+            return em.bits(b, key[5:], self.expr(a), rt)
         args = [self.expr(a) for a in node.args]
         types = [materialize(self.type(a)) for a in node.args]
         return em.call_intrinsic(b, key, call.data, args, types, rt, self.hidden)
