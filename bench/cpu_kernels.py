@@ -235,7 +235,7 @@ def main(argv=None) -> int:
         sys.path.insert(0, str(HERE))
         import kernels_pkg as kp
 
-        from gpuaot.runtime.launch import _workers
+        from gpuaot.runtime.cpu import _workers
 
         print(f"CPU: {cpu_name()} ({os.cpu_count()} logical CPUs)")
         print(

@@ -8,9 +8,7 @@ module-level constants fold to what CPython computes for the same expressions.
 from __future__ import annotations
 
 import ast
-import ctypes
 import importlib
-import os
 import sys
 import textwrap
 import types
@@ -127,9 +125,9 @@ def test_discovery_by_importable_name(kit, tmp_path, monkeypatch):
 
 
 def _manifest(bundle):
-    from gpuaot.runtime.bundle import read_manifest
+    from gpuaot.bundle.manifest import read_bundle
 
-    return read_manifest(ctypes.CDLL(str(bundle), os.RTLD_NOW))
+    return read_bundle(bundle).manifest
 
 
 def test_missing_package_is_a_usage_error(tmp_path, monkeypatch):

@@ -116,11 +116,6 @@ def bundle_path(package: str) -> Path:
     return _package_dir(package) / "_gpuaot" / name
 
 
-def read_manifest(lib: ctypes.CDLL) -> dict:
-    """The checked manifest of a loaded bundle, read from its file (not from its memory)."""
-    return read_bundle(lib._name).manifest
-
-
 def check_fresh(package: str, manifest: dict) -> None:
     root = _package_dir(package).parent
     for info in sorted(manifest["modules"].values(), key=lambda i: i["file"]):

@@ -19,11 +19,7 @@ import numpy as np
 from . import cuda
 from .args import device_of, select_specialization
 from .bundle import load_bundle
-from .cpu import (
-    _workers,  # noqa: F401 -- bench/cpu_kernels.py reads the thread count here
-    call_host_function,
-    run_kernel,
-)
+from .cpu import call_host_function, run_kernel
 
 __all__ = ["call_host", "launch"]
 
