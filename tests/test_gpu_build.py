@@ -143,18 +143,22 @@ def test_two_builds_are_byte_identical(tmp_path):
     assert outs[0] == outs[1]
 
 
-def test_gate_refuses_host_code_compiled_with_the_gpu_table(tmp_path):
-    """The test-only switch routes host lowering through the GPU runtime: the gate must bite."""
+def test_gate_refuses_host_code_compiled_with_the_gpu_table(tmp_path, monkeypatch):
+    """A test-registered host target lowers through the GPU runtime: the gate must bite."""
+    from host_leak import LeakyCPUTarget
+
+    from gpuaot.compiler import targets
+
     pkg = tmp_path / "gpu_features"
     shutil.copytree(FIXTURES / "gpu_features", pkg, ignore=shutil.ignore_patterns("_gpuaot"))
     good = _build(pkg, tmp_path / "out", tmp_path / "cache", "--no-gpu")
     assert good.returncode == 0, good.stderr
     bundle = Path(json.loads(good.stdout)["bundle"])
     before = bundle.read_bytes()
-    bad = _build(
-        pkg, tmp_path / "out", tmp_path / "cache", "--no-gpu", env={"GPUAOT_TEST_HOST_TABLE": "gpu"}
-    )
-    assert bad.returncode == 1, bad.stderr
+    monkeypatch.setitem(targets.REGISTRY, "cpu", LeakyCPUTarget)
+    args = ["build", str(pkg), "--out", str(tmp_path / "out"), "--cache-dir"]
+    bad = CliRunner().invoke(main, [*args, str(tmp_path / "cache"), "--json", "--no-gpu"])
+    assert bad.exit_code == 1 and isinstance(bad.exception, SystemExit), bad.output
     leaks = json.loads(bad.stdout)["leaks"]
     assert {"symbol": "gpu_report_exception", "defined": False, "section": ".dynsym"} in leaks
     assert "__nv_sqrtf" in {leak["symbol"] for leak in leaks}

@@ -52,8 +52,7 @@ def checked(x: Array[f32]):
 
 
 @pytest.fixture
-def pkg(kit, tmp_path, monkeypatch):
-    monkeypatch.delenv("GPUAOT_TEST_HOST_TABLE", raising=False)
+def pkg(kit, tmp_path):
     return kit.write_package(tmp_path / "rebuilt", {"kernels.py": KERNELS, "util.py": HELPERS})
 
 
@@ -272,11 +271,15 @@ def _cache(root: Path):
 def test_refused_build_is_not_recorded(pkg, monkeypatch):
     (pkg / "raising.py").write_text(RAISING)
     assert not build(pkg).up_to_date
-    monkeypatch.setenv("GPUAOT_TEST_HOST_TABLE", "gpu")  # leaks gpu_*: the gate refuses it
-    bad = build(pkg)
-    assert bad.leaks is not None and not bad.up_to_date
-    assert build(pkg).leaks is not None  # checked again, not answered from a record
-    monkeypatch.delenv("GPUAOT_TEST_HOST_TABLE")
+    from host_leak import LeakyCPUTarget
+
+    from gpuaot.compiler import targets
+
+    with monkeypatch.context() as m:
+        m.setitem(targets.REGISTRY, "cpu", LeakyCPUTarget)  # leaks gpu_*: the gate refuses it
+        bad = build(pkg)
+        assert bad.leaks is not None and not bad.up_to_date
+        assert build(pkg).leaks is not None  # checked again, not answered from a record
     assert build(pkg).up_to_date  # the good bundle was kept, and is what was recorded
 
 

@@ -5,7 +5,11 @@
     result.bundle      # PKG/_gpuaot/example.linux_x86_64.gpuaot.so
     result.compiled, result.cached
 
-``gpuaot emit --stage ir|opt|asm|ptx`` prints one unit at any stage (:func:`emit_function`).
+The driver loops over the targets the options select (``targets.select``: a ``Target`` per
+kind of code, host first) and knows none of them by name: each types the package with its
+method table, lowers and compiles its units through the cache, and hands back host objects
+to link or a device image to embed. ``gpuaot emit --stage ir|opt|asm|ptx`` prints one unit
+at any printable stage of a target's stage table (:func:`emit_function`).
 """
 
 from __future__ import annotations
@@ -23,16 +27,15 @@ from ..bundle import manifest as mf
 from ..errors import BuildError, CompileError, CompileErrors, Diagnostics, UsageError
 from .cache import Cache
 from .discover import FuncInfo, Package, discover, find_package
-from .jobs import compile_many, compile_variant
 from .manifest_writer import make_manifest
 from .settings import check_writable_package, project_settings
 
 if TYPE_CHECKING:
     from ..lang.types import Type
-    from .frontend.typed import RaiseSite, TypedFunction
+    from .targets.base import Target, Unit
 
-# The typer, the lowering and llvmlite are imported where they are used, not here: a no-op
-# build (answered by the build record, ``record.py``) loads neither them nor numpy.
+# The typer, the lowering, the targets and llvmlite are imported where they are used, not
+# here: a no-op build (answered by the build record, ``record.py``) loads none of them.
 
 DEFAULT_ARCHS = ("sm_75", "sm_80", "sm_90")
 
@@ -51,8 +54,6 @@ class BuildOptions:
     gpu: bool
     cpu_levels: list = field(default_factory=list)  # cpus.Level (or "native"), lowest first
     fma: bool = True  # contract a*b+c into FMAs (off: --no-fma, no-fma = true, IEEE results)
-    # Test-only: lower host code with the GPU table's runtime, to prove the leak gate bites.
-    host_table: str = "cpu"
 
     @classmethod
     def resolve(
@@ -119,23 +120,7 @@ class BuildOptions:
             gpu=build_gpu,
             cpu_levels=levels,
             fma=not pick(no_fma, "no-fma", False),
-            host_table=os.environ.get("GPUAOT_TEST_HOST_TABLE", "cpu"),
         )
-
-
-@dataclass
-class Unit:
-    """One compiled entry point: a kernel specialisation or a host function, on one target."""
-
-    func: FuncInfo
-    spec: int
-    tf: TypedFunction
-    symbol: str = ""
-    ir: str = ""
-    sites: list[RaiseSite] = field(default_factory=list)
-    fastmath: bool = False
-    fma: bool = True
-    image: int = -1  # GPU: index of this unit's fatbin container in the manifest
 
 
 @dataclass
@@ -212,19 +197,23 @@ def kernel_signatures(pkg: Package, func: FuncInfo, diag: Diagnostics) -> list[t
     return out
 
 
-def type_units(pkg: Package, opts: BuildOptions, target: str, diag: Diagnostics):
-    """Typed kernels (and, on the CPU, host functions) for one target.
+def type_units(pkg: Package, opts: BuildOptions, target: str | Target, diag: Diagnostics):
+    """Typed kernels (and, on a host target, host functions) for one target, or for the
+    first registered target of a method table (``"cpu"``, ``"gpu"``).
 
-    On the CPU a kernel that uses GPU-only features is not an error: it is recorded as
+    On a host target a kernel that uses GPU-only features is not an error: it is recorded as
     GPU-only, with the reason, and launching it on the CPU raises that reason.
     """
     from .frontend.typer import TargetUnavailable, TypingContext, annotated_params
+    from .targets import for_table
+    from .targets.base import Unit
 
-    ctx = TypingContext(pkg, target, opts.debug)
+    cls = for_table(target) if isinstance(target, str) else target
+    ctx = TypingContext(pkg, cls.table, opts.debug)
     units: list[Unit] = []
     gpu_only: dict[tuple[str, int], CompileError] = {}
     for func in pkg.functions():
-        if func.kind not in ("kernel", "host") or (func.kind == "host" and target != "cpu"):
+        if func.kind not in ("kernel", "host") or (func.kind == "host" and cls.kind != "host"):
             continue
         sigs = kernel_signatures(pkg, func, diag) if func.kind == "kernel" else None
         for k, sig in enumerate(sigs if sigs is not None else [None]):
@@ -279,68 +268,11 @@ def check_symbols(units: list[Unit], diag: Diagnostics) -> None:
             )
 
 
-# ---------------------------------------------------------------------- CPU
-
-
 def lower_cpu(unit: Unit) -> None:
-    from .lower.lowering import ModuleBuilder
-    from .targets import cpu
+    """Lower one unit for the host method table's target (tests/test_fma.py calls this)."""
+    from .targets import for_table
 
-    mod = cpu.new_module(unit.tf.func.qualname)
-    mb = ModuleBuilder(cpu.CPUEmitter(mod, fastmath=unit.fastmath, fma=unit.fma))
-    entry = cpu.kernel_entry if unit.func.kind == "kernel" else cpu.host_entry
-    unit.symbol = entry(mb, unit.tf)
-    unit.sites = mb.sites
-    unit.ir = str(mod)
-
-
-def _cpu_options(v: cpus.Variant) -> dict:
-    import llvmlite.binding as llvm
-
-    from .targets import cpu
-
-    return {
-        "target": "cpu",
-        "triple": llvm.get_process_triple(),
-        "level": v.level,
-        "cpu": v.cpu,
-        "features": v.features,
-        "opt": 3,
-        "pipeline": cpu.PIPELINE,
-    }
-
-
-def build_cpu(
-    units: list[Unit], variants: list[cpus.Variant], cache: Cache, jobs: int, result, progress
-) -> list[bytes]:
-    """One object per unit and CPU variant, plus the shared runtime (for the baseline).
-
-    Each variant has its own cache namespace (``host-<tag>``): levels never share entries,
-    and adding a level to ``--cpu`` compiles only that level.
-    """
-    from .targets import cpu, cpu_variant
-
-    base = cpu_variant.baseline()
-    runtime_ir = str(cpu.runtime_module())
-    jobs_in = [(u.ir, v) for v in variants for u in units]
-    jobs_in.append((runtime_ir, base, False))  # shared: keeps its names
-    keys = []
-    for job in jobs_in:
-        ns = f"host-{job[1].tag}"
-        keys.append((ns, cache.key(ns, job[0], _cpu_options(job[1]))))
-    objects: list[bytes | None] = [cache.get(ns, key) for ns, key in keys]
-    todo = [k for k, obj in enumerate(objects) if obj is None]
-    if progress and todo:
-        progress(f"compiling {len(todo)} CPU object{'s' if len(todo) != 1 else ''}")
-    compiled = compile_many(jobs, compile_variant, [jobs_in[k] for k in todo])
-    for k, obj in zip(todo, compiled):
-        objects[k] = obj
-        cache.put(*keys[k], obj)
-    n_units = len(jobs_in) - 1  # (unit, variant) objects, not counting the runtime
-    fresh = sum(1 for k in todo if k < n_units)
-    result.compiled += fresh
-    result.cached += n_units - fresh
-    return objects
+    for_table("cpu")([]).lower(unit)
 
 
 # ---------------------------------------------------------------------- build
@@ -366,35 +298,42 @@ def build_package(opts: BuildOptions, progress=None) -> BuildResult:
 
 def _build(opts: BuildOptions, cache: Cache, progress) -> tuple[BuildResult, Package]:
     from ..bundle.embed import embed_object
+    from .targets import select
+    from .targets.base import BuildContext
 
     if progress is not None and not sys.stderr.isatty():
         progress = None  # quiet in CI and when piped
+    targets = select(opts)
     diag = Diagnostics()
     pkg = discover(str(opts.root), diag)
-    cpu_units, gpu_only = type_units(pkg, opts, "cpu", diag) if opts.cpu else ([], {})
-    gpu_units: list[Unit] = []
-    if opts.gpu:
-        gpu_units, _ = type_units(pkg, opts, "gpu", diag)
+    typed, gpu_only = [], {}
+    for t in targets:
+        units, only = type_units(pkg, opts, t, diag)
+        typed.append(units)
+        if t.kind == "host":
+            gpu_only = only
     diag.raise_if_any()
 
     result = BuildResult(bundle=opts.out_dir / mf.bundle_filename(pkg.name), manifest={})
-    objects: list[bytes] = []
-    variants: list[cpus.Variant] = []
-    if opts.cpu:
-        from .targets import cpu_variant
-
-        variants = cpu_variant.resolve(opts.cpu_levels)
-        for u in cpu_units:
-            lower_cpu(u) if opts.host_table == "cpu" else _lower_host_with_gpu_table(u)
-        objects = build_cpu(cpu_units, variants, cache, opts.jobs, result, progress)
+    ctx = BuildContext(cache, opts.jobs, progress)
+    host_units, device_units, objects, variants = [], [], [], []
     images: list[dict] = []
-    fatbin = None
-    if gpu_units:
-        from .targets import gpu
-
-        fatbin, images = gpu.build_gpu(gpu_units, opts, cache, result, progress)
-    manifest = make_manifest(pkg, opts, cpu_units, gpu_units, gpu_only, images, variants)
-    objects.append(embed_object(mf.dumps(manifest), fatbin))
+    image = None
+    for t, units in zip(targets, typed):
+        out = t.build(units, ctx)
+        result.compiled += out.compiled
+        result.cached += out.cached
+        objects += out.objects
+        variants += out.variants
+        (host_units if t.kind == "host" else device_units).extend(units)
+        if out.image is not None:
+            if image is not None:  # pragma: no cover - one device target is registered
+                raise BuildError("a bundle has one device image section: two targets made one")
+            image, images = out.image, out.images
+            for u, k in zip(units, out.unit_images):
+                u.image = k
+    manifest = make_manifest(pkg, opts, host_units, device_units, gpu_only, images, variants)
+    objects.append(embed_object(mf.dumps(manifest), image))
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     result.manifest = manifest
     _link_checked(objects, result)
@@ -411,7 +350,7 @@ def _link_checked(objects: list[bytes], result: BuildResult) -> None:
     """
     import tempfile
 
-    from .targets import cpu
+    from .targets import linker
 
     bundle = result.bundle
     fd, tmp = tempfile.mkstemp(dir=bundle.parent, prefix=f".{bundle.name}.", suffix=".staging")
@@ -419,7 +358,7 @@ def _link_checked(objects: list[bytes], result: BuildResult) -> None:
     staged = Path(tmp)
     rejected = bundle.with_name(bundle.name + ".rejected")
     try:
-        cpu.link_shared(objects, tmp)
+        linker()(objects, tmp)
         os.chmod(tmp, 0o755 & ~_umask())  # mkstemp made it 0600
         data = staged.read_bytes()
         result.size, result.sha256 = len(data), hashlib.sha256(data).hexdigest()
@@ -438,20 +377,6 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-def _lower_host_with_gpu_table(unit: Unit) -> None:
-    """The test-only broken route: host entry points over GPU-table code (leaks gpu_*)."""
-    from .lower.lowering import ModuleBuilder
-    from .targets import cpu, gpu
-
-    mod = cpu.new_module(unit.tf.func.qualname)
-    em = gpu.HostLeakEmitter(mod)
-    mb = ModuleBuilder(em)
-    entry = cpu.kernel_entry if unit.func.kind == "kernel" else cpu.host_entry
-    unit.symbol = entry(mb, unit.tf)
-    unit.sites = mb.sites
-    unit.ir = str(mod)
 
 
 def leak_gate(bundle: Path):
@@ -524,25 +449,18 @@ def emit_function(
 ) -> str:
     """``gpuaot emit PKG.MOD:FUNC --stage ir|opt|asm|ptx --target cpu|sm_XX [--cpu LEVEL]``.
 
-    On the CPU, ``opt`` and ``asm`` are for one level: by default the highest of the
-    build's default levels (what most machines run).
+    ``--target`` picks a registered target (``targets.emit_target``), ``--stage`` one of its
+    printable stages; on the CPU, ``opt`` and ``asm`` are for one level: by default the
+    highest of the build's default levels (what most machines run).
     """
-    arch_name = cpus.machine()
-    if cpu_level is None:
-        cpu_level = (cpus.DEFAULTS.get(arch_name) or [cpus.NATIVE])[-1]
-    try:
-        levels = cpus.parse_levels(cpu_level, arch_name)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    if len(levels) != 1:
-        raise UsageError("emit --cpu takes one level")
+    from .targets import emit_options, emit_target
+    from .targets.base import Unit
+
+    options = emit_options(cpu_level)
     if ":" not in spec:
         raise UsageError(f"'{spec}': expected PKG.MOD:FUNC, e.g. example.kernels:saxpy")
     modname, _, fname = spec.partition(":")
-    if target != "cpu" and not (target.startswith("sm_") and target[3:].isdigit()):
-        raise UsageError(f"--target: '{target}' is neither cpu nor an architecture like sm_90")
-    if (stage == "ptx") != (target != "cpu") and stage in ("ptx", "asm"):
-        raise UsageError(f"--stage {stage} needs --target {'sm_XX' if stage == 'ptx' else 'cpu'}")
+    t = emit_target(target, stage, options)
     top = modname.split(".")[0]
     diag = Diagnostics()
     pkg = discover(top, diag)
@@ -556,7 +474,7 @@ def emit_function(
     diag.raise_if_any()
     from .frontend.typer import TypingContext
 
-    ctx = TypingContext(pkg, "cpu" if target == "cpu" else "gpu", debug)
+    ctx = TypingContext(pkg, t.table, debug)
     if func.kind in ("device", "device_only"):
         raise UsageError(
             f"'{fname}' is a generic @{func.kind} helper: emit a kernel or host "
@@ -567,19 +485,7 @@ def emit_function(
     if errors:
         raise CompileErrors(errors)
     unit = Unit(func, sig_index, tf, **_unit_options(func, fma=True))
-    if target == "cpu":
-        lower_cpu(unit)
-        if stage == "ir":
-            return unit.ir
-        from .targets import cpu, cpu_variant
-
-        v = cpu_variant.resolve(levels)[0]
-        tm = cpu_variant.variant_machine(v)
-        ref = cpu.optimize(unit.ir, tm=tm)
-        return str(ref) if stage == "opt" else tm.emit_assembly(ref)
-    from .targets import gpu
-
-    return gpu.emit_stage(unit, stage, target)
+    return t.emit(unit, stage)
 
 
 __all__ = ["BuildOptions", "build_package", "report_build", "emit_function", "BuildError"]

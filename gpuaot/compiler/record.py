@@ -16,7 +16,8 @@ successful build and its **output**:
   tree (the version string alone would miss an edit of the compiler), ``$CC``, and a stamp
   (path, size, mtime) of each tool and library whose output lands in the bundle: llvmlite's
   ``libllvmlite`` (LLVM) and version file, the C compiler and ``ld``, pyelftools (the leak
-  gate) and, building for the GPU, ptxas, libdevice and nvFatbin. Stamps, not hashes, for
+  gate) and, building for the GPU, ptxas, libdevice and nvFatbin, and the targets registered
+  (``targets.describe``: a target a test swaps in is another build). Stamps, not hashes, for
   the tools: ccache's default ``compiler_check = mtime`` makes the same bet; an upgrade
   rewrites the files. ``native`` asks LLVM for the host CPU (the one case that loads it);
 - the sources: the sha256 of every file discovery reads (raw bytes: a CRLF checkout counts);
@@ -131,6 +132,14 @@ def _native_cpu() -> list[str]:
     return [llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()]
 
 
+def _registered_targets() -> dict | None:
+    """The target registry where a caller changed it (a test's target), else None. Asked
+    only where ``targets`` is loaded: where it is not, nothing changed it, and a no-op
+    build must not load it."""
+    targets = sys.modules.get("gpuaot.compiler.targets")
+    return targets.describe() if targets is not None else None
+
+
 def build_inputs(opts) -> dict:
     """Everything besides the package's sources that decides the bundle's bytes."""
     from .settings import project_settings
@@ -145,6 +154,7 @@ def build_inputs(opts) -> dict:
         "compiler": _compiler_sources(),
         "python": sys.version,
         "tools": _tool_stamps(opts.gpu),
+        "targets": _registered_targets(),
     }
     if any(lv == "native" for lv in opts.cpu_levels) and opts.cpu:
         inputs["native"] = _native_cpu()

@@ -1,7 +1,7 @@
 """CPU variants: the same lowered host IR, compiled once per CPU level into its own symbols.
 
     variants = resolve(parse_levels("x86-64-v2,x86-64-v4", "x86_64"))
-    obj = jobs.compile_variant((unit_ir, variants[0]))  # every function gets ".x86_64_v2"
+    obj = cpu.compile_variant((unit_ir, variants[0]))  # every function gets ".x86_64_v2"
     probe = probe_function(module)                   # gpuaot_rt_cpuid, for the run time
 
 A unit is lowered once (its IR does not depend on the level: the data layout of every level

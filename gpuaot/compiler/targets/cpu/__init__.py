@@ -9,8 +9,9 @@ One job per module, in the order a kernel goes through them: :mod:`.emitter` (th
 hidden parameters and intrinsics), :mod:`.entry` (the exported entry points: the block and
 thread loops around the body), :mod:`.xsplit` (the x-range split, an analysis of the body's
 guards), :mod:`.pipeline` (the module and LLVM's passes), :mod:`.runtime` (the library every
-variant shares) and :mod:`.link` (the .so). The CPU levels (:mod:`..cpu_variant`) are
-instances of it: one target machine each, the same IR.
+variant shares), :mod:`.link` (the .so) and :mod:`.target` (the ``Target`` the driver
+builds with). The CPU levels (:mod:`..cpu_variant`) are instances of it: one target machine
+each, the same IR.
 
 Python's integer semantics are kept: nothing here adds ``nsw``/``nuw`` or fast-math flags.
 """
@@ -23,12 +24,14 @@ from .entry import host_entry, kernel_entry
 from .link import EXPORTS, find_cc, link_shared
 from .pipeline import JAM_COUNT, JAM_MARK, PIPELINE, new_module, optimize
 from .runtime import runtime_module
+from .target import CPUTarget, compile_variant
 from .xsplit import XSplit
 
-# What the rest of gpuaot imports from here (the driver, the jobs, the GPU target's host
-# emitter, the tests), the same names as before the split into modules.
+# What the rest of gpuaot and the tests import from here.
 __all__ = [
     "CPUEmitter",
+    "CPUTarget",
+    "compile_variant",
     "kernel_entry",
     "host_entry",
     "runtime_module",

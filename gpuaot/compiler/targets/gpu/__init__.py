@@ -1,6 +1,6 @@
 """The GPU target (a folder: :mod:`.emitter`, :mod:`.build`): typed kernels → NVPTX IR → PTX (lowest arch) + a cubin per arch → fatbin.
 
-    fatbin, images = build_gpu(units, opts, cache, result, progress)
+    out = NVPTXTarget(archs, debug).build(units, ctx)   # out.image, out.images
 
 Device code is compiled through the GPU method table only (DESIGN invariant 2): thread indices
 are NVVM special registers, math is libdevice (``__nv_*``), and exceptions go through the
@@ -17,16 +17,14 @@ Device exception record (per module, found with ``cuModuleGetGlobal``)::
 
 from __future__ import annotations
 
-from .build import build_gpu, emit_stage, lower_gpu
+from .build import NVPTXTarget, emit_stage, lower_gpu
 from .emitter import EXC_RECORD, GLOBAL_AS, REPORT, SHARED_AS, SIGNAL, GPUEmitter, runtime_functions
-from .hostleak import HostLeakEmitter
 
 __all__ = [
     "GPUEmitter",
-    "build_gpu",
+    "NVPTXTarget",
     "emit_stage",
     "lower_gpu",
-    "HostLeakEmitter",
     "EXC_RECORD",
     "GLOBAL_AS",
     "REPORT",

@@ -1,5 +1,10 @@
 """The GPU target's build: typed kernels → NVPTX IR → PTX (lowest arch) + a cubin per arch →
-one fatbinary container per kernel specialisation, concatenated for the bundle."""
+one fatbinary container per kernel specialisation, concatenated for the bundle.
+
+    t = NVPTXTarget(["sm_75", "sm_80"])
+    out = t.build(units, ctx)      # out.image: the containers; out.images: their records
+    t.emit(unit, "ptx")            # PTX for the first architecture
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,13 @@ import hashlib
 
 from ...frontend.names import gpu_entry_symbol
 from ...lower.lowering import ModuleBuilder
+from ..base import BuildContext, Stage, Target, TargetOutput, plural
 from .emitter import EXC_RECORD, GPUEmitter, new_module, runtime_functions
 
 
-def lower_gpu(unit) -> None:
+def lower_gpu(unit, emitter=GPUEmitter) -> None:
     mod = new_module(unit.tf.func.qualname)
-    em = GPUEmitter(mod, fastmath=unit.fastmath, fma=unit.fma)
+    em = emitter(mod, fastmath=unit.fastmath, fma=unit.fma)
     mb = ModuleBuilder(em)
     name = gpu_entry_symbol(unit.tf.symbol, unit.spec)
     fn = mb.function(unit.tf, name=name, linkage="external")
@@ -38,74 +44,121 @@ def _cubin_job(job: tuple) -> bytes:
     return ptx_to_cubin(ptx, arch, debug=debug)
 
 
-def build_gpu(units, opts, cache, result, progress):
-    """PTX and cubins for every unit (cached per architecture), then one fatbin each."""
-    from ....bundle.fatbin import list_fatbin, make_fatbin
-    from ...jobs import compile_many
-    from ..nvtools import ptxas_version
+class NVPTXTarget(Target):
+    """NVPTX, one instance per architecture: PTX for the lowest (cached per architecture,
+    ``device/ptx-<arch>``) and a cubin for each (``device/<arch>``), one fatbinary container
+    per kernel specialisation holding them all."""
 
-    for u in units:
-        lower_gpu(u)
-    low = opts.archs[0]
-    tools = {"ptxas": ptxas_version()}
-    ptx_keys = [
-        cache.key(f"device/ptx-{low}", u.ir, {"arch": low, "fastmath": u.fastmath}) for u in units
-    ]
-    ptxs = [cache.get(f"device/ptx-{low}", k) for k in ptx_keys]
-    todo = [k for k, p in enumerate(ptxs) if p is None]
-    if progress and todo:
-        progress(f"compiling {len(todo)} kernel{'s' if len(todo) != 1 else ''} to PTX ({low})")
-    jobs = [(units[k].ir, units[k].symbol, low, units[k].fastmath) for k in todo]
-    for k, ptx in zip(todo, compile_many(opts.jobs, _ptx_job, jobs)):
-        ptxs[k] = ptx.encode()
-        cache.put(f"device/ptx-{low}", ptx_keys[k], ptxs[k])
-    cubin_jobs, cubin_keys, cubins = [], {}, {}
-    for k in range(len(units)):
-        for arch in opts.archs:
-            ns = f"device/{arch}"
-            key = cache.key(ns, ptxs[k].decode(), {"arch": arch, "debug": opts.debug, **tools})
-            got = cache.get(ns, key)
-            if got is None:
-                cubin_keys[(k, arch)] = (ns, key)
-                cubin_jobs.append((k, arch))
-            else:
-                cubins[(k, arch)] = got
-    if progress and cubin_jobs:
-        progress(f"assembling {len(cubin_jobs)} cubin{'s' if len(cubin_jobs) != 1 else ''}")
-    out = compile_many(
-        opts.jobs, _cubin_job, [(ptxs[k].decode(), arch, opts.debug) for k, arch in cubin_jobs]
+    name = "nvptx"
+    kind = "device"
+    table = "gpu"
+    stages = (
+        Stage("ir", "the kernel's NVPTX IR as lowered"),
+        Stage("opt", "linked with libdevice, internalised, optimised"),
+        Stage("ptx", "PTX for the architecture", namespace="device/ptx-{arch}"),
+        Stage("cubin", "ptxas's cubin", printable=False, namespace="device/{arch}"),
     )
-    for (k, arch), cubin in zip(cubin_jobs, out):
-        cubins[(k, arch)] = cubin
-        cache.put(*cubin_keys[(k, arch)], cubin)
-    recompiled = {k for k in todo} | {k for k, _ in cubin_jobs}
-    result.compiled += len(recompiled)
-    result.cached += len(units) - len(recompiled)
+    emit_words = "an architecture like sm_90"
+    emit_example = "sm_XX"
 
-    blob = bytearray()
-    images = []
-    for k, u in enumerate(units):
-        fat = make_fatbin(
-            (low, ptxs[k].decode()), [(a, cubins[(k, a)]) for a in opts.archs], identifier=u.symbol
+    def __init__(self, archs: list[str], debug: bool = False):
+        self.archs = archs  # the instances, lowest first: PTX is for archs[0]
+        self.debug = debug
+
+    @classmethod
+    def from_options(cls, opts) -> NVPTXTarget | None:
+        return cls(opts.archs, opts.debug) if opts.gpu else None
+
+    @classmethod
+    def for_emit(cls, target: str, options) -> NVPTXTarget | None:
+        return cls([target]) if target.startswith("sm_") and target[3:].isdigit() else None
+
+    def emitter(self, module, *, fastmath: bool, fma: bool):
+        return GPUEmitter(module, fastmath=fastmath, fma=fma)
+
+    def lower(self, unit) -> None:
+        lower_gpu(unit, self.emitter)
+
+    def fingerprint(self, instance: str | None = None) -> dict:
+        """What keys a cubin besides its PTX: the architecture, ``--debug`` and ptxas."""
+        from ..nvtools import ptxas_version
+
+        return {"arch": instance or self.archs[0], "debug": self.debug, "ptxas": ptxas_version()}
+
+    def build(self, units, ctx: BuildContext) -> TargetOutput:
+        """PTX and cubins for every unit (cached per architecture), then one fatbin each."""
+        if not units:
+            return TargetOutput()
+        from ....bundle.fatbin import make_fatbin
+        from ...jobs import Job, cached_stage
+
+        for u in units:
+            self.lower(u)
+        keyed = {a: self.fingerprint(a) for a in self.archs}  # no ptxas: said before compiling
+        low = self.archs[0]
+        ns = self.stage("ptx").namespace.format(arch=low)
+        ptx = cached_stage(
+            ctx,
+            _ptx_job,
+            [
+                Job(
+                    ns,
+                    u.ir,
+                    {"arch": low, "fastmath": u.fastmath},
+                    (u.ir, u.symbol, low, u.fastmath),
+                )
+                for u in units
+            ],
+            lambda n: f"compiling {plural(n, 'kernel')} to PTX ({low})",
         )
-        offset = len(blob)
-        blob += fat
-        blob += b"\0" * (-len(blob) % 8)
-        images.append(
-            {
-                "kind": "fatbin",
-                "kernel": u.func.qualname,
-                "specialization": u.spec,
-                "offset": offset,
-                "size": len(fat),
-                "sha256": hashlib.sha256(fat).hexdigest(),
-                "entries": [
-                    {"kind": e.kind, "arch": e.arch, "size": e.size} for e in list_fatbin(fat)
-                ],
-            }
+        texts = [p.decode() for p in ptx.outputs]
+        ns = self.stage("cubin").namespace
+        pairs = [(k, arch) for k in range(len(units)) for arch in self.archs]
+        cubin = cached_stage(
+            ctx,
+            _cubin_job,
+            [
+                Job(ns.format(arch=a), texts[k], keyed[a], (texts[k], a, self.debug))
+                for k, a in pairs
+            ],
+            lambda n: f"assembling {plural(n, 'cubin')}",
         )
-        u.image = k
-    return bytes(blob), images
+        cubins = dict(zip(pairs, cubin.outputs))
+        recompiled = ptx.fresh | {pairs[j][0] for j in cubin.fresh}
+        blob = bytearray()
+        images = []
+        for k, u in enumerate(units):
+            fat = make_fatbin(
+                (low, texts[k]), [(a, cubins[(k, a)]) for a in self.archs], identifier=u.symbol
+            )
+            images.append(_image_record(u, len(blob), fat))
+            blob += fat
+            blob += b"\0" * (-len(blob) % 8)
+        return TargetOutput(
+            image=bytes(blob),
+            images=images,
+            unit_images=list(range(len(units))),
+            compiled=len(recompiled),
+            cached=len(units) - len(recompiled),
+        )
+
+    def emit(self, unit, stage: str) -> str:
+        return emit_stage(unit, stage, self.archs[0])
+
+
+def _image_record(u, offset: int, fat: bytes) -> dict:
+    """The manifest's record of one kernel's fatbinary container."""
+    from ....bundle.fatbin import list_fatbin
+
+    return {
+        "kind": "fatbin",
+        "kernel": u.func.qualname,
+        "specialization": u.spec,
+        "offset": offset,
+        "size": len(fat),
+        "sha256": hashlib.sha256(fat).hexdigest(),
+        "entries": [{"kind": e.kind, "arch": e.arch, "size": e.size} for e in list_fatbin(fat)],
+    }
 
 
 def emit_stage(unit, stage: str, target: str) -> str:
