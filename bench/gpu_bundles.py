@@ -12,7 +12,10 @@ Writes into ``gpu-check/`` (git-ignored):
   its inputs, how its arguments are made from them (arrays, strided views, scalars) and the
   expected results from the numpy/CPython oracle;
 * ``features.json`` + ``features.npz``: inputs of the GPU-only kernels (shared memory, barriers,
-  atomics, shuffles) and their results under ``simulate`` (CPython, thread by thread).
+  atomics, shuffles) and their results under ``simulate`` (CPython, thread by thread);
+* ``random.json`` + ``random.npz``: fixtures/random_pkg's kernels (gpuaot.random), their
+  states from ``create_xoroshiro128p_states`` and their results under ``simulate``; ``maxulp``
+  names the draws that may differ in the last bits on the GPU (the normals: libdevice).
 
 Nothing here needs a GPU; the GPU side needs nothing but this folder.
 """
@@ -34,6 +37,7 @@ PACKAGES = {
     "gpu_features": REPO / "fixtures" / "gpu_features",
     "example": REPO / "fixtures" / "example",
     "kernels_pkg": REPO / "bench" / "kernels_pkg",
+    "random_pkg": REPO / "fixtures" / "random_pkg",
 }
 JIT_ARCH = "sm_75"
 
@@ -168,6 +172,36 @@ def record_features(out: Path) -> int:
     return len(meta)
 
 
+def record_random(out: Path) -> int:
+    sys.path.insert(0, str(out / "pkgs"))
+    import random_pkg as r
+
+    from gpuaot.random import create_xoroshiro128p_states
+
+    n, rounds = 256, 8
+    kinds = {"raw": "u8", "u32": "f4", "u64": "f8", "n32": "f4", "n64": "f8"}
+    draws = {"states": create_xoroshiro128p_states(n, 1)}
+    draws.update({k: np.zeros((n, rounds), d) for k, d in kinds.items()})
+    cases = {
+        "first_draws": ((2, 128), draws, {"n32": 1, "n64": 2}),
+        "jump_states": ((1, 64), {"states": create_xoroshiro128p_states(64, 9)}, {}),
+        "monte_carlo_pi": (
+            (2, 128),
+            {"states": create_xoroshiro128p_states(n, 3), "samples": 64, "hits": np.zeros(n, "i8")},
+            {},
+        ),
+    }
+    meta, arrays = [], {}
+    for name, (config, state, maxulp) in cases.items():
+        arrays.update({f"{name}/state/{k}": np.array(v) for k, v in state.items()})
+        getattr(r, name).simulate[config](*state.values())
+        arrays.update({f"{name}/expected/{k}": v for k, v in state.items()})
+        meta.append({"fn": name, "config": list(config), "args": list(state), "maxulp": maxulp})
+    np.savez_compressed(out / "random.npz", **arrays)
+    (out / "random.json").write_text(json.dumps(meta, indent=1))
+    return len(meta)
+
+
 def main(argv: list[str]) -> int:
     out = Path(argv[1] if len(argv) > 1 else "gpu-check")
     out.mkdir(parents=True, exist_ok=True)
@@ -183,6 +217,8 @@ def main(argv: list[str]) -> int:
     print(f"recorded {n} conformance kernel cases")
     n = record_features(out)
     print(f"recorded {n} GPU-only kernels with their simulate results")
+    n = record_random(out)
+    print(f"recorded {n} gpuaot.random kernels with their simulate results")
     shutil.rmtree(cache, ignore_errors=True)  # the GPU side needs only the bundles
     print(f"next, on a GPU machine: python3 bench/gpu_check.py {out}")
     return 0

@@ -175,6 +175,24 @@ def feature_case(g, case: dict, data) -> None:
         _compare(dev[k].get(), np.asarray(data[f"{name}/expected/{k}"]), None, 0, f"{name}: {k}")
 
 
+def random_case(rp, case: dict, data) -> None:
+    """A gpuaot.random kernel on the GPU against simulate: bitwise, the normals within maxulp."""
+    from gpuaot.runtime.devicearray import DeviceArray
+
+    name = case["fn"]
+    state = {k: np.array(data[f"{name}/state/{k}"]) for k in case["args"]}
+    dev = {k: DeviceArray(v) if v.ndim else v.item() for k, v in state.items()}
+    getattr(rp, name)[_tuple(case["config"])](*dev.values())
+    for k, v in dev.items():
+        if not state[k].ndim:
+            continue
+        want = np.asarray(data[f"{name}/expected/{k}"])
+        if k in case["maxulp"]:
+            np.testing.assert_array_max_ulp(v.get(), want, maxulp=case["maxulp"][k])
+        else:
+            np.testing.assert_array_equal(v.get(), want, err_msg=f"{name}: {k}", strict=True)
+
+
 def scatter_exch(g) -> None:
     """Which thread wins a slot is up to the GPU: each slot holds a value of one claimant."""
     from gpuaot.runtime.devicearray import DeviceArray
@@ -589,6 +607,11 @@ def main(argv: list[str]) -> int:
     for case in json.loads((root / "features.json").read_text()):
         checks.run(f"gpu-only/{case['fn']} vs simulate", feature_case, gpu_features, case, fdata)
     checks.run("gpu-only/scatter_exch (one claimant per slot)", scatter_exch, gpu_features)
+    import random_pkg
+
+    rdata = np.load(root / "random.npz")
+    for case in json.loads((root / "random.json").read_text()):
+        checks.run(f"random/{case['fn']} vs simulate", random_case, random_pkg, case, rdata)
     checks.run("exception: type, kernel, file:line, thread, block", device_exception, gpu_features)
     checks.run("stream: launch on a non-default stream", stream_launch, example)
     checks.run("mixed CPU/GPU arguments refused", mixed_devices, example)

@@ -32,13 +32,18 @@ KERNELS = [
     ("block_sum", "fixtures/gpu_features", "kernels", "block_sum"),
     ("warp_sum", "fixtures/gpu_features", "kernels", "warp_sum"),
     ("histogram", "fixtures/gpu_features", "kernels", "histogram"),
+    ("stencil5 i, j", "bench/sass_pkg", "kernels", "stencil5_ij"),
+    ("matmul (tiled)", "bench/sass_pkg", "kernels", "matmul_tiled"),
+    ("atomic sum", "bench/sass_pkg", "kernels", "atomic_sum"),
+    ("transcendental", "bench/sass_pkg", "kernels", "transcendental"),
 ]
 
 NUMBA_SRC = r"""
-import json, sys
+import json, math, sys
 from numba import cuda, float32, int32, int64
 
 THREADS = 128
+TILE = 16
 
 def saxpy(a, x, y, out):
     i = cuda.grid(1)
@@ -92,6 +97,44 @@ def histogram(x, bins):
         cuda.atomic.add(bins, b, 1)
         i += stride
 
+def stencil5_ij(u, out):
+    i, j = cuda.grid(2)
+    n, m = u.shape
+    if 0 < i < n - 1 and 0 < j < m - 1:
+        out[i, j] = float32(0.25) * (u[i - 1, j] + u[i + 1, j] + u[i, j - 1] + u[i, j + 1]) - u[i, j]
+
+def matmul_tiled(A, B, C):
+    sa = cuda.shared.array((TILE, TILE), float32)
+    sb = cuda.shared.array((TILE, TILE), float32)
+    col, row = cuda.grid(2)
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    n = A.shape[1]
+    acc = float32(0)
+    for t in range((n + TILE - 1) // TILE):
+        k = t * TILE
+        sa[ty, tx] = A[row, k + tx] if row < A.shape[0] and k + tx < n else float32(0)
+        sb[ty, tx] = B[k + ty, col] if k + ty < n and col < B.shape[1] else float32(0)
+        cuda.syncthreads()
+        for q in range(TILE):
+            acc += sa[ty, q] * sb[q, tx]
+        cuda.syncthreads()
+    if row < C.shape[0] and col < C.shape[1]:
+        C[row, col] = acc
+
+def atomic_sum(x, out):
+    i = cuda.grid(1)
+    if i < x.shape[0]:
+        cuda.atomic.add(out, 0, x[i])
+
+def transcendental(x, out):
+    i = cuda.grid(1)
+    if i < x.shape[0]:
+        v = x[i]
+        out[i] = math.exp(-v * v) * math.sin(v) + math.log(float32(1) + v * v) * math.cos(v) + (
+            math.sqrt(abs(v)) * math.tanh(v)
+        )
+
 f1, f2 = float32[::1], float32[:, ::1]
 JOBS = {
     "saxpy": (saxpy, (float32, f1, f1, f1)),
@@ -101,6 +144,10 @@ JOBS = {
     "block_sum": (block_sum, (f1, f1)),
     "warp_sum": (warp_sum, (f1, f1)),
     "histogram": (histogram, (int32[::1], int64[::1])),
+    "stencil5 i, j": (stencil5_ij, (f2, f2)),
+    "matmul (tiled)": (matmul_tiled, (f2, f2, f2)),
+    "atomic sum": (atomic_sum, (f1, f1)),
+    "transcendental": (transcendental, (f1, f1)),
 }
 cc = tuple(int(c) for c in sys.argv[1])
 out = {}

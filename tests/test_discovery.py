@@ -452,3 +452,105 @@ def test_folded_constants_reach_kernels(kit, tmp_path, monkeypatch):
     kern.use[1, 1](out)
     np.testing.assert_array_equal(out, want)
     kit.unload("constpkg2")
+
+
+# ---------------------------------------------------------------------- gpuaot's library modules
+
+LIBRARY_FORMS = {
+    "kernels.py": """
+        import gpuaot
+        import gpuaot as ga
+        import gpuaot.random
+        import gpuaot.random as rnd
+        from gpuaot import Array, u64
+        from gpuaot import random as grandom
+        from gpuaot.random import xoroshiro128p_next as nxt
+
+        @ga.kernel
+        def forms(states: Array[u64, 2], out: Array[u64, 2]):
+            i = ga.grid(1)
+            if i < states.shape[0]:
+                out[i, 0] = nxt(states, i)                               # from ... import
+                out[i, 1] = rnd.xoroshiro128p_next(states, i)            # import ... as rnd
+                out[i, 2] = grandom.xoroshiro128p_next(states, i)        # from gpuaot import
+                out[i, 3] = gpuaot.random.xoroshiro128p_next(states, i)  # import gpuaot.random
+                out[i, 4] = ga.random.xoroshiro128p_next(states, i)      # same, through ga
+        """,
+}
+
+
+def test_library_module_imports_resolve_without_joining_the_package(kit, tmp_path, monkeypatch):
+    """gpuaot.random is read from gpuaot's own source: its functions resolve in every import
+    form, it stays out of the package's modules (and the bundle's), and the kernel computes
+    what the same Python computes."""
+    root = _write(kit, tmp_path / "libforms", LIBRARY_FORMS)
+    diag = Diagnostics()
+    pkg = discover(str(root), diag)
+    assert diag.errors == []
+    km = pkg.modules["libforms.kernels"]
+    for expr in [
+        "nxt",
+        "rnd.xoroshiro128p_next",
+        "grandom.xoroshiro128p_next",
+        "gpuaot.random.xoroshiro128p_next",
+        "ga.random.xoroshiro128p_next",
+    ]:
+        sym = pkg.resolve_expr(km, ast.parse(expr, mode="eval").body)
+        assert sym is not None and sym.kind == "func", expr
+        assert sym.value.qualname == "gpuaot.random.xoroshiro128p_next", expr
+        assert sym.value.kind == "device"
+    assert sorted(pkg.modules) == ["libforms", "libforms.kernels"]
+    assert sorted(pkg.library) == ["gpuaot.random"]
+    assert pkg.library["gpuaot.random"].relpath == "gpuaot/random.py"
+
+    result = kit.build(root, cache_dir=tmp_path / "cache")
+    assert sorted(m["file"] for m in result.manifest["modules"].values()) == [
+        "libforms/__init__.py",
+        "libforms/kernels.py",
+    ]
+    kit.import_package(root, monkeypatch)
+    from gpuaot.random import create_xoroshiro128p_states
+
+    kernels = importlib.import_module("libforms.kernels")
+    got, sim = np.zeros((2, 8, 5), np.uint64)
+    states = [create_xoroshiro128p_states(8, 3) for _ in range(2)]
+    kernels.forms[1, 8](states[0], got)
+    kernels.forms.simulate[1, 8](states[1], sim)
+    np.testing.assert_array_equal(got, sim)
+    np.testing.assert_array_equal(states[0], states[1])
+    assert len(np.unique(got)) == got.size  # five successive draws, all different
+    kit.unload("libforms")
+
+
+def test_library_functions_misused_are_located_errors(kit, tmp_path):
+    """``ga.random`` without importing gpuaot.random is unknown (as in Python, where the
+    attribute does not exist); a wrong state array is an error in gpuaot/random.py."""
+    root = _write(
+        kit,
+        tmp_path / "libbad",
+        {
+            "kernels.py": """
+                import gpuaot as ga
+                from gpuaot import Array, f32
+                from gpuaot.random import xoroshiro128p_uniform_float32
+
+                @ga.kernel
+                def unimported(out: Array[f32]):
+                    out[0] = ga.random.xoroshiro128p_uniform_float32(out, 0)
+
+                @ga.kernel
+                def wrong_states(states: Array[f32, 2], out: Array[f32]):
+                    out[0] = xoroshiro128p_uniform_float32(states, 0)
+                """,
+        },
+    )
+    result = CliRunner().invoke(
+        main, ["build", str(root), "--no-gpu", "--cache-dir", str(tmp_path / "cache")]
+    )
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert "kernels.py:7:14: error: unknown function 'ga.random.xoroshiro128p_uniform_float32'" in (
+        result.output
+    )
+    assert "gpuaot/random.py:" in result.output
+    assert "needs integer operands, not f32" in result.output

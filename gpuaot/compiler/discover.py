@@ -10,6 +10,12 @@ Only ``ast`` reads the sources (DESIGN invariant 1): a module whose import would
 effects builds without them. Every name a kernel can use resolves through :meth:`resolve`,
 which follows the module's own import statements (any form: ``import gpuaot as ga``,
 ``from gpuaot import kernel as k``, ``from .util import helper``, ``import pkg.mod as m``).
+
+gpuaot's own library modules of kernel-language functions (:data:`LIBRARY_MODULES`:
+``gpuaot.random``) resolve too: ``from gpuaot.random import xoroshiro128p_next`` reads
+``gpuaot/random.py`` of the installed gpuaot with ``ast`` on first use and gives its
+``@device`` functions, compiled into the package like its own helpers. They stay out of
+``Package.modules`` (the package's files: manifest, build record, wheels).
 """
 
 from __future__ import annotations
@@ -32,6 +38,9 @@ from .sources import TOO_DEEP_HINT, decode_source, parse_source, show_lines, sou
 DECORATORS = {"kernel", "device", "device_only", "host", "overlay"}
 BUILTINS = {"range", "len", "abs", "min", "max", "int", "float", "bool"}
 SKIP_DIRS = {"_gpuaot", "__pycache__", "build", "dist"}
+# gpuaot's modules whose @device functions packages may call (parsed, never imported).
+LIBRARY_MODULES = ("gpuaot.random",)
+_GPUAOT_DIR = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,7 @@ class ModuleInfo:
     constants: dict[str, ast.expr] = field(default_factory=dict)
     # local name -> ("module", dotted) | ("attr", dotted module, attribute)
     imports: dict[str, tuple] = field(default_factory=dict)
+    dotted_imports: set[str] = field(default_factory=set)  # each `import a.b.c` (binds `a`)
 
     @property
     def sha256(self) -> str:
@@ -109,6 +119,7 @@ class Package:
         # target -> qualname of the replaced function -> overlay
         self.overlays: dict[str, dict[str, FuncInfo]] = {"cpu": {}, "gpu": {}}
         self._const_cache: dict[tuple[str, str], object] = {}
+        self.library: dict[str, ModuleInfo] = {}  # the LIBRARY_MODULES read so far
 
     def functions(self):
         for m in self.modules.values():
@@ -146,8 +157,15 @@ class Package:
                 return Symbol("math_module")
             if dotted in self.modules:
                 return Symbol("module", self.modules[dotted])
-            return None
+            lib = self.library_module(dotted)
+            return Symbol("module", lib) if lib is not None else None
         _, dotted, attr = imp
+        lib = self.library_module(dotted)
+        if lib is not None:  # from gpuaot.random import xoroshiro128p_next
+            return self.resolve(lib, attr, seen)
+        lib = self.library_module(f"{dotted}.{attr}")
+        if lib is not None:  # from gpuaot import random
+            return Symbol("module", lib)
         if dotted == "gpuaot" or dotted.startswith("gpuaot."):
             return Symbol("gpuaot", attr)
         if dotted == "math":
@@ -172,12 +190,28 @@ class Package:
             if base is None:
                 return None
             if base.kind == "gpuaot_module":
+                dotted = f"gpuaot.{node.attr}"
+                if dotted in module.dotted_imports and dotted in LIBRARY_MODULES:
+                    return Symbol("module", self.library_module(dotted))
                 return Symbol("gpuaot", node.attr)
             if base.kind == "math_module":
                 return Symbol("math", node.attr)
             if base.kind == "module":
                 return self.resolve(base.value, node.attr)
         return None
+
+    def library_module(self, dotted: str) -> ModuleInfo | None:
+        """One of gpuaot's :data:`LIBRARY_MODULES`, parsed and scanned on first use."""
+        if dotted not in LIBRARY_MODULES:
+            return None
+        mod = self.library.get(dotted)
+        if mod is None:
+            mod = self.library[dotted] = _read_library(dotted)
+            diag = Diagnostics()
+            _scan_module(self, mod, diag)
+            if diag.errors:  # gpuaot's own source: a bug in gpuaot, not the user's
+                raise RuntimeError(f"internal error: {dotted} does not scan: {diag.errors[0]}")
+        return mod
 
     # ------------------------------------------------------------------ constants
 
@@ -368,6 +402,19 @@ def discover(spec: str, diag: Diagnostics | None = None) -> Package:
     return pkg
 
 
+def _read_library(dotted: str) -> ModuleInfo:
+    """A library module from the installed gpuaot, named in diagnostics as ``gpuaot/x.py``."""
+    rel = Path(*dotted.split(".")[1:]).with_suffix(".py")
+    path = _GPUAOT_DIR / rel
+    display = f"gpuaot/{rel.as_posix()}"
+    data = path.read_bytes()
+    source = decode_source(data, display)
+    lines = source_lines(source)
+    show_lines(display, path, lines)
+    tree = parse_source(source, display)
+    return ModuleInfo(dotted, path, display, source, data, tree, False, lines)
+
+
 def _drop_too_deep(mod: ModuleInfo, diag: Diagnostics) -> None:
     """Report statements nested beyond what the recursive stages take, and leave them out."""
     deep = too_deep(mod.tree)
@@ -418,6 +465,7 @@ def _scan_module(pkg: Package, mod: ModuleInfo, diag: Diagnostics) -> None:
                 else:
                     top = alias.name.split(".")[0]
                     mod.imports[top] = ("module", top)
+                    mod.dotted_imports.add(alias.name)
         elif isinstance(stmt, ast.ImportFrom):
             base = _absolute(mod, stmt.level, stmt.module)
             for alias in stmt.names:
