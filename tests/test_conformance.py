@@ -19,7 +19,11 @@ x86-64-v2 (no FMA), for integers and single operations, results stay bitwise; th
 from __future__ import annotations
 
 import copy
+import ctypes
+import ctypes.util
+import functools
 import math
+import operator
 import os
 import types
 import warnings
@@ -1405,6 +1409,176 @@ case(
     names("x", "out"),
     lambda s: {"out": np.array([2**32 - 1, 2**32 - 1, -1, 8, 63, 32, 41, 31], i64)},
     config=(1, 1),
+)
+
+
+# ---------------------------------------------------------------------- added ops (newops.py)
+
+# C's fma/fmaf (glibc: correctly rounded) as the oracle of ga.fma.
+_LIBM = ctypes.CDLL(ctypes.util.find_library("m"))
+_LIBM.fmaf.restype = ctypes.c_float
+_LIBM.fmaf.argtypes = [ctypes.c_float] * 3
+_LIBM.fma.restype = ctypes.c_double
+_LIBM.fma.argtypes = [ctypes.c_double] * 3
+
+
+def _fma_inputs(rng):
+    x = rng.uniform(-4, 4, N).astype(f32)
+    y = rng.uniform(-4, 4, N).astype(f32)
+    z = -(x * y)  # the rounded product: an unfused x*y+z is exactly 0
+    z[:10] = rng.uniform(-1e-3, 1e-3, 10).astype(f32)  # and ordinary sums
+    # Exact: 1 + 2**-11 + 2**-24 + 2**-80, above the f32 halfway point; rounding through f64
+    # first lands on the tie and rounds to even, down: only one rounding gets it right.
+    x[10] = y[10] = 1 + 2.0**-12
+    z[10] = 2.0**-80
+    a = rng.uniform(-1e3, 1e3, N)
+    return {"x": x, "y": y, "z": z, "o32": np.zeros(N, f32), "a": a, "o64": np.zeros(N, f64)}
+
+
+def _fma_oracle(s):
+    x, y, z, a = s["x"], s["y"], s["z"], s["a"]
+    o32 = np.array([_LIBM.fmaf(*map(float, t)) for t in zip(x, y, z)], f32)
+    o64 = np.array([_LIBM.fma(v, v, -(v * v)) for v in a], f64)
+    # The oracle itself shows the fused shape: most products leave a non-zero tail.
+    assert np.count_nonzero(o32[11:]) > N // 2 and np.count_nonzero(o64) > N // 2
+    return {"o32": o32, "o64": o64}
+
+
+case("fma_ops", _fma_inputs, names("x", "y", "z", "o32", "a", "o64"), _fma_oracle)
+
+MORE_MATH = [
+    ("acosh", 1.5),
+    ("asinh", -0.5),
+    ("atanh", -0.5),
+    ("exp2", "*3"),
+    ("expm1", -0.5),
+    ("log1p", 0.0),
+    ("gamma", 0.25),
+    ("lgamma", 2.5),
+    ("cbrt", -0.5),
+]
+
+
+def _more_math(dtype, rtol):
+    def make(rng):
+        x = rng.uniform(0.05, 0.95, N).astype(dtype)
+        x[:3] = [0.5, 0.25, 0.75]
+        return {"x": x, "out": np.zeros((len(MORE_MATH), N), dtype)}
+
+    def ref(name, shift, v):
+        arg = dtype(v) * dtype(3.0) if shift == "*3" else dtype(v) + dtype(shift)
+        fn = np.cbrt if name == "cbrt" else getattr(math, name)
+        return dtype(fn(float(arg)))
+
+    def oracle(s):
+        return {"out": np.array([[ref(n, d, v) for v in s["x"]] for n, d in MORE_MATH], dtype)}
+
+    case("more_math", make, names("x", "out"), oracle, rtol=rtol, variant=dtype.__name__)
+
+
+_more_math(f32, 1e-6)
+_more_math(f64, 1e-14)
+
+
+def _exact_math_inputs(rng):
+    x = rng.uniform(-10, 10, N).astype(f32)
+    y = rng.uniform(-10, 10, N)
+    y[y == 0] = 1.0
+    return {
+        "x": x,
+        "y": y,
+        "n": rng.integers(-1000, 1000, N).astype(i32),
+        "o32": np.zeros((3, N), f32),
+        "o64": np.zeros((4, N), f64),
+    }
+
+
+def _exact_math_oracle(s):
+    x, y, n = s["x"], s["y"], s["n"]
+    nxt = np.roll(y, -1)
+    return {
+        "o32": np.array(
+            [
+                [f32(math.degrees(float(v))) for v in x],
+                [f32(math.radians(float(v))) for v in x],
+                [f32(math.remainder(float(v), 0.75)) for v in x],
+            ]
+        ),
+        "o64": np.array(
+            [
+                [math.degrees(v) for v in y],
+                [math.radians(v) for v in y],
+                [math.remainder(v, w) for v, w in zip(y, nxt)],
+                [math.degrees(int(v)) for v in n],
+            ]
+        ),
+    }
+
+
+case("exact_math", _exact_math_inputs, names("x", "y", "n", "o32", "o64"), _exact_math_oracle)
+
+
+def _selp_inputs(rng):
+    n = rng.integers(-5, 5, N).astype(i32)
+    return {
+        "x": rng.uniform(-3, 3, N),
+        "n": n,
+        "out": np.zeros((2, N), f64),
+        "k": np.zeros(N, i64),
+    }
+
+
+def _selp_oracle(s):
+    x, n = s["x"], s["n"]
+    return {
+        "out": np.array([np.abs(x), np.where(n != 0, n.astype(f64), 0.5)]),
+        "k": np.where(n % 3 == 0, n.astype(i64), -1),
+    }
+
+
+case("selp_ops", _selp_inputs, names("x", "n", "out", "k"), _selp_oracle)
+
+_ATOMIC_N = 1000
+
+
+def _atomics_more_inputs(rng):
+    x = rng.uniform(-100, 100, _ATOMIC_N).astype(f32)
+    x[::7] = np.nan
+    return {
+        "x": x,
+        "bits": np.array([0, -1, 12345], i64),
+        "cnt": np.zeros(1, u32),
+        "dec": np.array([3], u64),
+        "lo": np.array([np.nan], f32),
+        "hi": np.array([-np.inf], f64),
+        "olds": np.zeros(_ATOMIC_N, u32),
+    }
+
+
+def _atomics_more_check(s):
+    n = _ATOMIC_N
+    i = np.arange(n)
+    want_or = functools.reduce(operator.or_, [1 << (k % 64) for k in range(n)])
+    want_and = functools.reduce(operator.and_, [~(1 << (k % 61)) for k in range(n)], -1)
+    want_xor = functools.reduce(
+        operator.xor, [wrap(k * 2654435761, 64, True) for k in range(n)], 12345
+    )
+    assert s["bits"].tolist() == [wrap(want_or, 64, True), want_and, want_xor]
+    # inc wraps at 9 (0..9, then 0): the olds are ten each of 0..9, in any order.
+    assert s["cnt"][0] == n % 10
+    np.testing.assert_array_equal(np.sort(s["olds"]), np.sort(i % 10).astype(u32))
+    # dec from 3 with limit 5: 3, 2, 1, 0, 5, 4, 3, ... (period 6).
+    assert s["dec"][0] == (3 - n) % 6
+    x = s["x"]
+    assert s["lo"][0] == np.nanmin(x) and s["hi"][0] == np.float64(np.nanmax(x))
+
+
+case(
+    "atomics_more",
+    _atomics_more_inputs,
+    names("x", "bits", "cnt", "dec", "lo", "hi", "olds"),
+    check=_atomics_more_check,
+    config=(4, 256),
 )
 
 

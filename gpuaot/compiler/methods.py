@@ -4,8 +4,9 @@
     >>> cpu.lookup("math.sqrt").table, cpu.lookup("intr.syncthreads")
     ('cpu', None)
 
-A call resolves ``target overlay → base table``. The base table holds what means the same on
-every target (casts, ``len``/``abs``/``min``/``max``, atomics, local arrays). The GPU overlay
+A call resolves ``target overlay → base table``. The tables are derived from the op
+declarations (:mod:`.ops`): the base table holds what means the same on every target (casts,
+``len``/``abs``/``min``/``max``, atomics, local arrays), an overlay what a target lowers its own way. The GPU overlay
 holds the device runtime (``gpu_*``), NVVM intrinsics, libdevice math and user
 ``@overlay(target="gpu")``; the CPU overlay holds the host runtime, the CPU meanings of thread
 indices, libm and user ``@overlay(target="cpu")``. A name no table of the target holds has no
@@ -17,50 +18,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import ops
 from .discover import FuncInfo, Package
 
-MATH_FUNCS = (
-    "sqrt exp log log2 log10 sin cos tan asin acos atan atan2 sinh cosh tanh pow fabs floor "
-    "ceil trunc fmod hypot erf erfc copysign isnan isinf isfinite"
-).split()
-DIM3 = ("thread_idx", "block_idx", "block_dim", "grid_dim")
-
-BASE = {
-    "builtin.len",
-    "builtin.abs",
-    "builtin.min",
-    "builtin.max",
-    "builtin.int",
-    "builtin.float",
-    "builtin.bool",
-    "cast",
-    "array.shape",
-    "intr.local_array",
-    "atomic.add",
-    "atomic.sub",
-    "atomic.min",
-    "atomic.max",
-    "atomic.exch",
-    "atomic.cas",
-    "intr.popc",
-    "intr.brev",
-    "intr.clz",
-    "intr.ffs",
-}
-_INDEXING = {f"intr.{d}.{c}" for d in DIM3 for c in "xyz"} | {"intr.grid", "intr.grid_size"}
-CPU_OVERLAY = {f"math.{m}" for m in MATH_FUNCS} | _INDEXING | {"runtime.exception"}
-GPU_OVERLAY = (
-    {f"math.{m}" for m in MATH_FUNCS}
-    | _INDEXING
-    | {
-        "runtime.exception",
-        "intr.syncthreads",
-        "intr.shared_array",
-        "intr.shfl_down",
-        "intr.shfl_xor",
-        "intr.lane_id",
-    }
-)
+# Derived from the op declarations (:mod:`.ops`): an op lowered the same on every target is
+# in the base table, one with a target's own lowering in that target's overlay.
+MATH_FUNCS = list(ops.mathfns.MATH_FUNCS)
+DIM3 = ops.indexing.DIM3
+BASE = ops.table_keys(ops.BASE)
+CPU_OVERLAY = ops.table_keys("cpu")
+GPU_OVERLAY = ops.table_keys("gpu")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,9 @@ simulated thread's state from a thread-local context.
 
 from __future__ import annotations
 
+import math
 import threading
+from fractions import Fraction
 
 import numpy as np
 
@@ -85,6 +87,14 @@ def grid_size(ndim: int):
     return size[0] if ndim == 1 else tuple(size)
 
 
+def _block_wide(fn):
+    """Marks an intrinsic every thread of a block takes part in: ``simulate`` runs a kernel
+    that names one with a thread per simulated thread and a barrier."""
+    fn.block_wide = True
+    return fn
+
+
+@_block_wide
 def syncthreads() -> None:
     block = _ctx().block
     if block.barrier is not None:
@@ -97,6 +107,7 @@ def lane_id():
     return np.int64(linear % WARP_SIZE)
 
 
+@_block_wide
 def shared_array(dtype, shape):
     """The n-th ``shared_array`` call of every thread in a block returns the same array."""
     c = _ctx()
@@ -157,12 +168,14 @@ def _shuffle(value, source_lane):
     return out
 
 
+@_block_wide
 def shfl_down(value, delta):
     lane = int(lane_id())
     src = lane + int(delta)
     return _shuffle(value, src if src < WARP_SIZE else lane)
 
 
+@_block_wide
 def shfl_xor(value, mask):
     return _shuffle(value, int(lane_id()) ^ int(mask))
 
@@ -198,3 +211,109 @@ def ffs(x):
     """The 1-based position of the least significant set bit, 0 for 0; a u32."""
     u, _, _ = _int_bits("ffs", x)
     return np.uint32((u & -u).bit_length())
+
+
+# ------------------------------------------------------------------ math-like and selection
+
+
+def _f32_result(args) -> bool:
+    """Kernels compute in f32 when every argument is f32 or a literal and one is f32."""
+    # type(), not isinstance: np.float64 is a float subclass, and bool an int one.
+    return any(isinstance(a, np.float32) for a in args) and all(
+        isinstance(a, np.float32) or type(a) in (int, float) for a in args
+    )
+
+
+def _round_to_f32(q: Fraction) -> np.float32:
+    """``q`` rounded once, to nearest even, to float32 (subnormals and overflow included)."""
+    sign = -1 if q < 0 else 1
+    q = abs(q)
+    # The exponent e with 2**e <= q < 2**(e+1), then 24 significant bits (fewer below 2**-126).
+    e = q.numerator.bit_length() - q.denominator.bit_length()
+    if Fraction(2) ** e > q:
+        e -= 1
+    shift = 23 - max(e, -126)
+    scaled = q * Fraction(2) ** shift
+    n, rem = divmod(scaled.numerator, scaled.denominator)
+    twice = 2 * rem
+    if twice > scaled.denominator or (twice == scaled.denominator and n % 2):
+        n += 1
+    with np.errstate(over="ignore"):
+        return np.float32(sign * math.ldexp(float(n), -shift) if n < 2**25 else sign * math.inf)
+
+
+def fma(a, b, c):
+    """``a * b + c`` with one rounding, as the GPU's ``fma.rn`` and C's ``fma`` compute it."""
+    f32 = _f32_result((a, b, c))
+    x, y, z = (float(v) for v in (a, b, c))
+    if not all(math.isfinite(v) for v in (x, y, z)):
+        r = x * y + z  # inf and NaN: no rounding to get wrong
+        return np.float32(r) if f32 else np.float64(r)
+    q = Fraction(x) * Fraction(y) + Fraction(z)
+    if q == 0:  # an exact zero: its sign is the IEEE sum's of the (exact) product and c
+        r = (x * y + z) if x == 0 or y == 0 else 0.0
+        return np.float32(r) if f32 else np.float64(r)
+    if f32:
+        return _round_to_f32(q)
+    try:
+        return np.float64(float(q))  # int / int: correctly rounded
+    except OverflowError:
+        return np.float64(math.inf if q > 0 else -math.inf)
+
+
+def cbrt(x):
+    """The real cube root; f32 stays f32, everything else is f64."""
+    return np.cbrt(x) if isinstance(x, np.float32) else np.cbrt(np.float64(x))
+
+
+def selp(cond, a, b):
+    """``a`` if ``cond`` else ``b``; both are evaluated (PTX's ``selp``)."""
+    return a if cond else b
+
+
+# ------------------------------------------------------------------ more atomics
+
+
+atomic_and = _atomic("and", lambda old, v: old & v)
+atomic_or = _atomic("or", lambda old, v: old | v)
+atomic_xor = _atomic("xor", lambda old, v: old ^ v)
+atomic_inc = _atomic("inc", lambda old, v: type(old)(0 if old >= v else old + 1))
+atomic_dec = _atomic("dec", lambda old, v: type(old)(v if old == 0 or old > v else old - 1))
+atomic_nanmin = _atomic(
+    "nanmin", lambda old, v: v if np.isnan(old) else old if np.isnan(v) else min(old, v)
+)
+atomic_nanmax = _atomic(
+    "nanmax", lambda old, v: v if np.isnan(old) else old if np.isnan(v) else max(old, v)
+)
+
+
+# ------------------------------------------------------------------ fences and block votes
+
+
+def threadfence() -> None:
+    """Order this thread's memory accesses for the device: the simulator's threads see each
+    other's writes at once (one interpreter), so there is nothing left to order."""
+
+
+threadfence_block = threadfence_system = threadfence
+
+
+def _block_vote(name: str, combine):
+    @_block_wide
+    def fn(predicate):
+        c = _ctx()
+        block = c.block
+        me = c.tid[0] + c.bdim[0] * (c.tid[1] + c.bdim[1] * c.tid[2])
+        block.exchange[me] = bool(predicate)
+        block.barrier.wait()
+        out = np.int32(combine(block.exchange))
+        block.barrier.wait()
+        return out
+
+    fn.__name__ = fn.__qualname__ = name
+    return fn
+
+
+syncthreads_count = _block_vote("syncthreads_count", sum)
+syncthreads_and = _block_vote("syncthreads_and", all)
+syncthreads_or = _block_vote("syncthreads_or", any)

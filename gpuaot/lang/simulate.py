@@ -5,8 +5,9 @@ the simulated thread's indices. It is the oracle the compiled code is tested aga
 stays plain CPython: numpy scalars carry the element types, ``math`` keeps f32 as f32 (as the
 compiled code does), nothing else is rewritten.
 
-Kernels that name ``syncthreads``, ``shared_array`` or a shuffle run each block's threads as
-Python threads with a barrier; all others run thread after thread.
+Kernels that name ``syncthreads``, ``shared_array``, a shuffle or another block-wide intrinsic
+(``intrinsics._block_wide``) run each block's threads as Python threads with a barrier; all
+others run thread after thread.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 from . import intrinsics
 from .types import ArrayType, Scalar
 
-_BARRIER_NAMES = {"syncthreads", "shared_array", "shfl_down", "shfl_xor"}
+_BARRIER_NAMES = {n for n, v in vars(intrinsics).items() if getattr(v, "block_wide", False)}
 _active = threading.local()
 
 

@@ -35,6 +35,10 @@ class Reject(Exception):
         self.hint = hint
 
 
+class Stop(Exception):
+    """An expression whose type is unknown in this pass (a later pass may know it)."""
+
+
 ARITH = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow)
 BITWISE = (ast.BitAnd, ast.BitOr, ast.BitXor, ast.LShift, ast.RShift)
 OP_SYMBOL = {
@@ -144,11 +148,6 @@ def ifexp_type(a: Type, b: Type) -> Type:
     raise Reject(f"the two branches have different types: {describe(a)} and {describe(b)}")
 
 
-BINARY_FLOAT_MATH = {"atan2", "pow", "fmod", "hypot", "copysign"}
-ROUNDING_MATH = {"floor", "ceil", "trunc"}
-PREDICATE_MATH = {"isnan", "isinf", "isfinite"}
-
-
 def float_result(t: Scalar) -> Scalar:
     """f32 stays f32, literals stay weak, everything else computes in f64."""
     if t.is_float:
@@ -156,18 +155,21 @@ def float_result(t: Scalar) -> Scalar:
     return FLOAT_LIT if t.weak else f64
 
 
-def math_type(name: str, args: list[Type]) -> Type:
-    arity = 2 if name in BINARY_FLOAT_MATH else 1
+def math_type(name: str, args: list[Type], arity: int, kind: str, spelled: str = "") -> Type:
+    """A math function of ``kind`` (float, rounding, predicate, scale) and ``arity``."""
+    spelled = spelled or f"math.{name}"
     if len(args) != arity:
         raise Reject(
-            f"math.{name}() takes {arity} argument{'s' if arity > 1 else ''}, got {len(args)}"
+            f"{spelled}() takes {arity} argument{'s' if arity > 1 else ''}, got {len(args)}"
         )
-    ts = [numeric(a, f"argument of math.{name}()") for a in args]
-    if name in PREDICATE_MATH:
+    ts = [numeric(a, f"argument of {spelled}()") for a in args]
+    if kind == "predicate":
         return boolean
-    if name in ROUNDING_MATH:
+    if kind == "rounding":
         return i64 if ts[0].is_float else ts[0]
-    t = ts[0] if arity == 1 else promote(ts[0], ts[1])
+    t = ts[0]
+    for other in ts[1:]:
+        t = promote(t, other)
     return float_result(t)
 
 
@@ -204,18 +206,16 @@ def shfl_type(t: Type) -> Type:
     return t
 
 
-# popc/clz keep the argument's type, brev gives the unsigned type of its width and ffs u32, as
-# numba-cuda types them.
-BIT_INTRINSICS = ("popc", "brev", "clz", "ffs")
-
-
-def bit_type(name: str, t: Type) -> Type:
+def int_operand(name: str, t: Type) -> Scalar:
+    """The operand of a bit intrinsic: a 32- or 64-bit integer (a literal is i64)."""
     if t is INT_LIT:
         t = i64
     if not isinstance(t, Scalar) or not t.is_int or t.bits not in (32, 64):
         raise Reject(
             f"{name}() takes a 32- or 64-bit integer, not {t.name}", "cast it, e.g. u32(x)"
         )
-    if name == "brev":
-        return u32 if t.bits == 32 else u64
-    return u32 if name == "ffs" else t
+    return t
+
+
+def unsigned_of(t: Scalar) -> Scalar:
+    return u32 if t.bits == 32 else u64

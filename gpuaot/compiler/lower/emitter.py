@@ -321,26 +321,6 @@ class Emitter:
             fn = ir.Function(self.module, fnty, full)
         return b.call(fn, args)
 
-    def bits(self, b: ir.IRBuilder, name: str, v, rt: Scalar):
-        """CUDA's ``popc brev clz ffs`` on a 32- or 64-bit integer; clz(0) is the width and
-        ffs(0) is 0 (the ``is_zero_poison`` flag is false, so the zero case is defined)."""
-        no_poison = ir.Constant(ir.IntType(1), 0)
-        if name == "popc":
-            out = self.intrinsic(b, "llvm.ctpop", [v])
-        elif name == "brev":
-            out = self.intrinsic(b, "llvm.bitreverse", [v])
-        elif name == "clz":
-            out = self.intrinsic(b, "llvm.ctlz", [v, no_poison])
-        else:
-            tz = self.intrinsic(b, "llvm.cttz", [v, no_poison])
-            one = ir.Constant(v.type, 1)
-            zero = ir.Constant(v.type, 0)
-            out = b.select(b.icmp_unsigned("==", v, zero), zero, b.add(tz, one))
-        want = self.lltype(rt)
-        if out.type.width > want.width:
-            return b.trunc(out, want)
-        return out
-
     def declare(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
         fn = self.module.globals.get(name)
         if fn is None:
@@ -399,24 +379,6 @@ class Emitter:
         if name == "isinf":
             return b.fcmp_ordered("==", mag, inf)
         return b.fcmp_ordered("<", mag, inf)
-
-    def atomic(self, b: ir.IRBuilder, op: str, ptr, vals: list, t: Scalar):
-        """CUDA-style relaxed atomics; both targets lower ``atomicrmw`` natively or by CAS loop."""
-        if op == "cas":
-            expected, new = vals
-            if t.is_float:
-                it = ir.IntType(t.bits)
-                expected, new = b.bitcast(expected, it), b.bitcast(new, it)
-                old = b.extract_value(b.cmpxchg(ptr, expected, new, "monotonic", "monotonic"), 0)
-                return b.bitcast(old, self.lltype(t))
-            return b.extract_value(b.cmpxchg(ptr, expected, new, "monotonic", "monotonic"), 0)
-        if t.is_float:
-            rmw = {"add": "fadd", "sub": "fsub", "min": "fmin", "max": "fmax", "exch": "xchg"}[op]
-        elif t.is_signed:
-            rmw = {"add": "add", "sub": "sub", "min": "min", "max": "max", "exch": "xchg"}[op]
-        else:
-            rmw = {"add": "add", "sub": "sub", "min": "umin", "max": "umax", "exch": "xchg"}[op]
-        return b.atomic_rmw(rmw, ptr, vals[0], "monotonic")
 
     def local_array(self, b: ir.IRBuilder, alloca_b: ir.IRBuilder, dtype: Scalar, shape):
         """A per-thread array: stack memory, zeroed where the call stands (as numpy.zeros)."""

@@ -18,17 +18,17 @@ from llvmlite import ir
 from ...errors import InternalError
 from ...lang.types import (
     ArrayType,
-    Scalar,
     TupleType,
     Type,
     i64,
     materialize,
     none,
 )
+from .. import ops
 from ..frontend import rules
 from ..frontend.nesting import with_recursion_room
 from ..frontend.typed import Builtin, RaiseSite, TypedFunction
-from .emitter import I64, ArrayValue
+from .emitter import ArrayValue
 
 _ARITH = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
 _BITS = {ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^", ast.LShift: "<<", ast.RShift: ">>"}
@@ -378,7 +378,7 @@ class FunctionLowering:
     def e_Attribute(self, node: ast.Attribute):
         call = self.tf.calls.get(node)
         if isinstance(call, Builtin):
-            return self.em.thread_index(self.b, self.hidden, *call.key[5:].split("."))
+            return self.call_builtin(node, call)
         arr = self.array(node.value)  # .shape
         t = self.type(node)
         v = ir.Constant(self.em.lltype(t), ir.Undefined)
@@ -557,84 +557,7 @@ class FunctionLowering:
             self.em.after_call(self.b, self.hidden, self.fn.function_type.return_type)
         return result
 
-    def call_builtin(self, node: ast.Call, call: Builtin):
-        b, em = self.b, self.em
-        key = call.key
+    def call_builtin(self, node: ast.AST, call: Builtin):
+        """An operation: its declaration's lowering for this target (:mod:`..ops`)."""
         rt = materialize(self.type(node))
-        if key in ("cast", "builtin.int", "builtin.float", "builtin.bool"):
-            a = node.args[0]
-            return em.cast(b, self.expr(a), materialize(self.type(a)), rt)
-        if key == "builtin.len":
-            return self.array(node.args[0]).shape[0]
-        if key == "builtin.abs":
-            a = node.args[0]
-            return em.abs(b, em.cast(b, self.expr(a), materialize(self.type(a)), rt), rt)
-        if key in ("builtin.min", "builtin.max"):
-            vals = [em.cast(b, self.expr(a), materialize(self.type(a)), rt) for a in node.args]
-            out = vals[0]
-            for v in vals[1:]:
-                out = em.minmax(b, key[8:], out, v, rt)
-            return out
-        if key.startswith("math."):
-            return self.call_math(node, key[5:], rt)
-        if key.startswith("atomic."):
-            return self.call_atomic(node, key[7:])
-        if key in ("intr.grid", "intr.grid_size"):
-            return self.grid(call.data, key == "intr.grid")
-        if key == "intr.local_array":
-            return em.local_array(b, self.alloca_builder, *call.data)
-        if key == "intr.shared_array":
-            return em.shared_array(b, *call.data)
-        if key[5:] in rules.BIT_INTRINSICS:
-            a = node.args[0]
-            return em.bits(b, key[5:], self.expr(a), rt)
-        args = [self.expr(a) for a in node.args]
-        types = [materialize(self.type(a)) for a in node.args]
-        return em.call_intrinsic(b, key, call.data, args, types, rt, self.hidden)
-
-    def grid(self, n: int, absolute: bool):
-        parts = []
-        for axis in "xyz"[:n]:
-            bd = self.em.thread_index(self.b, self.hidden, "block_dim", axis)
-            if absolute:
-                bi = self.em.thread_index(self.b, self.hidden, "block_idx", axis)
-                ti = self.em.thread_index(self.b, self.hidden, "thread_idx", axis)
-                parts.append(self.b.add(self.b.mul(bi, bd), ti))
-            else:
-                gd = self.em.thread_index(self.b, self.hidden, "grid_dim", axis)
-                parts.append(self.b.mul(gd, bd))
-        if n == 1:
-            return parts[0]
-        v = ir.Constant(ir.LiteralStructType([I64] * n), ir.Undefined)
-        for k, p in enumerate(parts):
-            v = self.b.insert_value(v, p, k)
-        return v
-
-    def call_math(self, node: ast.Call, name: str, rt: Scalar):
-        b, em = self.b, self.em
-        types = [materialize(self.type(a)) for a in node.args]
-        vals = [self.expr(a) for a in node.args]
-        if name in rules.PREDICATE_MATH:
-            t = types[0]
-            if not t.is_float:
-                return ir.Constant(ir.IntType(1), int(name == "isfinite"))
-            return em.float_predicate(b, name, vals[0])
-        if name in rules.ROUNDING_MATH:
-            t = types[0]
-            if not t.is_float:
-                return em.cast(b, vals[0], t, rt)
-            return em.cast(b, em.math(b, name, [vals[0]], t), t, rt)
-        ct = rt
-        vals = [em.cast(b, v, t, ct) for v, t in zip(vals, types)]
-        return em.math(b, name, vals, ct)
-
-    def call_atomic(self, node: ast.Call, op: str):
-        arr = self.array(node.args[0])
-        idx = node.args[1]
-        elts = idx.elts if isinstance(idx, ast.Tuple) else [idx]
-        ptr = self.index_ptr(node, arr, elts)
-        dt = arr.type.dtype
-        vals = [
-            self.em.cast(self.b, self.expr(a), materialize(self.type(a)), dt) for a in node.args[2:]
-        ]
-        return self.em.atomic(self.b, op, ptr, vals, dt)
+        return ops.get(call.key).lowering(self.em.target)(self, node, call, rt)

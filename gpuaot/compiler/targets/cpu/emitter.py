@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from ....errors import BuildError
 from ...lower.emitter import F32, F64, I64, PTR, VOID, Emitter
+from ...ops.mathfns import CPU_MATH
 
 HIDDEN = tuple(
     "exc tid.x tid.y tid.z bid.x bid.y bid.z bdim.x bdim.y bdim.z gdim.x gdim.y gdim.z".split()
@@ -32,10 +32,6 @@ _INDEX_BASE = {
 }
 REPORT = "gpuaot_rt_report_exception"
 
-# LLVM intrinsics the vectoriser understands; the rest are libm calls.
-_LLVM_MATH = set("sqrt fabs floor ceil trunc copysign exp log log2 log10 sin cos pow".split())
-_LIBM = set("tan asin acos atan atan2 sinh cosh tanh hypot erf erfc fmod".split())
-
 
 class CPUEmitter(Emitter):
     target = "cpu"
@@ -47,11 +43,14 @@ class CPUEmitter(Emitter):
         return hidden[_INDEX_BASE[which] + "xyz".index(axis)]
 
     def math(self, b: ir.IRBuilder, name: str, args: list, t):
-        if name in _LLVM_MATH:
-            return self.intrinsic(b, f"llvm.{name}", args)
+        """An LLVM intrinsic the vectoriser understands, or libm: as ``name``'s declaration
+        says (:mod:`...ops.mathfns`)."""
+        kind, sym = CPU_MATH[name]
+        if kind == "llvm":
+            return self.intrinsic(b, f"llvm.{sym}", args)
         suffix = "f" if args[0].type == F32 else ""
         ty = F32 if suffix else F64
-        fn = self.declare(f"{name}{suffix}", ty, [ty] * len(args))
+        fn = self.declare(f"{sym}{suffix}", ty, [ty] * len(args))
         return b.call(fn, args)
 
     def raise_exception(self, b: ir.IRBuilder, hidden, site: int, ret_type: ir.Type) -> None:
@@ -64,9 +63,6 @@ class CPUEmitter(Emitter):
         status = b.load_atomic(hidden[0], "monotonic", 8, typ=I64)
         with b.if_then(b.icmp_unsigned("!=", status, ir.Constant(I64, 0)), likely=False):
             _return_undef(b, ret_type)
-
-    def call_intrinsic(self, b, key, data, args, types, rt, hidden):  # pragma: no cover
-        raise BuildError(f"'{key}' has no CPU meaning")
 
 
 def _return_undef(b: ir.IRBuilder, ret_type: ir.Type) -> None:

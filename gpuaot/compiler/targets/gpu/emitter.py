@@ -12,40 +12,14 @@ from __future__ import annotations
 from llvmlite import ir
 
 from ....errors import BuildError
-from ....lang.types import Scalar, array_of, i32
+from ....lang.types import Scalar, array_of
 from ...lower.emitter import F32, F64, I32, I64, PTR, VOID, ArrayValue, Emitter
+from ...ops.mathfns import LIBDEVICE
 
 EXC_RECORD = "gpuaot_exception_record"
 REPORT = "gpu_report_exception"
 SIGNAL = "gpu_signal_exception"
 _SREG = {"thread_idx": "tid", "block_idx": "ctaid", "block_dim": "ntid", "grid_dim": "nctaid"}
-_LIBDEVICE = {
-    "sqrt",
-    "exp",
-    "log",
-    "log2",
-    "log10",
-    "sin",
-    "cos",
-    "tan",
-    "asin",
-    "acos",
-    "atan",
-    "atan2",
-    "sinh",
-    "cosh",
-    "tanh",
-    "pow",
-    "fabs",
-    "floor",
-    "ceil",
-    "trunc",
-    "fmod",
-    "hypot",
-    "erf",
-    "erfc",
-    "copysign",
-}
 GLOBAL_AS = 1
 SHARED_AS = 3
 
@@ -68,11 +42,13 @@ class GPUEmitter(Emitter):
         return b.zext(self.sreg(b, f"{_SREG[which]}.{axis}"), I64)
 
     def math(self, b: ir.IRBuilder, name: str, args: list, t):
-        if name not in _LIBDEVICE:  # pragma: no cover - the method table lists them all
+        """``name``'s libdevice function (its declaration names it, :mod:`...ops.mathfns`)."""
+        base = LIBDEVICE.get(name)
+        if base is None:  # pragma: no cover - the method table lists them all
             raise BuildError(f"math.{name} has no libdevice implementation")
         suffix = "f" if args[0].type == F32 else ""
         ty = F32 if suffix else F64
-        return b.call(self.declare(f"__nv_{name}{suffix}", ty, [ty] * len(args)), args)
+        return b.call(self.declare(f"__nv_{base}{suffix}", ty, [ty] * len(args)), args)
 
     def raise_exception(self, b: ir.IRBuilder, hidden, site: int, ret_type: ir.Type) -> None:
         b.call(self.declare(REPORT, VOID, [I64]), [ir.Constant(I64, site)])
@@ -97,18 +73,23 @@ class GPUEmitter(Emitter):
             array_of(dtype, len(shape), "C"), ptr, [ir.Constant(I64, d) for d in shape]
         )
 
-    def call_intrinsic(self, b, key, data, args, types, rt, hidden):
-        if key == "intr.syncthreads":
-            fn = self.declare("llvm.nvvm.barrier.cta.sync.aligned.all", VOID, [I32])
-            b.call(fn, [ir.Constant(I32, 0)])
-            return None
-        if key == "intr.lane_id":
-            return b.zext(self.sreg(b, "laneid"), I64)
-        if key in ("intr.shfl_down", "intr.shfl_xor"):
-            value = self.cast(b, args[0], types[0], rt)
-            delta = self.cast(b, args[1], types[1], i32)  # any int width: the lane is an i32
-            return self.shuffle(b, "down" if key.endswith("down") else "bfly", value, delta, rt)
-        raise BuildError(f"'{key}' has no GPU lowering")  # pragma: no cover
+    def barrier(self, b: ir.IRBuilder) -> None:
+        """``bar.sync 0``: every thread of the block waits here."""
+        fn = self.declare("llvm.nvvm.barrier.cta.sync.aligned.all", VOID, [I32])
+        b.call(fn, [ir.Constant(I32, 0)])
+
+    def barrier_reduce(self, b: ir.IRBuilder, kind: str, pred):
+        """``bar.red.{popc,and,or}``: a barrier that also combines every thread's ``pred``;
+        the count, or the and/or widened to 0/1, as an i32."""
+        i1 = ir.IntType(1)
+        ret = I32 if kind == "popc" else i1
+        fn = self.declare(f"llvm.nvvm.barrier.cta.red.{kind}.aligned.all", ret, [I32, i1])
+        out = b.call(fn, [ir.Constant(I32, 0), pred])
+        return out if kind == "popc" else b.zext(out, I32)
+
+    def membar(self, b: ir.IRBuilder, scope: str) -> None:
+        """``membar.{cta,gl,sys}``: CUDA's __threadfence_block/__threadfence/_system."""
+        b.call(self.declare(f"llvm.nvvm.membar.{scope}", VOID, []), [])
 
     def shuffle(self, b: ir.IRBuilder, mode: str, value, delta, t: Scalar):
         """Whole-warp shuffle; 64-bit values travel as two 32-bit halves."""
