@@ -189,3 +189,47 @@ def test_adding_a_level_compiles_only_that_level(pkg):
     assert two["cpu_variants"] == [low, high]
     assert (two["compiled"], two["cached"]) == (N_UNITS, N_UNITS)  # only the new level
     assert build("--cpu", f"{low},{high}")["compiled"] == 0
+
+
+def test_another_libdevice_misses_the_ptx_cache(kit, tmp_path, monkeypatch):
+    """libdevice's sha256 keys the PTX: another libdevice recompiles every kernel's PTX (the
+    same bytes at another path do not); ptxas's cubins from unchanged PTX stay cached."""
+    from gpuaot.compiler.targets import nvtools
+
+    root = kit.write_package(
+        tmp_path / "twokernels",
+        {
+            "k.py": "import gpuaot as ga\nfrom gpuaot import Array, f32\n\n\n"
+            "@ga.kernel\ndef twice(x: Array[f32]):\n    i = ga.grid(1)\n"
+            "    if i < x.shape[0]:\n        x[i] = x[i] * 2.0\n\n\n"
+            "@ga.kernel\ndef inc(x: Array[f32]):\n    i = ga.grid(1)\n"
+            "    if i < x.shape[0]:\n        x[i] = x[i] + 1.0\n"
+        },
+    )
+    cache = tmp_path / "cache"
+
+    def build() -> dict:
+        forget_records(cache)
+        args = [str(root), "--no-cpu", "--arch", "sm_80", "--cache-dir", str(cache), "--json"]
+        result = CliRunner().invoke(main, ["build", *args])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    def ptx_entries() -> int:
+        return sum(1 for p in (cache / "device" / "ptx-sm_80").rglob("*") if p.is_file())
+
+    real = nvtools.find_libdevice()
+    assert build()["compiled"] == 2 and ptx_entries() == 2
+    same = tmp_path / "same" / real.name
+    same.parent.mkdir()
+    same.write_bytes(real.read_bytes())
+    monkeypatch.setattr(nvtools, "find_libdevice", lambda: same)
+    assert (build()["compiled"], ptx_entries()) == (0, 2)
+    other = tmp_path / "other" / real.name
+    other.parent.mkdir()
+    other.write_bytes(real.read_bytes() + b"\0" * 4)  # another release, as far as keys go
+    monkeypatch.setattr(nvtools, "find_libdevice", lambda: other)
+    again = build()
+    assert (again["compiled"], again["cached"], ptx_entries()) == (2, 0, 4)
+    cubins = sum(1 for p in (cache / "device" / "sm_80").rglob("*") if p.is_file())
+    assert cubins == 2  # the same PTX, so the same cubins

@@ -29,6 +29,7 @@ from gpu_support import DeviceArray, requires_gpu
 
 from gpuaot import BundleError
 from gpuaot.bundle import manifest as mf
+from gpuaot.bundle import schema
 from gpuaot.bundle.elfcheck import EM_NAMES, host_machine
 from gpuaot.cli import main
 from gpuaot.errors import BuildError
@@ -393,10 +394,10 @@ def test_schema_accepts_what_the_builds_write(cpu_bundle, gpu_bundle):
         mf.loads(data[offset:end].rstrip(b"\0"), fatbin)
     assert mf.SCALAR_TYPES == set(SCALARS)
     for t in (f64, none, tuple_of([f64]), tuple_of([i64, tuple_of([f32, boolean]), f64])):
-        mf._returns(t.name, "returns")  # the names host functions' results have
+        schema._returns(t.name, "returns")  # the names host functions' results have
     for bad in ("Array[f32, 1]", "(f64", "f64)", "(None, f64)", "", "(" * 40 + "f64" + ")" * 40):
         with pytest.raises(mf.ManifestError, match="'returns' must name a scalar type"):
-            mf._returns(bad, "returns")
+            schema._returns(bad, "returns")
 
 
 @pytest.mark.parametrize(

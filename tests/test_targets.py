@@ -16,7 +16,7 @@ import llvmlite.binding as llvm
 import pytest
 from test_architecture import import_graph
 
-from gpuaot.bundle.manifest import image_matches, read_bundle
+from gpuaot.bundle.manifest import Image, image_matches, read_bundle
 from gpuaot.compiler import targets
 from gpuaot.compiler.driver import BuildOptions, build_package, emit_function
 from gpuaot.compiler.jobs import Job, cached_stage
@@ -70,15 +70,7 @@ class ToyTarget(Target):
         blob, images = b"", []
         for bc in done.outputs:
             sha = hashlib.sha256(bc).hexdigest()
-            images.append(
-                {
-                    "kind": "llvm-bc",
-                    "offset": len(blob),
-                    "size": len(bc),
-                    "sha256": sha,
-                    "entries": [],
-                }
-            )
+            images.append(Image("llvm-bc", len(blob), len(bc), sha, entries=()))
             blob += bc
         return TargetOutput(
             image=blob,
@@ -111,7 +103,7 @@ def test_the_driver_builds_with_a_registered_target(kit, tmp_path, toy):
     bundle = read_bundle(first.bundle)
     for g in gpu:
         blob = bundle.image(g["image"])
-        assert image_matches(first.manifest["images"][g["image"]], blob)
+        assert image_matches(bundle.contents.images[g["image"]], blob)
         mod = llvm.parse_bitcode(blob)  # LLVM reads back what the toy made
         assert g["symbol"] in {f.name for f in mod.functions if not f.is_declaration}
     entries = list((tmp_path / "cache" / "device" / "toy-bc").rglob("*"))

@@ -23,6 +23,8 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass
 
+from . import abi
+
 
 @dataclass(frozen=True)
 class Level:
@@ -119,7 +121,7 @@ def parse_levels(spec, arch: str) -> list[Level | str]:
 # ---------------------------------------------------------------------- x86-64 detection
 
 # What the bundle's probe (``gpuaot_rt_cpuid``) writes: twelve 32-bit words.
-PROBE_SYMBOL = "gpuaot_rt_cpuid"
+PROBE_SYMBOL = abi.CPU_PROBE_SYMBOL
 PROBE_WORDS = (
     "max_leaf",  # CPUID.0:EAX
     "1.ecx",
@@ -306,7 +308,7 @@ class Variant:
         }
 
     def symbol(self, base: str) -> str:
-        return f"{base}.{self.tag}"
+        return abi.variant_symbol(base, self.tag)
 
 
 def named_variant(lv: Level) -> Variant:

@@ -36,17 +36,20 @@ import functools
 import llvmlite.binding as llvm
 from llvmlite import ir
 
-MANIFEST_SECTION = ".gpuaot.manifest"
-FATBIN_SECTION = ".nv_fatbin"  # FATBIN_DATA_SECTION_NAME in fatbinary_section.h
-WRAPPER_SECTION = ".nvFatBinSegment"  # FATBIN_CONTROL_SECTION_NAME
+from .abi import (
+    FATBIN_SECTION,
+    FATBIN_SIZE_SYMBOL,
+    FATBIN_SYMBOL,
+    MANIFEST_SECTION,
+    MANIFEST_SIZE_SYMBOL,
+    MANIFEST_SYMBOL,
+)
+from .abi import FATBIN_WRAPPER_SECTION as WRAPPER_SECTION
+from .abi import FATBIN_WRAPPER_SYMBOL as WRAPPER_SYMBOL
+
 FATBINC_MAGIC = 0x466243B1
 FATBINC_VERSION = 1
 
-MANIFEST_SYMBOL = "gpuaot_manifest"
-MANIFEST_SIZE_SYMBOL = "gpuaot_manifest_size"
-FATBIN_SYMBOL = "gpuaot_fatbin"
-FATBIN_SIZE_SYMBOL = "gpuaot_fatbin_size"
-WRAPPER_SYMBOL = "__gpuaot_fatbin_wrapper"
 
 _I8 = ir.IntType(8)
 _I32 = ir.IntType(32)

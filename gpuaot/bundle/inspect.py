@@ -39,12 +39,13 @@ class BadBundle(GpuaotError, BundleError):
 
 
 def read_bundle_manifest(path: str) -> dict:
-    """The bundle's manifest, read from its ELF sections without loading it and checked as
-    the run time checks it; each image gets ``verified``: whether its sha256 matches."""
+    """The bundle's manifest as the JSON that ``inspect --json`` prints (and ``check-wheel``
+    reads), read from its ELF sections without loading it and checked as the run time checks
+    it; each image gets ``verified``: whether its sha256 matches."""
     try:
         bundle = mf.read_bundle(path)
-        for n, image in enumerate(bundle.manifest["images"]):
-            image["verified"] = mf.image_matches(image, bundle.image(n))
+        for n, image in enumerate(bundle.contents.images):
+            bundle.manifest["images"][n]["verified"] = mf.image_matches(image, bundle.image(n))
     except FileNotFoundError:
         raise BadBundle(f"{path}: no such file") from None
     except IsADirectoryError:

@@ -14,13 +14,16 @@
      "architectures": ["sm_75", "sm_80", "sm_90"], "ptx_arch": "sm_75",
      "images": [{"kind": "fatbin", "offset": 0, "size": …, "sha256": "…", "entries": […]}]}
 
-Serialised with sorted keys and no timestamps so that two builds give identical bytes. The
-run time and ``gpuaot inspect`` read it with :func:`read_bundle`: from the file's bytes, after
-:mod:`.elfcheck` has checked the ELF structure, and checked against the schema of what
-``compiler.driver.make_manifest`` writes (:func:`validate`) before anything uses it::
+The manifest is :class:`Manifest` and the dataclasses below: ``compiler.manifest_writer``
+builds them and :func:`dumps` serialises them (sorted keys, no timestamps, so two builds give
+identical bytes); :func:`read_bundle` is the one reader: it takes the file's bytes after
+:mod:`.elfcheck` has checked the ELF structure, checks them against the schema
+(:mod:`.schema`, ``validate``) and returns the dataclasses (``BundleFile.contents``) with the
+checked JSON (``BundleFile.manifest``, what ``gpuaot inspect`` prints)::
 
-    >>> validate({**m, "kernels": [{**k, "specializations": [{"cpu": []}]}]}, 0)  # doctest: +SKIP
-    ManifestError: manifest field 'kernels[0].specializations[0].params' is missing
+    >>> bf = read_bundle("example/_gpuaot/example.linux_x86_64.gpuaot.so")  # doctest: +SKIP
+    >>> bf.contents.kernels[0].specializations[0].params[0].abi             # doctest: +SKIP
+    ('f32',)
 
 json, struct and hashlib only: no compiler imports.
 """
@@ -32,19 +35,46 @@ import json
 import os
 import platform
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from .abi import FATBIN_SECTION, MANIFEST_SECTION
+from .cpus import Variant
 from .elfcheck import DamagedBundle, Elf, Section, check_elf, machine_name, platform_machine
+from .records import Record, optional
+from .schema import FORMAT, SCALAR_TYPES, SCHEMA, VERSION, ManifestError, validate
 
-FORMAT = "gpuaot-bundle"
-VERSION = 2  # 2: CPU variants (cpu_variants; per-level symbols)
-MANIFEST_SECTION = ".gpuaot.manifest"
-FATBIN_SECTION = ".nv_fatbin"
-# The scalar types a parameter or result can have: what the run time's ctypes table knows
-# (lang.types.SCALARS; a test keeps the two equal without importing numpy here).
-SCALAR_TYPES = frozenset(
-    ["bool", "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "f32", "f64"]
-)
+__all__ = [
+    "FATBIN_SECTION",
+    "FORMAT",
+    "MANIFEST_SECTION",
+    "SCALAR_TYPES",
+    "SCHEMA",
+    "VERSION",
+    "BundleFile",
+    "CpuCode",
+    "GpuCode",
+    "HostFunction",
+    "Image",
+    "ImageEntry",
+    "Kernel",
+    "Manifest",
+    "ManifestError",
+    "Module",
+    "Options",
+    "Param",
+    "Site",
+    "Specialization",
+    "Variant",
+    "bundle_filename",
+    "dumps",
+    "image_matches",
+    "loads",
+    "platform_tag",
+    "read_bundle",
+    "read_manifest",
+    "source_sha256",
+    "validate",
+]
 
 
 def platform_tag() -> str:
@@ -73,12 +103,20 @@ def source_sha256(data: bytes) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def dumps(manifest: dict) -> bytes:
-    return json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode("utf-8")
+def dumps(manifest: Manifest | dict) -> bytes:
+    """The manifest's bytes: its JSON with sorted keys and no spaces."""
+    m = manifest.to_json() if isinstance(manifest, Manifest) else manifest
+    return json.dumps(m, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def read_manifest(data: bytes, fatbin_size: int | None) -> Manifest:
+    """The manifest in ``data`` as dataclasses, after :func:`loads` has checked it."""
+    return Manifest.from_json(loads(data, fatbin_size))
 
 
 def loads(data: bytes, fatbin_size: int | None) -> dict:
-    """The manifest in ``data``, checked by :func:`validate`; raises :class:`ManifestError`."""
+    """The manifest in ``data`` as JSON, checked by :func:`validate`; raises
+    :class:`ManifestError`."""
     try:
         m = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as e:
@@ -97,15 +135,19 @@ class BundleFile:
 
     path: str
     elf: Elf
-    manifest: dict
+    manifest: dict  # the checked JSON, as the section holds it
     fatbin: Section | None  # the .nv_fatbin section, where there is GPU code
+    contents: Manifest = field(init=False, compare=False)  # the same, as dataclasses
+
+    def __post_init__(self):
+        object.__setattr__(self, "contents", Manifest.from_json(self.manifest))
 
     def image(self, index: int) -> bytes:
         """Image ``index`` as the file holds it: not yet checked (see :func:`image_matches`)."""
-        image = self.manifest["images"][index]
+        image = self.contents.images[index]
         assert self.fatbin is not None  # validate() refuses images without the section
         with open(self.path, "rb") as f:
-            return self.elf.read(f, self.fatbin, image["offset"], image["size"])
+            return self.elf.read(f, self.fatbin, image.offset, image.size)
 
 
 def read_bundle(path, *, machine: int | None = None) -> BundleFile:
@@ -131,287 +173,127 @@ def read_bundle(path, *, machine: int | None = None) -> BundleFile:
     return BundleFile(str(path), elf, manifest, fatbin)
 
 
-def image_matches(image: dict, blob: bytes) -> bool:
-    return hashlib.sha256(blob).hexdigest() == image["sha256"]
+def image_matches(image: Image, blob: bytes) -> bool:
+    return hashlib.sha256(blob).hexdigest() == image.sha256
 
 
-# ---------------------------------------------------------------------- the schema
+# ---------------------------------------------------------------------- the dataclasses
 
 
-class ManifestError(DamagedBundle):
-    """The manifest breaks the schema; ``field`` is the path of the bad field."""
+@dataclass(frozen=True)
+class Site(Record):
+    """Where a device exception can be raised: its id is its index in ``sites``."""
 
-    def __init__(self, field: str | None, problem: str):
-        self.field = field
-        super().__init__(
-            f"manifest field '{field}' {problem}" if field else f"the manifest {problem}"
-        )
-
-
-class _Nullable:
-    """``schema``, or JSON null."""
-
-    def __init__(self, schema):
-        self.schema = schema
+    type: str  # the Python exception's name: IndexError
+    message: str
+    file: str  # from the directory that holds the package
+    line: int
 
 
-class _MapOf:
-    """An object of any keys, each value of ``schema`` (module names, CPU levels)."""
+@dataclass(frozen=True)
+class Param(Record):
+    """A parameter; ``abi`` is how it travels (``abi.array_abi`` / ``abi.scalar_abi``)."""
 
-    def __init__(self, schema):
-        self.schema = schema
+    name: str
+    type: str  # f32, Array[f32, 2], Array[f32, 2, "A"]
+    abi: tuple[str, ...]
+    dtype: str | None = optional()  # arrays only
+    ndim: int | None = optional()
+    layout: str | None = optional()  # "C" or "A"
 
-
-def _count(v, path: str) -> None:
-    if type(v) is not int or v < 0:
-        raise ManifestError(path, "must be a non-negative integer")
-
-
-def _sha256(v, path: str) -> None:
-    if not (isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)):
-        raise ManifestError(path, "must be a sha256 (64 lowercase hex digits)")
-
-
-def _scalar(v, path: str) -> None:
-    if not isinstance(v, str) or v not in SCALAR_TYPES:
-        raise ManifestError(path, f"must be a scalar type ({', '.join(sorted(SCALAR_TYPES))})")
+    @property
+    def is_array(self) -> bool:
+        return self.ndim is not None
 
 
-def _relpath(v, path: str) -> None:
-    """A module's file, relative to the directory that holds the package."""
-    if not (isinstance(v, str) and v and "\0" not in v and not v.startswith("/")):
-        raise ManifestError(path, "must be a relative file name")
+@dataclass(frozen=True)
+class CpuCode(Record):
+    """A specialisation's CPU entry: its symbol in each CPU variant, by level."""
+
+    symbols: dict[str, str]
+    sites: tuple[Site, ...]
 
 
-def _symbol(v, path: str) -> None:
-    """A symbol the run time looks up (``dlsym``, ``cuModuleGetFunction``): plain ASCII."""
-    if not (isinstance(v, str) and v and v.isascii() and v.isprintable() and " " not in v):
-        raise ManifestError(path, "must be a symbol name (printable ASCII, no spaces)")
+@dataclass(frozen=True)
+class GpuCode(Record):
+    symbol: str  # the .entry in the image
+    image: int  # index in Manifest.images
+    sites: tuple[Site, ...]
 
 
-def _ndim(v, path: str) -> None:
-    if type(v) is not int or not 1 <= v <= 4:
-        raise ManifestError(path, "must be an array rank from 1 to 4")
+@dataclass(frozen=True)
+class Specialization(Record):
+    params: tuple[Param, ...]
+    cpu: CpuCode | None  # None: --no-cpu, or GPU-only (then gpu_only says why)
+    gpu: GpuCode | None
+    gpu_only: str | None  # why the kernel has no CPU code, as a diagnostic
 
 
-def _layout(v, path: str) -> None:
-    if v not in ("C", "A"):
-        raise ManifestError(path, 'must be "C" or "A"')
+@dataclass(frozen=True)
+class Kernel(Record):
+    name: str
+    module: str
+    qualname: str
+    specializations: tuple[Specialization, ...]
 
 
-def _value_type(text: str, nesting: int = 0) -> bool:
-    """A scalar or a tuple of them (tuples nest): what a host function can return."""
-    text = text.strip()
-    if text in SCALAR_TYPES:
-        return True
-    if nesting > 16 or not (text.startswith("(") and text.endswith(")")):
-        return False
-    items, depth, cur = [], 0, ""
-    for ch in text[1:-1]:
-        depth += (ch == "(") - (ch == ")")
-        if depth < 0:
-            return False
-        if ch == "," and depth == 0:
-            items.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    items.append(cur)
-    if len(items) > 1 and not items[-1].strip():
-        items.pop()  # "(f64,)"
-    return depth == 0 and all(_value_type(i, nesting + 1) for i in items)
+@dataclass(frozen=True)
+class HostFunction(Record):
+    name: str
+    module: str
+    qualname: str
+    params: tuple[Param, ...]
+    returns: str  # a scalar type, a tuple of them, or None
+    symbols: dict[str, str]
+    sites: tuple[Site, ...]
 
 
-def _returns(v, path: str) -> None:
-    if not (isinstance(v, str) and (v == "None" or _value_type(v))):
-        raise ManifestError(path, "must name a scalar type, a tuple of them, or None")
+@dataclass(frozen=True)
+class Module(Record):
+    file: str  # from the directory that holds the package
+    sha256: str  # source_sha256 of its text
 
 
-_SITE = {"type": str, "message": str, "file": str, "line": _count}
-_ARRAY = {"dtype": _scalar, "ndim": _ndim, "layout": _layout}
+@dataclass(frozen=True)
+class Options(Record):
+    debug: bool
+    cpu: bool
+    gpu: bool
+    fma: bool | None = optional()  # written since fma=; not part of the schema
 
 
-def _param(p, path: str) -> None:
-    """As ``_params_json`` writes it: name, type, abi; arrays add dtype, ndim and layout,
-    and type and abi must agree with them (the run time marshals by them)."""
-    _check(p, {"name": str, "type": str, "abi": [str]}, path)
-    if any(key in p for key in _ARRAY):
-        _check(p, _ARRAY, path)
-        strided = p["layout"] == "A"
-        name = f"Array[{p['dtype']}, {p['ndim']}" + (', "A"]' if strided else "]")
-        abi = ["ptr"] + ["i64"] * p["ndim"] * (2 if strided else 1)
-        if p["type"] != name:
-            raise ManifestError(f"{path}.type", f"must be {name!r}, as dtype/ndim/layout say")
-    else:
-        _scalar(p["type"], f"{path}.type")
-        abi = [p["type"]]
-    if p["abi"] != abi:
-        raise ManifestError(f"{path}.abi", f"must be {abi} for a {p['type']} parameter")
+@dataclass(frozen=True)
+class ImageEntry(Record):
+    kind: str  # ptx, cubin
+    arch: str
+    size: int
 
 
-_SYMBOLS = _MapOf(_symbol)  # CPU level -> symbol of that variant
-_SPECIALIZATION = {
-    "params": [_param],
-    "cpu": _Nullable({"symbols": _SYMBOLS, "sites": [_SITE]}),
-    "gpu": _Nullable({"symbol": _symbol, "image": _count, "sites": [_SITE]}),
-    "gpu_only": _Nullable(str),
-}
-SCHEMA = {
-    "format": str,
-    "version": int,
-    "compiler": str,
-    "package": str,
-    "platform": str,
-    "modules": _MapOf({"file": _relpath, "sha256": _sha256}),
-    "options": {"debug": bool, "cpu": bool, "gpu": bool},
-    "cpu_variants": [
-        {
-            "level": str,
-            "tag": str,
-            "cpu": str,
-            "features": str,
-            "requires": [str],
-            "portable": bool,
-        }
-    ],
-    "kernels": [
-        {"name": str, "module": str, "qualname": str, "specializations": [_SPECIALIZATION]}
-    ],
-    "host_functions": [
-        {
-            "name": str,
-            "module": str,
-            "qualname": str,
-            "params": [_param],
-            "returns": _returns,
-            "symbols": _SYMBOLS,
-            "sites": [_SITE],
-        }
-    ],
-    "architectures": [str],
-    "ptx_arch": _Nullable(str),
-    "images": [
-        {
-            "kind": str,
-            "offset": _count,
-            "size": _count,
-            "sha256": _sha256,
-            "entries": [{"kind": str, "arch": str, "size": _count}],
-        }
-    ],
-}
-_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false"}
+@dataclass(frozen=True)
+class Image(Record):
+    """A device image: bytes ``[offset, offset + size)`` of the fatbin section."""
+
+    kind: str  # fatbin
+    offset: int
+    size: int
+    sha256: str
+    entries: tuple[ImageEntry, ...]
+    kernel: str | None = optional()  # the kernel and specialisation it was built for
+    specialization: int | None = optional()
 
 
-def _short(v) -> str:
-    text = repr(v)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _check(value, schema, path: str) -> None:
-    """``value`` against ``schema``: a Python type, ``{key: schema}`` (those keys required;
-    others allowed), ``[schema]`` (a list of), :class:`_Nullable`, :class:`_MapOf`, or a
-    function ``(value, path)`` that raises."""
-    if isinstance(schema, dict):
-        if not isinstance(value, dict):
-            raise ManifestError(path, "must be an object")
-        for key, sub in schema.items():
-            where = f"{path}.{key}" if path else key
-            if key not in value:
-                raise ManifestError(where, "is missing")
-            _check(value[key], sub, where)
-    elif isinstance(schema, list):
-        if not isinstance(value, list):
-            raise ManifestError(path, "must be an array")
-        for n, item in enumerate(value):
-            _check(item, schema[0], f"{path}[{n}]")
-    elif isinstance(schema, _Nullable):
-        if value is not None:
-            _check(value, schema.schema, path)
-    elif isinstance(schema, _MapOf):
-        if not isinstance(value, dict):
-            raise ManifestError(path, "must be an object")
-        for key, item in value.items():
-            _check(item, schema.schema, f"{path}[{json.dumps(key)}]")
-    elif isinstance(schema, type):
-        # bool is an int in Python, not in the manifest
-        if not isinstance(value, schema) or (schema is int and isinstance(value, bool)):
-            raise ManifestError(path, f"must be {_TYPE_NAMES[schema]}")
-    else:
-        schema(value, path)
-
-
-def validate(m, fatbin_size: int | None) -> dict:
-    """Check ``m`` against :data:`SCHEMA` and its references: every ``symbols`` mapping names
-    the levels of ``cpu_variants``, every GPU entry an image, every image lies inside the
-    fatbin section of ``fatbin_size`` bytes (None: the bundle has none). Returns ``m``;
-    raises :class:`ManifestError` naming the first bad field.
-    """
-    if not isinstance(m, dict):
-        raise ManifestError(None, "is not a JSON object")
-    if m.get("format") != FORMAT:
-        raise ManifestError("format", f"must be {FORMAT!r}: this is not a gpuaot manifest")
-    if m.get("version") != VERSION:
-        raise ManifestError(
-            "version", f"is {_short(m.get('version'))}; this gpuaot reads {VERSION}"
-        )
-    _check(m, SCHEMA, "")
-    _check_levels(m)
-    _check_references(m, fatbin_size)
-    if m["ptx_arch"] is not None and m["ptx_arch"] not in m["architectures"]:
-        raise ManifestError(
-            "ptx_arch", f"is {_short(m['ptx_arch'])}, which is not in architectures"
-        )
-    return m
-
-
-def _check_levels(m: dict) -> None:
-    levels = [v["level"] for v in m["cpu_variants"]]
-    for n, level in enumerate(levels):
-        if level in levels[:n]:
-            raise ManifestError(f"cpu_variants[{n}].level", f"repeats {_short(level)}")
-    if not levels:
-        # No variants but CPU code: the run time's UnsupportedCPUError and check-wheel's
-        # no-cpu-variants finding say more about that than a schema error would.
-        return
-    maps = [
-        (f"host_functions[{n}].symbols", h["symbols"]) for n, h in enumerate(m["host_functions"])
-    ]
-    for n, k in enumerate(m["kernels"]):
-        for j, s in enumerate(k["specializations"]):
-            if s["cpu"] is not None:
-                maps.append((f"kernels[{n}].specializations[{j}].cpu.symbols", s["cpu"]["symbols"]))
-    for path, symbols in maps:
-        if sorted(symbols) != sorted(levels):
-            raise ManifestError(
-                path,
-                f"must map the levels of cpu_variants ({', '.join(levels)}), "
-                f"not {', '.join(symbols) or 'none'}",
-            )
-
-
-def _check_references(m: dict, fatbin_size: int | None) -> None:
-    """Each kernel has a specialization, each GPU entry's image exists, each image lies in
-    the fatbin section."""
-    images = m["images"]
-    for n, k in enumerate(m["kernels"]):
-        if not k["specializations"]:
-            raise ManifestError(f"kernels[{n}].specializations", "must not be empty")
-        for j, s in enumerate(k["specializations"]):
-            if s["gpu"] is not None and s["gpu"]["image"] >= len(images):
-                raise ManifestError(
-                    f"kernels[{n}].specializations[{j}].gpu.image",
-                    f"is {s['gpu']['image']}, but the manifest has {len(images)} images",
-                )
-    for n, image in enumerate(images):
-        start, end = image["offset"], image["offset"] + image["size"]
-        if fatbin_size is None:
-            raise ManifestError(
-                f"images[{n}]", f"has no bytes: the bundle has no {FATBIN_SECTION} section"
-            )
-        if end > fatbin_size:
-            raise ManifestError(
-                f"images[{n}]",
-                f"lies at bytes {start:,}..{end:,}, outside the {FATBIN_SECTION} section "
-                f"({fatbin_size:,} bytes)",
-            )
+@dataclass(frozen=True)
+class Manifest(Record):
+    format: str
+    version: int
+    compiler: str
+    package: str
+    platform: str
+    modules: dict[str, Module]
+    options: Options
+    cpu_variants: tuple[Variant, ...]
+    kernels: tuple[Kernel, ...]
+    host_functions: tuple[HostFunction, ...]
+    architectures: tuple[str, ...]
+    ptx_arch: str | None
+    images: tuple[Image, ...]

@@ -268,13 +268,6 @@ def check_symbols(units: list[Unit], diag: Diagnostics) -> None:
             )
 
 
-def lower_cpu(unit: Unit) -> None:
-    """Lower one unit for the host method table's target (tests/test_fma.py calls this)."""
-    from .targets import for_table
-
-    for_table("cpu")([]).lower(unit)
-
-
 # ---------------------------------------------------------------------- build
 
 
@@ -317,7 +310,7 @@ def _build(opts: BuildOptions, cache: Cache, progress) -> tuple[BuildResult, Pac
     result = BuildResult(bundle=opts.out_dir / mf.bundle_filename(pkg.name), manifest={})
     ctx = BuildContext(cache, opts.jobs, progress)
     host_units, device_units, objects, variants = [], [], [], []
-    images: list[dict] = []
+    images: list = []  # bundle.manifest.Image
     image = None
     for t, units in zip(targets, typed):
         out = t.build(units, ctx)
@@ -335,7 +328,7 @@ def _build(opts: BuildOptions, cache: Cache, progress) -> tuple[BuildResult, Pac
     manifest = make_manifest(pkg, opts, host_units, device_units, gpu_only, images, variants)
     objects.append(embed_object(mf.dumps(manifest), image))
     opts.out_dir.mkdir(parents=True, exist_ok=True)
-    result.manifest = manifest
+    result.manifest = manifest.to_json()
     _link_checked(objects, result)
     return result, pkg
 

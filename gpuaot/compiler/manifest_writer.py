@@ -1,6 +1,8 @@
-"""The one writer of a bundle's manifest (its reader and schema are ``bundle/manifest.py``).
+"""The one writer of a bundle's manifest: ``bundle/manifest.py``'s dataclasses, built from
+the build's units (their reader is ``read_bundle`` there, their schema ``bundle/schema.py``).
 
     manifest = make_manifest(pkg, opts, cpu_units, gpu_units, gpu_only, images, variants)
+    data = mf.dumps(manifest)        # the section's bytes; manifest.to_json(): its JSON
 
 File names are recorded relative to the package's parent (never absolute, never the build's
 working directory), so a bundle describes itself the same wherever it was built.
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..bundle import cpus
+from ..bundle import abi, cpus
 from ..bundle import manifest as mf
 from .cache import compiler_version
 
@@ -32,31 +34,57 @@ def _portable(pkg: Package, text: str) -> str:
     return text
 
 
-def _site_json(pkg: Package, sites: list[RaiseSite]) -> list[dict]:
+def _sites(pkg: Package, sites: list[RaiseSite]) -> tuple[mf.Site, ...]:
     by_display = {m.relpath: m for m in pkg.modules.values()}
     out = []
     for s in sites:
         m = by_display.get(s.file)
         file = _package_file(pkg, m) if m else s.file
-        out.append({"type": s.exc_type, "message": s.message, "file": file, "line": s.line})
-    return out
+        out.append(mf.Site(type=s.exc_type, message=s.message, file=file, line=s.line))
+    return tuple(out)
 
 
-def _params_json(func: FuncInfo, types) -> list[dict]:
+def _params(func: FuncInfo, types) -> tuple[mf.Param, ...]:
     from ..lang.types import ArrayType
-    from .lower.emitter import flat_types
 
     out = []
     for a, t in zip(func.params, types):
-        entry = {"name": a.arg, "type": t.name, "abi": flat_types(t)}
         if isinstance(t, ArrayType):
-            entry.update(dtype=t.dtype.name, ndim=t.ndim, layout=t.layout)
-        out.append(entry)
-    return out
+            out.append(
+                mf.Param(
+                    a.arg,
+                    t.name,
+                    tuple(abi.array_abi(t.ndim, t.layout)),
+                    dtype=t.dtype.name,
+                    ndim=t.ndim,
+                    layout=t.layout,
+                )
+            )
+        else:
+            out.append(mf.Param(a.arg, t.name, tuple(abi.scalar_abi(t.name))))
+    return tuple(out)
 
 
 def _variant_symbols(base: str, variants: list[cpus.Variant]) -> dict[str, str]:
     return {v.level: v.symbol(base) for v in variants}
+
+
+def _specialization(pkg: Package, func, key, cpu_by, gpu_by, gpu_only, variants):
+    """One kernel specialisation. Its parameters come from the first target that typed it:
+    the CPU, the GPU, or the CPU typing that found it GPU-only."""
+    c, g = cpu_by.get(key), gpu_by.get(key)
+    typed = [u.tf.arg_types for u in (c, g) if u is not None]
+    reason = None
+    if key in gpu_only:
+        err, types = gpu_only[key]
+        reason = _portable(pkg, f"{err.loc}: {err.message}" + "".join(f"; {n}" for n in err.notes))
+        typed.append(types)
+    return mf.Specialization(
+        params=_params(func, typed[0]),
+        cpu=mf.CpuCode(_variant_symbols(c.symbol, variants), _sites(pkg, c.sites)) if c else None,
+        gpu=mf.GpuCode(g.symbol, g.image, _sites(pkg, g.sites)) if g else None,
+        gpu_only=reason,
+    )
 
 
 def make_manifest(
@@ -65,84 +93,46 @@ def make_manifest(
     cpu_units: list[Unit],
     gpu_units: list[Unit],
     gpu_only: dict,
-    images: list[dict],
+    images: list[mf.Image],
     variants: list[cpus.Variant],
-) -> dict:
-    kernels: dict[str, dict] = {}
+) -> mf.Manifest:
+    kernels: dict[str, tuple] = {}  # qualname -> (its FuncInfo, its specialisations)
     hosts = []
     cpu_by = {(u.func.qualname, u.spec): u for u in cpu_units}
     gpu_by = {(u.func.qualname, u.spec): u for u in gpu_units}
-    keys = sorted(set(cpu_by) | set(gpu_by) | set(gpu_only))
-    for qualname, spec in keys:
-        u = cpu_by.get((qualname, spec)) or gpu_by.get((qualname, spec))
-        func = u.func if u else pkg.function(qualname)
+    for key in sorted(set(cpu_by) | set(gpu_by) | set(gpu_only)):
+        u = cpu_by.get(key) or gpu_by.get(key)
+        func = u.func if u else pkg.function(key[0])
         if func.kind == "host":
             hosts.append(
-                {
-                    "name": func.name,
-                    "module": func.module.name,
-                    "qualname": qualname,
-                    "params": _params_json(func, u.tf.arg_types),
-                    "returns": u.tf.return_type.name,
-                    "symbols": _variant_symbols(u.symbol, variants),
-                    "sites": _site_json(pkg, u.sites),
-                }
+                mf.HostFunction(
+                    name=func.name,
+                    module=func.module.name,
+                    qualname=key[0],
+                    params=_params(func, u.tf.arg_types),
+                    returns=u.tf.return_type.name,
+                    symbols=_variant_symbols(u.symbol, variants),
+                    sites=_sites(pkg, u.sites),
+                )
             )
             continue
-        entry = kernels.setdefault(
-            qualname,
-            {
-                "name": func.name,
-                "module": func.module.name,
-                "qualname": qualname,
-                "specializations": [],
-            },
-        )
-        types = u.tf.arg_types if u else None
-        spec_json = {
-            "params": _params_json(func, types) if types else None,
-            "cpu": None,
-            "gpu": None,
-            "gpu_only": None,
-        }
-        if (qualname, spec) in cpu_by:
-            c = cpu_by[(qualname, spec)]
-            spec_json["cpu"] = {
-                "symbols": _variant_symbols(c.symbol, variants),
-                "sites": _site_json(pkg, c.sites),
-            }
-        if (qualname, spec) in gpu_only:
-            err, types = gpu_only[(qualname, spec)]
-            spec_json["gpu_only"] = _portable(
-                pkg, f"{err.loc}: {err.message}" + "".join(f"; {n}" for n in err.notes)
-            )
-            if spec_json["params"] is None:
-                spec_json["params"] = _params_json(func, types)
-        if (qualname, spec) in gpu_by:
-            g = gpu_by[(qualname, spec)]
-            spec_json["gpu"] = {
-                "symbol": g.symbol,
-                "image": g.image,
-                "sites": _site_json(pkg, g.sites),
-            }
-            if spec_json["params"] is None:
-                spec_json["params"] = _params_json(func, g.tf.arg_types)
-        entry["specializations"].append(spec_json)
-    return {
-        "format": mf.FORMAT,
-        "version": mf.VERSION,
-        "compiler": compiler_version(),
-        "package": pkg.name,
-        "platform": mf.platform_tag(),
-        "modules": {
-            m.name: {"file": _package_file(pkg, m), "sha256": m.sha256}
-            for m in pkg.modules.values()
-        },
-        "options": {"debug": opts.debug, "cpu": opts.cpu, "gpu": opts.gpu, "fma": opts.fma},
-        "cpu_variants": [v.to_json() for v in variants] if cpu_units else [],
-        "kernels": [kernels[k] for k in sorted(kernels)],
-        "host_functions": sorted(hosts, key=lambda h: h["qualname"]),
-        "architectures": opts.archs if gpu_units else [],
-        "ptx_arch": opts.archs[0] if gpu_units else None,
-        "images": images,
-    }
+        first, specs = kernels.setdefault(key[0], (func, []))
+        specs.append(_specialization(pkg, first, key, cpu_by, gpu_by, gpu_only, variants))
+    return mf.Manifest(
+        format=mf.FORMAT,
+        version=mf.VERSION,
+        compiler=compiler_version(),
+        package=pkg.name,
+        platform=mf.platform_tag(),
+        modules={m.name: mf.Module(_package_file(pkg, m), m.sha256) for m in pkg.modules.values()},
+        options=mf.Options(debug=opts.debug, cpu=opts.cpu, gpu=opts.gpu, fma=opts.fma),
+        cpu_variants=tuple(variants) if cpu_units else (),
+        kernels=tuple(
+            mf.Kernel(f.name, f.module.name, q, tuple(specs))
+            for q, (f, specs) in sorted(kernels.items())
+        ),
+        host_functions=tuple(sorted(hosts, key=lambda h: h.qualname)),
+        architectures=tuple(opts.archs) if gpu_units else (),
+        ptx_arch=opts.archs[0] if gpu_units else None,
+        images=tuple(images),
+    )

@@ -1,7 +1,7 @@
 """Arguments against the manifest: which specialisation a call picks, and the flat ABI values.
 
-    select_specialization("pkg.k.saxpy", entry, (np.float32(2), x, y, out))  # -> spec dict
-    marshal("pkg.k.saxpy", spec["params"], args)   # [c_float(2.0), c_void_p(x), c_int64(n), ...]
+    spec = select_specialization("pkg.k.saxpy", kernel, (np.float32(2), x, y, out))
+    marshal("pkg.k.saxpy", spec.params, args)      # [c_float(2.0), c_void_p(x), c_int64(n), ...]
     pointer_array(values)                          # the kernelParams array of pointers
 
 Wrong dtype, rank, layout or arity is a ``TypeError`` naming the argument, before anything
@@ -15,6 +15,8 @@ import ctypes
 
 import numpy as np
 
+from ..bundle.abi import STRIDED_LAYOUT
+from ..bundle.manifest import Kernel, Param, Specialization
 from ..lang.types import BY_NAME
 from . import arrays
 
@@ -51,32 +53,26 @@ def device_of(name: str, args) -> str:
     return "gpu" if cuda else "cpu"
 
 
-# id(spec) -> (spec, (arity, [(index, dtype, ndim) of each array parameter]) or None)
-_matchers: dict[int, tuple[dict, tuple | None]] = {}
+# id(spec) -> (spec, (arity, [(index, dtype, ndim) of each array parameter]))
+_matchers: dict[int, tuple[Specialization, tuple]] = {}
 
 
-def _matcher(spec: dict):
+def _matcher(spec: Specialization):
     hit = _matchers.get(id(spec))
     if hit is not None and hit[0] is spec:
         return hit[1]
-    params = spec["params"]
-    m = None
-    if params is not None:
-        arrays = [
-            (k, BY_NAME[p["dtype"]].np_dtype, p["ndim"])
-            for k, p in enumerate(params)
-            if "ndim" in p
-        ]
-        m = (len(params), arrays)
+    params = spec.params
+    arrays = [(k, BY_NAME[p.dtype].np_dtype, p.ndim) for k, p in enumerate(params) if p.is_array]
+    m = (len(params), arrays)
     if len(_matchers) > 4096:  # bundles rebuilt and reloaded in one process (tests)
         _matchers.clear()
     _matchers[id(spec)] = (spec, m)
     return m
 
 
-def _spec_matches(spec: dict, args) -> bool:
+def _spec_matches(spec: Specialization, args) -> bool:
     m = _matcher(spec)
-    if m is None or m[0] != len(args):
+    if m[0] != len(args):
         return False
     for k, dtype, ndim in m[1]:
         a = args[k]
@@ -89,35 +85,52 @@ def _spec_matches(spec: dict, args) -> bool:
     return True
 
 
-def select_specialization(name: str, entry: dict, args) -> dict:
-    specs = entry["specializations"]
+def select_specialization(name: str, entry: Kernel, args) -> Specialization:
+    """The first of ``entry``'s specialisations the arguments match; else a ``TypeError``
+    that says which argument is wrong (one specialisation) or what was compiled."""
+    if isinstance(entry, dict):
+        # runtime/cpu.py checks a host function's arguments as {"specializations":
+        # [{"params": params}]}; until it calls check_arguments, take that shape too.
+        check_arguments(name, entry["specializations"][0]["params"], args)
+        return entry["specializations"][0]
+    specs = entry.specializations
     for s in specs:
         if _spec_matches(s, args):
             return s
-    params = next((s["params"] for s in specs if s["params"] is not None), [])
+    _refuse(name, [s.params for s in specs], args)
+
+
+def check_arguments(name: str, params, args) -> None:
+    """A ``TypeError`` unless ``args`` match one parameter list (a host function's)."""
+    params = tuple(_as_param(p) for p in params)
+    if not _spec_matches(Specialization(params, None, None, None), args):
+        _refuse(name, [params], args)
+
+
+def _refuse(name: str, lists: list[tuple[Param, ...]], args):
+    params = lists[0] if lists else ()
     if len(args) != len(params):
         raise TypeError(f"{name}() takes {len(params)} arguments, got {len(args)}")
-    if len(specs) == 1:
+    if len(lists) == 1:
         for p, a in zip(params, args):
-            if "ndim" in p:
+            if p.is_array:
                 dt, nd = arrays.dtype_ndim(a)
                 if dt is None:
                     raise TypeError(
-                        f"{name}(): argument '{p['name']}' must be an array "
-                        f"({p['type']}), got {type(a).__name__}"
+                        f"{name}(): argument '{p.name}' must be an array "
+                        f"({p.type}), got {type(a).__name__}"
                     )
-                want = BY_NAME[p["dtype"]].np_dtype
+                want = BY_NAME[p.dtype].np_dtype
                 if dt != want:
                     raise TypeError(
-                        f"{name}(): argument '{p['name']}' has dtype {dt}, "
-                        f"expected {want} ({p['type']})"
+                        f"{name}(): argument '{p.name}' has dtype {dt}, expected {want} ({p.type})"
                     )
-                if nd != p["ndim"]:
+                if nd != p.ndim:
                     raise TypeError(
-                        f"{name}(): argument '{p['name']}' has {nd} dimensions, "
-                        f"expected {p['ndim']} ({p['type']})"
+                        f"{name}(): argument '{p.name}' has {nd} dimensions, "
+                        f"expected {p.ndim} ({p.type})"
                     )
-    sigs = "; ".join("(" + ", ".join(p["type"] for p in s["params"] or []) + ")" for s in specs)
+    sigs = "; ".join("(" + ", ".join(p.type for p in ps) + ")" for ps in lists)
     got = ", ".join(_describe(a) for a in args)
     raise TypeError(f"{name}(): no specialisation matches ({got}); compiled: {sigs}")
 
@@ -129,49 +142,59 @@ def _describe(a) -> str:
     return type(a).__name__
 
 
-def marshal(name: str, params: list[dict], args, *, device: str = "cpu"):
-    """Flat values for the kernel ABI: ctypes objects, kept alive by the returned list."""
+def _as_param(p) -> Param:
+    """A manifest parameter, or its JSON without ``abi`` (what tests/test_device_arrays.py
+    passes, until it makes ``Param`` records)."""
+    if not isinstance(p, dict):
+        return p
+    array = {k: p[k] for k in ("dtype", "ndim", "layout") if k in p}
+    return Param(p["name"], p["type"], tuple(p.get("abi", ())), **array)
+
+
+def marshal(name: str, params, args, *, device: str = "cpu"):
+    """Flat values for the kernel ABI (``bundle/abi.py``): ctypes objects, kept alive by the
+    returned list."""
     values: list = []
     for p, a in zip(params, args):
-        if "ndim" in p:
+        p = _as_param(p)
+        if p.is_array:
             values.extend(_array_parts(name, p, a, device))
         else:
             values.append(_scalar(name, p, a))
     return values
 
 
-def _scalar(name: str, p: dict, a):
+def _scalar(name: str, p: Param, a):
     if isinstance(a, (np.ndarray,)) or arrays.is_cuda_array(a):
-        raise TypeError(
-            f"{name}(): argument '{p['name']}' must be a {p['type']} scalar, got an array"
-        )
-    t = BY_NAME[p["type"]]
+        raise TypeError(f"{name}(): argument '{p.name}' must be a {p.type} scalar, got an array")
+    t = BY_NAME[p.type]
     if not isinstance(a, (bool, int, float, np.number, np.bool_)):
         raise TypeError(
-            f"{name}(): argument '{p['name']}' must be a number ({p['type']}), "
-            f"got {type(a).__name__}"
+            f"{name}(): argument '{p.name}' must be a number ({p.type}), got {type(a).__name__}"
         )
     if t.is_int and isinstance(a, (float, np.floating)):
-        raise TypeError(f"{name}(): argument '{p['name']}' is {p['type']}; got a float")
-    return _CTYPES[p["type"]](t(a).item())
+        raise TypeError(f"{name}(): argument '{p.name}' is {p.type}; got a float")
+    return _CTYPES[p.type](t(a).item())
 
 
-def _array_parts(name: str, p: dict, a, device: str) -> list:
+def _array_parts(name: str, p: Param, a, device: str) -> list:
+    """Data pointer, shape, and strides if strided: ``abi.array_abi``'s values."""
     if device == "cpu":
         if not isinstance(a, np.ndarray):
-            raise TypeError(f"{name}(): argument '{p['name']}' must be a numpy array")
+            raise TypeError(f"{name}(): argument '{p.name}' must be a numpy array")
         ptr, shape, strides = a.ctypes.data, a.shape, a.strides
         contiguous = a.flags.c_contiguous
     else:
         v = arrays.device_view(a)
         ptr, shape, strides, contiguous = v.ptr, v.shape, v.strides, v.c_contiguous
-    if p["layout"] == "C" and not contiguous and any(s > 1 for s in shape):
+    strided = p.layout == STRIDED_LAYOUT
+    if not strided and not contiguous and any(s > 1 for s in shape):
         raise TypeError(
-            f"{name}(): argument '{p['name']}' is not C-contiguous; pass a "
-            f'contiguous copy or declare it Array[{p["dtype"]}, {p["ndim"]}, "A"]'
+            f"{name}(): argument '{p.name}' is not C-contiguous; pass a "
+            f'contiguous copy or declare it Array[{p.dtype}, {p.ndim}, "A"]'
         )
     parts = [ctypes.c_void_p(ptr)] + [ctypes.c_int64(s) for s in shape]
-    if p["layout"] == "A":
+    if strided:
         parts += [ctypes.c_int64(s) for s in strides]
     return parts
 

@@ -1,14 +1,15 @@
 """Find and load a package's bundle; check it is whole and still matches the sources.
 
     b = load_bundle("example")      # cached per package
-    b.manifest["kernels"][0]["name"]
+    b.contents.kernels[0].name      # the manifest (bundle.manifest's dataclasses)
+    b.manifest["kernels"][0]["name"]   # the same, as its JSON
     b.lib                            # ctypes.CDLL of the host code
     b.image(0)                       # an embedded GPU image, sha256-checked
 
 Before ``ctypes.CDLL`` maps the file, its ELF structure is checked from the file
 (``bundle.elfcheck``: a segment past the end of the file would be a SIGBUS at the first
 call) and the manifest is read from those bytes and checked against its schema
-(``bundle.manifest.validate``). A damaged bundle raises :class:`BundleError`, never a signal.
+(``bundle.schema.validate``). A damaged bundle raises :class:`BundleError`, never a signal.
 The GPU images are hashed lazily, once per image per process, when the GPU path first needs
 one: CPU users do not pay for hashing the fatbin.
 
@@ -24,7 +25,16 @@ import threading
 from pathlib import Path
 
 from ..bundle.elfcheck import DamagedBundle, host_machine
-from ..bundle.manifest import BundleFile, bundle_filename, image_matches, read_bundle, source_sha256
+from ..bundle.manifest import (
+    BundleFile,
+    CpuCode,
+    HostFunction,
+    Manifest,
+    bundle_filename,
+    image_matches,
+    read_bundle,
+    source_sha256,
+)
 from .errors import BundleError, BundleNotFoundError, StaleBundleError
 
 _loaded: dict[str, Bundle] = {}
@@ -37,9 +47,10 @@ class Bundle:
         self.path = Path(file.path)
         self.file = file
         self.lib = lib
-        self.manifest = manifest = file.manifest
-        self.kernels = {k["qualname"]: k for k in manifest["kernels"]}
-        self.hosts = {h["qualname"]: h for h in manifest["host_functions"]}
+        self.manifest = file.manifest  # its JSON
+        self.contents = contents = file.contents
+        self.kernels = {k.qualname: k for k in contents.kernels}
+        self.hosts = {h.qualname: h for h in contents.host_functions}
         self.functions: dict[str, object] = {}
         self.cpu_level: str | None = None  # the CPU variant bound, at the first CPU call
         self.gpu_modules: dict = {}  # CUDA context -> module, filled by runtime.cuda
@@ -60,15 +71,15 @@ class Bundle:
             self.functions[name] = fn
         return fn
 
-    def cpu_symbol(self, entry: dict):
-        """The function of ``entry`` (a manifest ``cpu`` or host entry) in the variant this
-        CPU runs, picked at the first call (raises ``UnsupportedCPUError``)."""
+    def cpu_symbol(self, entry: CpuCode | HostFunction):
+        """The function of ``entry`` (a specialisation's CPU code or a host function) in the
+        variant this CPU runs, picked at the first call (raises ``UnsupportedCPUError``)."""
         level = self.cpu_level
         if level is None:
             from .cpu_variant import choose
 
-            level = self.cpu_level = choose(self.package, self.manifest, self.lib)
-        return self.symbol(entry["symbols"][level])
+            level = self.cpu_level = choose(self.package, self.contents.cpu_variants, self.lib)
+        return self.symbol(entry.symbols[level])
 
     def image(self, index: int) -> bytes:
         """Image ``index`` of the fatbin, read from the file and checked against its sha256
@@ -76,7 +87,7 @@ class Bundle:
         blob = self._images.get(index)
         if blob is not None:
             return blob
-        image = self.manifest["images"][index]
+        image = self.contents.images[index]
         try:
             blob = self.file.image(index)
         except (DamagedBundle, OSError) as e:
@@ -85,8 +96,8 @@ class Bundle:
             raise _damaged(
                 self.package,
                 self.path,
-                f"image {index} ({image['size']:,} bytes) does not match its recorded sha256 "
-                f"{image['sha256'][:16]}...",
+                f"image {index} ({image.size:,} bytes) does not match its recorded sha256 "
+                f"{image.sha256[:16]}...",
             )
         self._images[index] = blob
         return blob
@@ -116,24 +127,24 @@ def bundle_path(package: str) -> Path:
     return _package_dir(package) / "_gpuaot" / name
 
 
-def check_fresh(package: str, manifest: dict) -> None:
+def check_fresh(package: str, manifest: Manifest) -> None:
     root = _package_dir(package).parent
-    for info in sorted(manifest["modules"].values(), key=lambda i: i["file"]):
-        path = root / info["file"]
+    for info in sorted(manifest.modules.values(), key=lambda i: i.file):
+        path = root / info.file
         try:
             data = path.read_bytes()
         except OSError:
             raise StaleBundleError(
-                f"the {package} bundle was built with {info['file']}, which is gone; "
+                f"the {package} bundle was built with {info.file}, which is gone; "
                 f"rebuild with: gpuaot build {package}"
             ) from None
         try:
-            fresh = source_sha256(data) == info["sha256"]
+            fresh = source_sha256(data) == info.sha256
         except UnicodeDecodeError:
             fresh = False
         if not fresh:
             raise StaleBundleError(
-                f"the {package} bundle is stale: {info['file']} changed since it was built; "
+                f"the {package} bundle is stale: {info.file} changed since it was built; "
                 f"rebuild with: gpuaot build {package}"
             )
 
@@ -157,10 +168,10 @@ def load_bundle(package: str) -> Bundle:
             raise _damaged(package, path, str(e)) from None
         except OSError as e:
             raise _damaged(package, path, f"cannot read it ({e.strerror or e})") from None
-        manifest = file.manifest
-        if manifest["package"] != package:
+        manifest = file.contents
+        if manifest.package != package:
             raise BundleNotFoundError(
-                f"{path} is the bundle of '{manifest['package']}', not '{package}'"
+                f"{path} is the bundle of '{manifest.package}', not '{package}'"
             )
         check_fresh(package, manifest)
         try:

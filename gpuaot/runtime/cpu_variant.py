@@ -1,6 +1,6 @@
 """Pick the variant of a bundle's host code that this CPU and OS can run.
 
-    level = choose("example", manifest, lib)   # "x86-64-v4" here; once per bundle load
+    level = choose("example", manifest.cpu_variants, lib)  # "x86-64-v4"; once per load
 
 The CPU's features are read once per process: on x86-64 by the bundle's own CPUID/XGETBV
 probe (``gpuaot_rt_cpuid``, compiled for the baseline, so it runs on any x86-64), on
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Sequence
 
 from ..bundle import cpus
 from .errors import UnsupportedCPUError
@@ -51,19 +52,18 @@ def _read_features(lib: ctypes.CDLL) -> frozenset[str]:
     return frozenset()  # no named levels here: only variants that require nothing
 
 
-def choose(package: str, manifest: dict, lib: ctypes.CDLL) -> str:
-    """The level of the variant to bind; raises :class:`UnsupportedCPUError`."""
-    variants = manifest.get("cpu_variants") or []
-    names = ", ".join(v["level"] for v in variants) or "none"
+def choose(package: str, variants: Sequence[cpus.Variant], lib: ctypes.CDLL) -> str:
+    """The level of the bundle's variant to bind; raises :class:`UnsupportedCPUError`."""
+    names = ", ".join(v.level for v in variants) or "none"
     have = cpu_features(lib)
     this = cpus.best_level_name(have, cpus.machine())
 
-    def missing(v: dict) -> list[str]:
-        return sorted(set(v["requires"]) - have)
+    def missing(v: cpus.Variant) -> list[str]:
+        return sorted(set(v.requires) - have)
 
     forced = os.environ.get("GPUAOT_CPU", "").strip()
     if forced:
-        v = next((v for v in variants if v["level"] == forced), None)
+        v = next((v for v in variants if v.level == forced), None)
         if v is None:
             raise UnsupportedCPUError(
                 f"GPUAOT_CPU={forced}: the {package} bundle has no such CPU variant "
@@ -79,10 +79,10 @@ def choose(package: str, manifest: dict, lib: ctypes.CDLL) -> str:
     if not runnable:
         lowest = cpus.BASELINE.get(cpus.machine(), "x86-64")
         need = ", ".join(missing(variants[0])) if variants else "?"
-        levels = ",".join(dict.fromkeys([lowest] + [v["level"] for v in variants]))
+        levels = ",".join(dict.fromkeys([lowest] + [v.level for v in variants]))
         raise UnsupportedCPUError(
             f"the {package} bundle has no CPU variant this CPU can run: it holds {names}; "
             f"this CPU is {this} (it lacks {need}); rebuild with: "
             f"gpuaot build {package} --cpu {levels}"
         )
-    return runnable[-1]["level"]
+    return runnable[-1].level

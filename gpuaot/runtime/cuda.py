@@ -16,13 +16,15 @@ from __future__ import annotations
 import ctypes
 import threading
 
+from ..bundle.abi import EXC_RECORD, EXC_RECORD_BYTES, EXC_RECORD_WORDS
+from ..bundle.manifest import GpuCode, Specialization
 from .args import marshal, pointer_array
 from .bundle import Bundle
-from .exceptions import EXC_WORDS, raise_device_exception
+from .exceptions import raise_device_exception
 
 _lock = threading.Lock()
 _initialised = False
-RECORD = b"gpuaot_exception_record"
+RECORD = EXC_RECORD.encode()
 
 
 class CudaError(RuntimeError):
@@ -104,8 +106,8 @@ class _Loaded:
         self.record = record
 
 
-def _load(driver, bundle: Bundle, ctx, gpu: dict) -> _Loaded:
-    key = (int(ctx), gpu["image"], gpu["symbol"])
+def _load(driver, bundle: Bundle, ctx, gpu: GpuCode) -> _Loaded:
+    key = (int(ctx), gpu.image, gpu.symbol)
     loaded = bundle.gpu_modules.get(key)
     if loaded is not None:
         return loaded
@@ -115,15 +117,15 @@ def _load(driver, bundle: Bundle, ctx, gpu: dict) -> _Loaded:
             return loaded
         # sha256-checked (once per image per process) before the driver parses a byte of it:
         # a damaged image is a BundleError here, not a driver error or a crash in the loader.
-        fat = bundle.image(gpu["image"])
+        fat = bundle.image(gpu.image)
         module = _check(driver, driver.cuModuleLoadData(fat), "cuModuleLoadData")
         function = _check(
             driver,
-            driver.cuModuleGetFunction(module, gpu["symbol"].encode()),
+            driver.cuModuleGetFunction(module, gpu.symbol.encode()),
             "cuModuleGetFunction",
         )
         record = None
-        if gpu["sites"]:
+        if gpu.sites:
             record, _size = _check(
                 driver, driver.cuModuleGetGlobal(module, RECORD), "cuModuleGetGlobal"
             )
@@ -131,8 +133,8 @@ def _load(driver, bundle: Bundle, ctx, gpu: dict) -> _Loaded:
         return loaded
 
 
-def launch(bundle: Bundle, name: str, spec: dict, grid, block, stream, args) -> None:
-    gpu = spec["gpu"]
+def launch(bundle: Bundle, name: str, spec: Specialization, grid, block, stream, args) -> None:
+    gpu = spec.gpu
     if gpu is None:
         raise TypeError(
             f"kernel '{name}' was built without GPU code (--no-gpu); rebuild with: "
@@ -140,7 +142,7 @@ def launch(bundle: Bundle, name: str, spec: dict, grid, block, stream, args) -> 
         )
     driver = _driver()
     _init(driver)
-    values = marshal(name, spec["params"], args, device="gpu")
+    values = marshal(name, spec.params, args, device="gpu")
     first_ptr = next((v.value for v in values if isinstance(v, ctypes.c_void_p)), 0) or 0
     ctx = _context(driver, first_ptr)
     loaded = _load(driver, bundle, ctx, gpu)
@@ -148,7 +150,7 @@ def launch(bundle: Bundle, name: str, spec: dict, grid, block, stream, args) -> 
     if loaded.record is not None:
         _check(
             driver,
-            driver.cuMemsetD8Async(loaded.record, 0, 8 * EXC_WORDS, hstream),
+            driver.cuMemsetD8Async(loaded.record, 0, EXC_RECORD_BYTES, hstream),
             "cuMemsetD8Async",
         )
     argv = pointer_array(values)
@@ -160,12 +162,14 @@ def launch(bundle: Bundle, name: str, spec: dict, grid, block, stream, args) -> 
         f"launching {name}",
     )
     if loaded.record is not None:
-        host = (ctypes.c_int64 * EXC_WORDS)()
+        host = (ctypes.c_int64 * EXC_RECORD_WORDS)()
         _check(
             driver,
-            driver.cuMemcpyDtoHAsync(ctypes.addressof(host), loaded.record, 8 * EXC_WORDS, hstream),
+            driver.cuMemcpyDtoHAsync(
+                ctypes.addressof(host), loaded.record, EXC_RECORD_BYTES, hstream
+            ),
             "cuMemcpyDtoHAsync",
         )
         _check(driver, driver.cuStreamSynchronize(hstream), "cuStreamSynchronize")
         if host[0]:
-            raise_device_exception("kernel", name, gpu["sites"], host)
+            raise_device_exception("kernel", name, gpu.sites, host)

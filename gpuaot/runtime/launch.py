@@ -62,11 +62,11 @@ def launch(kernel, config, args) -> None:
     block = _dim3(config[1], "block")
     stream = config[2] if len(config) == 3 else None
     device = device_of(name, args)
-    specs = entry["specializations"]
-    if device == "cpu" and not any(s["cpu"] for s in specs):
+    specs = entry.specializations
+    if device == "cpu" and not any(s.cpu for s in specs):
         # Checked before the arguments: a GPU-only kernel of a --no-gpu build has no
         # parameter list in the manifest, and "takes 0 arguments" would hide the reason.
-        reason = next((s["gpu_only"] for s in specs if s.get("gpu_only")), None)
+        reason = next((s.gpu_only for s in specs if s.gpu_only), None)
         raise TypeError(
             f"kernel '{name}' has no CPU implementation: {reason or 'it was built with --no-cpu'}"
         )
@@ -85,7 +85,7 @@ def call_host(host, args):
             f"host function '{name}' is not in the bundle; rebuild with: "
             f"gpuaot build {bundle.package}"
         )
-    params = entry["params"]
+    params = entry.params
     if len(args) != len(params):
         raise TypeError(f"{name}() takes {len(params)} arguments, got {len(args)}")
     if device_of(name, args) == "gpu":

@@ -27,8 +27,9 @@ What a target adds to the lowering is its emitter (:meth:`Target.emitter`), a su
 - ``raise_exception(b, hidden, site, ret_type)``: record the first raise and leave the body;
 - ``after_call(b, hidden, ret_type)``: after a call that may raise (CPU: stop this thread
   when the record is set; NVPTX: nothing, the raising thread has exited);
-- ``call_intrinsic(b, key, data, args, types, rt, hidden)``: target intrinsics (barriers,
-  shuffles, lane ids); a key the method table does not hold never gets here;
+- the primitives the operations' GPU lowerings (:mod:`..ops`) call: ``sreg(b, name)``,
+  ``barrier(b)``, ``barrier_reduce(b, kind, pred)``, ``membar(b, scope)``, ``shuffle(...)``;
+  which operations a target has is its method table, derived from the ops registry;
 - ``shared_array(b, dtype, shape)``: block-shared memory (NVPTX only: the method table
   refuses ``shared_array`` elsewhere).
 """
@@ -91,7 +92,7 @@ class TargetOutput:
 
     objects: list[bytes] = field(default_factory=list)  # host objects, in link order
     image: bytes | None = None  # the device image section's contents
-    images: list[dict] = field(default_factory=list)  # the manifest's image records
+    images: list = field(default_factory=list)  # the manifest's records (manifest.Image)
     unit_images: list[int] = field(default_factory=list)
     variants: list = field(default_factory=list)  # host: the CPU variants the objects hold
     compiled: int = 0

@@ -12,7 +12,8 @@ What ``compile_ptx`` does, in order: parse; force the NVPTX triple and data layo
 libdevice only if the module calls an ``__nv_*`` function; add the ``nvvm-reflect-ftz``
 module flag; give every definition that is neither a kernel nor in ``keep`` internal
 linkage (so unused libdevice goes and device helpers inline); run LLVM's default O1-O3
-module pipeline; emit PTX with a target machine for ``arch``.
+module pipeline; mark every loop as already unrolled (:func:`mark_loops_unrolled`); emit
+PTX with a target machine for ``arch``.
 
 Facts verified with llvmlite 0.50 / LLVM 22.1 and ptxas 12.9 (each has a test in
 ``tests/gpu_toolchain/test_nvptx.py``):
@@ -58,6 +59,11 @@ Facts verified with llvmlite 0.50 / LLVM 22.1 and ptxas 12.9 (each has a test in
   ``__CUDA_PREC_SQRT``; without ``__CUDA_PREC_SQRT=1`` (see ``init_llvm``) ``__nv_sqrtf``
   emits ``sqrt.approx.f32``. With it, ``__nv_sqrtf`` emits ``sqrt.rn.f32`` (ftz 0) or
   ``sqrt.rn.ftz.f32`` (ftz 1).
+- **Loop unrolling**: ptxas unrolls again any loop PTX does not mark ``.pragma "nounroll"``
+  (LLVM's runtime-unrolled matmul loop, 4 FMAs a trip, became 32 FFMAs a trip in SASS).
+  LLVM's NVPTX printer writes that pragma in the header of a loop whose latch's
+  ``!llvm.loop`` holds ``llvm.loop.unroll.disable``, which LLVM itself only adds to the
+  remainder loops it makes; NVVM marks every loop it has unrolled, so gpuaot marks them all.
 - **Fusion**: ``a*b+c`` stays ``mul.rn``/``add.rn`` unless the IR's instructions carry
   ``contract``/``fast``; the lowering writes those flags (DESIGN.md, "one switch").
 """
@@ -83,6 +89,9 @@ NVPTX_DATA_LAYOUT = "e-p6:32:32-i64:64-i128:128-i256:256-v16:16-v32:32-n16:32:64
 # none; NVVMReflect reads the value for __nvvm_reflect("__CUDA_FTZ").
 _MODULE_FLAG_OVERRIDE = 4
 _LIBDEVICE_PREFIX = "__nv_"
+# Part of every PTX cache key: bump it when these steps change the PTX made from the same IR
+# (the compiler's version stays the same between releases). 2: mark_loops_unrolled.
+PIPELINE_REVISION = 2
 
 
 @functools.cache
@@ -191,8 +200,125 @@ def optimized_module(
     mod.link_in(_reflect_flags_module(ftz=fastmath))
     _internalize(mod, set(kernel_names) | set(keep))
     _optimize(mod, tm, opt_level)
+    return tm, mark_loops_unrolled(mod)
 
-    return tm, mod
+
+# The printed IR that mark_loops_unrolled reads: a block label at the start of a line, a
+# successor as "label %name" (only terminators say "label"), a loop ID attached to a
+# terminator, a numbered metadata node.
+_NAME = r'(?:"(?:[^"\\]|\\.)*"|[-\w$.]+)'
+_BLOCK_LABEL = re.compile(rf"^({_NAME}):")
+_SUCCESSOR = re.compile(rf"label %({_NAME})")
+_LOOP_ID = re.compile(r"!llvm\.loop !(\d+)")
+_NODE = re.compile(r"^!(\d+) = (?:distinct )?!\{(.*)\}$")
+_NUMBERED = re.compile(r"^!(\d+) = ")
+_UNROLL_DISABLE = '!{!"llvm.loop.unroll.disable"}'
+
+
+def _blocks(body: range, lines: list[str]) -> dict[str, list[int]]:
+    """One function's blocks in order: label → its line numbers (the entry block may have
+    no label: its key is "")."""
+    blocks: dict[str, list[int]] = {"": []}
+    current = ""
+    for k in body:
+        label = _BLOCK_LABEL.match(lines[k])
+        if label:
+            current = label.group(1)
+            blocks[current] = []
+        elif lines[k].strip():
+            blocks[current].append(k)
+    if not blocks[""]:
+        del blocks[""]
+    return blocks
+
+
+def _latches(blocks: dict[str, list[int]], lines: list[str]) -> set[str]:
+    """The blocks with a retreating edge in a depth-first walk from the entry: the latches.
+
+    In a reducible CFG (all that structured Python lowers to) a retreating edge is exactly
+    a back edge, one whose target dominates its source. In an irreducible one it may also be
+    an edge into a cycle that is no natural loop; loop metadata there is ignored by LLVM and
+    by the NVPTX printer (they read it only from the latches of loops they find), so an
+    extra mark is harmless. Block order is not used: after O3 a loop exit can be printed
+    before the loop.
+    """
+    # A terminator may span lines (switch): a block's successors are every "label %x" in it.
+    succ = {b: [s for k in ks for s in _SUCCESSOR.findall(lines[k])] for b, ks in blocks.items()}
+    entry = next(iter(blocks))
+    on_path, done, latches = {entry}, set(), set()
+    stack = [(entry, iter(succ[entry]))]
+    while stack:
+        block, todo = stack[-1]
+        nxt = next(todo, None)
+        if nxt is None:
+            stack.pop()
+            on_path.discard(block)
+            done.add(block)
+        elif nxt in on_path:
+            latches.add(block)
+        elif nxt not in done:
+            on_path.add(nxt)
+            stack.append((nxt, iter(succ[nxt])))
+    return latches
+
+
+def mark_loops_unrolled(mod: llvm.ModuleRef) -> llvm.ModuleRef:
+    """Give every loop ``llvm.loop.unroll.disable``, as NVVM does, so that ptxas keeps the
+    unrolling LLVM chose instead of unrolling again (it honours ``.pragma "nounroll"``).
+
+    Run after LLVM's loop passes: a latch without ``!llvm.loop`` gets a new distinct loop ID
+    holding the disable, and an existing loop ID gets the disable added. llvmlite cannot set
+    metadata, so this edits the printed module (its structure: blocks, their successors,
+    terminators, metadata nodes) and parses it again; a module with no loop comes back as is.
+    """
+    lines = str(mod).split("\n")
+    nodes = {int(m.group(1)): (k, m.group(2)) for k, m in _numbered_nodes(lines)}
+    disable = next((n for n, (_, ops) in nodes.items() if f"!{{{ops}}}" == _UNROLL_DISABLE), None)
+    numbered = [int(m.group(1)) for m in map(_NUMBERED.match, lines) if m]
+    fresh = max(numbered, default=-1) + 1  # after every node, !DILocation and the like too
+    added: list[str] = []
+    if disable is None:
+        disable, fresh = fresh, fresh + 1
+        added.append(f"!{disable} = {_UNROLL_DISABLE}")
+    changed = False
+    for body in _function_bodies(lines):
+        blocks = _blocks(body, lines)
+        for latch in _latches(blocks, lines):
+            end = blocks[latch][-1]  # the terminator's last line, where attachments go
+            loop_id = _LOOP_ID.search(lines[end])
+            if loop_id is None:
+                lines[end] += f", !llvm.loop !{fresh}"
+                added.append(f"!{fresh} = distinct !{{!{fresh}, !{disable}}}")
+                fresh += 1
+                changed = True
+                continue
+            k, ops = nodes[int(loop_id.group(1))]
+            if f"!{disable}" not in ops.split(", "):
+                lines[k] = lines[k][:-1] + f", !{disable}}}"
+                nodes[int(loop_id.group(1))] = (k, f"{ops}, !{disable}")
+                changed = True
+    if not changed:
+        return mod  # no loop, or every loop already marked
+    return _parse("\n".join([*lines, *added, ""]))
+
+
+def _numbered_nodes(lines: list[str]):
+    for k, line in enumerate(lines):
+        if line.startswith("!"):
+            m = _NODE.match(line)
+            if m:
+                yield k, m
+
+
+def _function_bodies(lines: list[str]):
+    """The line numbers of each function definition's body."""
+    start = None
+    for k, line in enumerate(lines):
+        if line.startswith("define ") and line.endswith("{"):
+            start = k + 1
+        elif line == "}" and start is not None:
+            yield range(start, k)
+            start = None
 
 
 def compile_ptx(

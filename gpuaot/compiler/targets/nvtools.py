@@ -92,6 +92,19 @@ def ptxas_version() -> str:
     return _ptxas_version(str(find_ptxas()))
 
 
+def libdevice_sha256() -> str:
+    """The sha256 of ``libdevice.10.bc``: part of every PTX cache key, since another nvcc
+    wheel may ship another libdevice under the same name. Hashed once per process (per path)."""
+    return _sha256_of(str(find_libdevice()))
+
+
+@functools.lru_cache(maxsize=4)
+def _sha256_of(path: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 @functools.lru_cache(maxsize=4)
 def _ptxas_version(ptxas: str) -> str:
     out = subprocess.run([ptxas, "--version"], capture_output=True, text=True, check=False)

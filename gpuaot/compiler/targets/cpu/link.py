@@ -14,13 +14,10 @@ import shutil
 import subprocess
 import tempfile
 
-from ....bundle import cpus
+from ....bundle import abi
 from ....errors import BuildError
 
-EXPORTS = (
-    "{\n  global: gpuaot_cpu_*; gpuaot_host_*; gpuaot_manifest*; gpuaot_fatbin*; "
-    f"{cpus.PROBE_SYMBOL};\n  local: *;\n}};\n"
-)
+EXPORTS = "{\n  global: " + "; ".join(abi.EXPORTED) + ";\n  local: *;\n};\n"
 
 
 def find_cc() -> str:

@@ -17,8 +17,9 @@ Device exception record (per module, found with ``cuModuleGetGlobal``)::
 
 from __future__ import annotations
 
+from ....bundle.abi import EXC_RECORD
 from .build import NVPTXTarget, emit_stage, lower_gpu
-from .emitter import EXC_RECORD, GLOBAL_AS, REPORT, SHARED_AS, SIGNAL, GPUEmitter, runtime_functions
+from .emitter import GLOBAL_AS, REPORT, SHARED_AS, SIGNAL, GPUEmitter, runtime_functions
 
 __all__ = [
     "GPUEmitter",

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 
+from ....bundle.abi import EXC_RECORD
 from ...frontend.names import gpu_entry_symbol
 from ...lower.lowering import ModuleBuilder
 from ..base import BuildContext, Stage, Target, TargetOutput, plural
-from .emitter import EXC_RECORD, GPUEmitter, new_module, runtime_functions
+from .emitter import GPUEmitter, new_module, runtime_functions
 
 
 def lower_gpu(unit, emitter=GPUEmitter) -> None:
@@ -85,6 +86,14 @@ class NVPTXTarget(Target):
 
         return {"arch": instance or self.archs[0], "debug": self.debug, "ptxas": ptxas_version()}
 
+    def ptx_fingerprint(self, arch: str) -> dict:
+        """What keys a kernel's PTX besides its IR and ``fastmath``: the architecture, the
+        libdevice linked in, and the revision of the NVPTX pipeline's own steps."""
+        from ..nvptx import PIPELINE_REVISION
+        from ..nvtools import libdevice_sha256
+
+        return {"arch": arch, "libdevice": libdevice_sha256(), "pipeline": PIPELINE_REVISION}
+
     def build(self, units, ctx: BuildContext) -> TargetOutput:
         """PTX and cubins for every unit (cached per architecture), then one fatbin each."""
         if not units:
@@ -96,6 +105,7 @@ class NVPTXTarget(Target):
             self.lower(u)
         keyed = {a: self.fingerprint(a) for a in self.archs}  # no ptxas: said before compiling
         low = self.archs[0]
+        ptx_keyed = self.ptx_fingerprint(low)
         ns = self.stage("ptx").namespace.format(arch=low)
         ptx = cached_stage(
             ctx,
@@ -104,7 +114,7 @@ class NVPTXTarget(Target):
                 Job(
                     ns,
                     u.ir,
-                    {"arch": low, "fastmath": u.fastmath},
+                    {**ptx_keyed, "fastmath": u.fastmath},
                     (u.ir, u.symbol, low, u.fastmath),
                 )
                 for u in units
@@ -146,19 +156,20 @@ class NVPTXTarget(Target):
         return emit_stage(unit, stage, self.archs[0])
 
 
-def _image_record(u, offset: int, fat: bytes) -> dict:
+def _image_record(u, offset: int, fat: bytes):
     """The manifest's record of one kernel's fatbinary container."""
     from ....bundle.fatbin import list_fatbin
+    from ....bundle.manifest import Image, ImageEntry
 
-    return {
-        "kind": "fatbin",
-        "kernel": u.func.qualname,
-        "specialization": u.spec,
-        "offset": offset,
-        "size": len(fat),
-        "sha256": hashlib.sha256(fat).hexdigest(),
-        "entries": [{"kind": e.kind, "arch": e.arch, "size": e.size} for e in list_fatbin(fat)],
-    }
+    return Image(
+        kind="fatbin",
+        offset=offset,
+        size=len(fat),
+        sha256=hashlib.sha256(fat).hexdigest(),
+        entries=tuple(ImageEntry(e.kind, e.arch, e.size) for e in list_fatbin(fat)),
+        kernel=u.func.qualname,
+        specialization=u.spec,
+    )
 
 
 def emit_stage(unit, stage: str, target: str) -> str:
