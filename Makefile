@@ -32,7 +32,14 @@ lint: $(VENV)/.installed-dev
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff format gpuaot tests bench cli
 
-bench: $(VENV)/.installed-dev
+# numba and numba-cuda, the peers the benches compare against, in their own environment: numba
+# pins llvmlite. Where it cannot be installed (offline), the benches print "-" for the peers.
+.venv-bench/.installed: pyproject.toml | $(VENV)/.installed-dev
+	-$(PYTHON) -m venv .venv-bench && .venv-bench/bin/python -m pip install --quiet $$($(BIN)/python \
+	  -c "import tomllib; print(' '.join(repr(r) for r in tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['bench']))") \
+	  && touch $@
+
+bench: $(VENV)/.installed-dev .venv-bench/.installed
 	$(BIN)/python bench/cpu_kernels.py
 	$(BIN)/python bench/check_leaks.py
 	$(BIN)/python bench/build_times.py
