@@ -42,7 +42,7 @@ format: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev .venv-bench/.installed
 	$(BIN)/python bench/cpu_kernels.py
 	$(BIN)/python bench/check_leaks.py
-	$(BIN)/python bench/build_times.py
+	$(BIN)/python bench/build_times.py --vs-numba 20
 	$(BIN)/python bench/gpu_sass.py
 
 # Phase 1 of the GPU check, on any machine: bundles, inputs and expected results in gpu-check/.

@@ -1,6 +1,7 @@
 """Build times: a no-op ``gpuaot build`` against ``gpuaot --help``, and N trivial kernels.
 
     python bench/build_times.py                      # N = 100, 500, 2000; CPU backend only
+    python bench/build_times.py --vs-numba 20        # + 20 kernels x 3 archs vs numba-cuda
     python bench/build_times.py --sizes 100,500 --gpu --jobs 8
     python bench/build_times.py --profile 2000       # cProfile of one cold build, top 25
 
@@ -11,6 +12,12 @@ changed (every other object comes from the cache), "no-op" a rebuild with nothin
 (the build record answers "up to date"). Each time is the median of ``--repeat`` runs
 (cold: one run). The last column divides by the time per kernel at the smallest N: a flat
 column is linear growth.
+
+``--vs-numba N`` also builds N kernels for sm_75, sm_80 and sm_90 and the default CPU levels
+(a cold ``gpuaot build``, the command's start-up included) and times numba-cuda's
+``compile_ptx`` for the same N kernels and the same three architectures in the bench venv
+(``.venv-bench``; its import and a warm-up compile of another kernel excluded, so numba's column
+is only compilation): gpuaot builds more (cubins, a fatbin, the host code) in its time.
 
 Markdown on stdout::
 
@@ -124,6 +131,45 @@ class Bench:
         }
 
 
+NUMBA_COMPILE = r"""
+import sys, time
+from numba import cuda, float32
+n = int(sys.argv[1])
+src = "".join(
+    f"def k{k}(a, x, out):\n    i = cuda.grid(1)\n    if i < x.shape[0]:\n"
+    f"        out[i] = a * x[i] + {k}.0\n" for k in range(n + 1)
+)
+ns = {"cuda": cuda}
+exec(src, ns)
+sig = (float32, float32[::1], float32[::1])
+cuda.compile_ptx(ns[f"k{n}"], sig, cc=(8, 0))  # warm-up: numba's own first-use costs
+t = time.perf_counter()
+for cc in ((7, 5), (8, 0), (9, 0)):
+    for k in range(n):
+        cuda.compile_ptx(ns[f"k{k}"], sig, cc=cc)
+print(time.perf_counter() - t)
+"""
+
+
+def vs_numba(bench: Bench, n: int) -> tuple[float, float | None]:
+    """A cold gpuaot build of ``n`` kernels for 3 archs + the CPU levels; numba-cuda's time."""
+    root = bench.tmp / f"vs{n}"
+    pkg = make_package(root, n)
+    cmd = [bench.exe, "build", str(pkg), "-q", "--cache-dir", str(root / "cache")]
+    cmd += ["--arch", "sm_75,sm_80,sm_90"] + (
+        ["--jobs", str(bench.args.jobs)] if bench.args.jobs else []
+    )
+    ours = timed(cmd, bench.env)
+    python = Path(bench.args.bench_python)
+    if not python.is_file():
+        return ours, None
+    r = subprocess.run([str(python), "-c", NUMBA_COMPILE, str(n)], capture_output=True, text=True)
+    if r.returncode != 0:
+        print(f"numba-cuda unavailable: {r.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+        return ours, None
+    return ours, float(r.stdout.split()[-1])
+
+
 def profile(args, tmp: Path) -> None:
     """One cold build of ``args.profile`` kernels in this process, under cProfile."""
     from gpuaot.compiler.driver import BuildOptions, build_package
@@ -144,6 +190,11 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=0, help="--jobs for the builds [cores]")
     ap.add_argument("--gpu", action="store_true", help="build the GPU target too")
     ap.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile N kernels")
+    ap.add_argument("--vs-numba", type=int, default=0, metavar="N", help="N kernels vs numba-cuda")
+    ap.add_argument(
+        "--bench-python",
+        default=str(Path(__file__).resolve().parent.parent / ".venv-bench" / "bin" / "python"),
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="gpuaot-build-times-") as tmp:
         if args.profile:
@@ -163,6 +214,14 @@ def main() -> None:
             for n in sizes:
                 t = rows[n][kind]
                 print(f"| {kind} | {n} | {t:.2f} | {1000 * t / n:.2f} | {t / n / base:.2f} |")
+        if args.vs_numba:
+            ours, theirs = vs_numba(bench, args.vs_numba)
+            ratio = f"{ours / theirs:.2f}x" if theirs else "-"
+            print(
+                f"\ncold build, {args.vs_numba} kernels x sm_75,sm_80,sm_90 (+ CPU levels)\n\n"
+                "| gpuaot build (s) | numba-cuda compile_ptx (s) | gpuaot / numba-cuda |\n"
+                f"|---|---|---|\n| {ours:.2f} | {f'{theirs:.2f}' if theirs else '-'} | {ratio} |"
+            )
 
 
 if __name__ == "__main__":
