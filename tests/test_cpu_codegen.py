@@ -16,6 +16,7 @@ import re
 import numpy as np
 import pytest
 from test_conformance import assert_fma_close, fma_atol
+from test_cpu_order import stencil_ref
 
 I64_MAX = np.iinfo(np.int64).max
 I64_MIN = np.iinfo(np.int64).min
@@ -638,3 +639,64 @@ def test_overlap_below_a_reversed_array(guards, monkeypatch):
     guards.row_total_any[5, 8](buf[40:80][::-1].reshape(40, 1), buf[30:70])
     _row_totals_in_order(ref[40:80][::-1].reshape(40, 1), ref[30:70])
     np.testing.assert_array_equal(buf, ref)
+
+
+# ---------------------------------------------------------------------- loop order
+
+
+def test_row_following_stencil_is_a_plain_vector_loop(bench_src):
+    """``i, j = ga.grid(2)`` (x follows the row): the y loop runs innermost and vectorises
+    (``targets.cpu.order``), with plain loads and stores as the ``j, i`` form."""
+    from gpuaot.compiler.driver import emit_function
+
+    ir_text = emit_function(f"{bench_src}.kernels:stencil5_ij", stage="opt", target="cpu")
+    plain = [
+        blk
+        for blk in _vector_bodies(ir_text)
+        if re.search(r"= load <(\d+) x float>", blk)
+        and re.search(r"store <(\d+) x float>", blk)
+        and "masked" not in blk
+        and "gather" not in blk
+    ]
+    assert plain, "stencil5_ij: no plain vector loop (the row-following order strides again)"
+
+
+@pytest.mark.parametrize(
+    "shape,block", [((3, 3), (4, 4)), ((17, 33), (8, 4)), ((64, 130), (16, 16))]
+)
+def test_bench_stencil_ij(bench_pkg, shape, block):
+    rng = np.random.default_rng(shape[0])
+    u = rng.standard_normal(shape, dtype=np.float32)
+    out = np.full(shape, -7.0, dtype=np.float32)
+    grid = (_cdiv(shape[0], block[0]), _cdiv(shape[1], block[1]))
+    bench_pkg.stencil5_ij[grid, block](u, out)
+    np.testing.assert_array_equal(out, stencil_ref(u, -7.0))
+
+
+@pytest.mark.parametrize("n,threads", [(1, 1), (1000, 64), (70_001, 256)])
+def test_bench_histogram_and_total(bench_pkg, n, threads):
+    rng = np.random.default_rng(n)
+    x = rng.random(n, dtype=np.float32)
+    bins = np.zeros(256, dtype=np.int64)
+    bench_pkg.histogram[_cdiv(n, threads), threads](x, bins)
+    ref = np.bincount((x * np.float32(256)).astype(np.int64), minlength=256)
+    np.testing.assert_array_equal(bins, ref)
+    out = np.zeros(1, dtype=np.float32)
+    bench_pkg.total[_cdiv(n, threads), threads](x, out)
+    np.testing.assert_allclose(out[0], x.astype(np.float64).sum(), rtol=1e-5)
+
+
+# ---------------------------------------------------------------------- privatised atomics
+
+
+def test_privatised_sum_is_vectorised(bench_src):
+    """``atomic_add(out, 0, x[i])``: the private entry (``targets.cpu.privatize``) has no
+    atomics left, and its 16 lanes are added as vectors (each lane in thread order)."""
+    from gpuaot.compiler.driver import emit_function
+
+    ir_text = emit_function(f"{bench_src}.kernels:total", stage="opt", target="cpu")
+    assert "atomicrmw fadd" in ir_text  # the ordinary entry: exact atomics
+    loops = re.search(r'define internal [^\n]*\$p\.loops"?\(.*?\n}\n', ir_text, re.S)
+    assert loops, "no private entry for a combine-only float sum"
+    assert "atomicrmw" not in loops.group(0)
+    assert re.search(r"fadd (?:\w+ )*<(\d+) x float>", loops.group(0)), "lanes not vectorised"

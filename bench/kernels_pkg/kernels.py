@@ -1,5 +1,5 @@
 import gpuaot as ga
-from gpuaot import Array, f32
+from gpuaot import Array, f32, i64
 
 
 @ga.kernel
@@ -41,3 +41,30 @@ def matmul(A: Array[f32, 2], B: Array[f32, 2], C: Array[f32, 2]):
 def empty(x: Array[f32]):
     """Nothing: the GPU check times the launch overhead with it."""
     pass
+
+
+@ga.kernel
+def stencil5_ij(u: Array[f32, 2], out: Array[f32, 2]):
+    """``stencil5`` written as most numba-cuda code is: x follows the row."""
+    i, j = ga.grid(2)
+    n, m = u.shape
+    if 0 < i < n - 1 and 0 < j < m - 1:
+        out[i, j] = 0.25 * (u[i - 1, j] + u[i + 1, j] + u[i, j - 1] + u[i, j + 1]) - u[i, j]
+
+
+@ga.kernel
+def histogram(x: Array[f32], bins: Array[i64]):
+    """Values in [0, 1) counted into ``bins.shape[0]`` bins; the old counts are unused."""
+    i = ga.grid(1)
+    if i < x.shape[0]:
+        k = i64(x[i] * bins.shape[0])
+        if 0 <= k < bins.shape[0]:
+            ga.atomic_add(bins, k, 1)
+
+
+@ga.kernel
+def total(x: Array[f32], out: Array[f32]):
+    """Every value added into one cell."""
+    i = ga.grid(1)
+    if i < x.shape[0]:
+        ga.atomic_add(out, 0, x[i])

@@ -44,8 +44,8 @@ class _Helpers:
     """Daemon threads that run chunks of a launch; the launching thread runs one itself.
 
     One shared queue, so launches from several Python threads share the helpers; a job is
-    ``(fn, args, done)``, and ``done`` (a lock held by the launcher) is released when it ends.
-    Lighter than ``ThreadPoolExecutor`` + futures: a launch costs one lock hand-off per helper.
+    ``(fn, args, done, stamps)``: ``done``, a lock the launcher holds, is released when it
+    ends; ``stamps`` gets the clock (``perf_counter_ns``) when it started and ended.
 
     Linux wakes a thread on the CPU of the thread that woke it when it can ("wake affine"),
     and the launcher keeps that CPU busy with its own chunk: in about half of all processes
@@ -90,11 +90,14 @@ class _Helpers:
     @staticmethod
     def _work(jobs: queue.SimpleQueue, tids: list) -> None:
         tids.append(threading.get_native_id())
+        clock = time.perf_counter_ns
         while True:
-            fn, args, done = jobs.get()
+            fn, args, done, stamps = jobs.get()
             try:
+                stamps[0] = clock()
                 fn(*args)
             finally:
+                stamps[1] = clock()
                 done.release()
 
 
@@ -141,7 +144,11 @@ def run_kernel(bundle: Bundle, name: str, spec: dict, grid, block, args) -> None
         base = ctypes.addressof(values)
         argv = plan.Argv(*[base + o for o in plan.offsets])
     values.__init__(*flat)
-    exc = _run_cpu(plan.fn, argv, grid, block, plan)
+    private = plan.private and grid[0] * grid[1] * grid[2] and _privatised(plan, args)
+    if private:
+        exc = _run_private(plan, argv, grid, block, private)
+    else:
+        exc = _run_cpu(plan.fn, argv, grid, block, plan)
     plan.free.append((values, argv))
     if exc[0]:
         raise_device_exception("kernel", name, plan.sites, exc)
@@ -169,16 +176,8 @@ _PARALLEL_THREADS = 4096  # before a kernel has been timed
 
 
 class _CpuPlan:
-    __slots__ = (
-        "spec",
-        "fn",
-        "sites",
-        "params",
-        "Args",
-        "Argv",
-        "offsets",
-        "free",
-        "ns_per_thread",
+    __slots__ = tuple(
+        "spec fn sites params Args Argv offsets free ns_per_thread lead_ns helper_ns private".split()
     )
 
     def __init__(self, bundle: Bundle, spec: dict):
@@ -188,7 +187,9 @@ class _CpuPlan:
         self.sites = spec["cpu"]["sites"]
         fields: list = []
         self.params = []
+        slots = []  # each parameter's first slot in the flat values
         for p in spec["params"]:
+            slots.append(len(fields))
             if "ndim" in p:
                 strided = p["layout"] == "A"
                 self.params.append((p, BY_NAME[p["dtype"]].np_dtype, p["ndim"], strided, None))
@@ -202,6 +203,9 @@ class _CpuPlan:
         self.offsets = [getattr(self.Args, f).offset for f, _ in names]
         self.Argv = ctypes.c_void_p * max(1, len(fields))
         self.ns_per_thread: float | None = None
+        self.lead_ns: float = _LEAD_START_NS  # when the helpers start, after the launcher
+        self.helper_ns: float = 0.0  # their ns per thread (0: not measured yet)
+        self.private = _private_table(bundle, spec, slots)
 
     def flatten(self, name: str, args) -> list | None:
         """The flat parameter values; None where :func:`marshal` must decide (and raise)."""
@@ -250,47 +254,114 @@ def _run_cpu(fn, argv, grid, block, plan: _CpuPlan | None = None):
     exc = ctypes.byref(rec, _EXC_OFFSET)
     nblocks = grid[0] * grid[1] * grid[2]
     per_block = block[0] * block[1] * block[2]
-    threads = nblocks * per_block
+    chunks = _shares(plan, nblocks, _parallel(plan, grid, block), per_block)
+    i64 = ctypes.c_int64
+    jobs = [(fn, (argv, rec, i64(a), i64(b), exc), (b - a) * per_block) for a, b in chunks]
+    elapsed = _dispatch(jobs, plan)
+    a, b = chunks[0]
+    return _learned(plan, rec, elapsed, (b - a) * per_block)
+
+
+def _parallel(plan: _CpuPlan | None, grid, block, parts: int | None = None) -> int:
+    """How many threads to split a launch over (``parts``: at most so many pieces)."""
+    nblocks = grid[0] * grid[1] * grid[2]
+    threads = nblocks * block[0] * block[1] * block[2]
     est = plan.ns_per_thread if plan is not None else None
     if est is None:
         split = threads >= _PARALLEL_THREADS
     else:
         split = threads * est >= _PARALLEL_NS
-    workers = min(_workers(), nblocks) if split and nblocks > 1 else 1
-    i64 = ctypes.c_int64
-    if workers > 1:
-        chunks = _split(nblocks, workers)
-        _helpers.ensure(len(chunks) - 1)
-        _helpers.keep_off(_current_cpu())
-        waits = []
-        try:
-            for a, b in chunks[1:]:
-                done = _thread.allocate_lock()
-                done.acquire()
-                _helpers.jobs.put((fn, (argv, rec, i64(a), i64(b), exc), done))
-                waits.append(done)
-            a, b = chunks[0]  # the calling thread takes the first chunk
-            t0 = time.perf_counter_ns()
-            fn(argv, rec, i64(a), i64(b), exc)
-            elapsed = time.perf_counter_ns() - t0
-        finally:
-            for done in waits:  # the helpers read argv and rec: wait, whatever happens
-                done.acquire()
-        mine = (b - a) * per_block
-    else:
-        t0 = time.perf_counter_ns()
-        fn(argv, rec, i64(0), i64(nblocks), exc)
-        elapsed = time.perf_counter_ns() - t0
-        mine = threads
+    pieces = nblocks if parts is None else parts
+    return min(_workers(), pieces) if split and pieces > 1 else 1
+
+
+# A helper woken through the queue starts its chunk 20-100 µs after the launcher queued it,
+# and a launcher that then sleeps on its lock wakes 50-110 µs after the release (idle vCPUs
+# come back slowly). So the launcher takes more: the helpers' start delay (learned per plan
+# from their clock stamps, rising fast, falling slowly, capped) plus ``_MARGIN_NS``, to
+# finish just after them, never sleeping. Only who runs which blocks changes, never what a
+# block computes.
+
+_MARGIN_NS = 15_000  # a helper's own return path (GIL, clock, lock release): a few µs
+_LEAD_CAP_NS = 300_000
+_LEAD_START_NS = 30_000  # before a plan has seen its helpers
+
+
+def _shares(plan: _CpuPlan | None, n: int, workers: int, per_unit: int) -> list:
+    """[0, n) split over ``workers``, the launcher's (first) share larger by the helpers'
+    expected delay; ``per_unit``: threads per unit (block or chunk)."""
+    if workers <= 1 or n <= 1:
+        return [(0, n)]
+    est = plan.ns_per_thread if plan is not None else None
+    if not est:
+        return _split(n, workers)
+    helpers = workers - 1
+    lead = plan.lead_ns + _MARGIN_NS
+    unit_ns = est * per_unit
+    # launcher: mine * unit_ns = lead + theirs * helper_ns, mine + helpers * theirs = n
+    helper_ns = plan.helper_ns * per_unit or unit_ns
+    theirs = (n * unit_ns - lead) / (unit_ns + helpers * helper_ns)
+    theirs = max(n // (4 * workers), min(n // workers, int(theirs)))
+    if theirs <= 0:
+        return [(0, n)]
+    mine = n - helpers * theirs
+    return [(0, mine)] + [(mine + k * theirs, mine + (k + 1) * theirs) for k in range(helpers)]
+
+
+def _dispatch(jobs: list, plan: _CpuPlan | None = None) -> int:
+    """Run ``fn(*args)`` per job ``(fn, args, threads)``: the first on this thread (timed:
+    its ns), the rest on helpers; returns once all have finished, having taught ``plan``
+    the helpers' delay and speed (``threads``: how many GPU threads the job runs)."""
+    clock = time.perf_counter_ns
+    if len(jobs) == 1:
+        fn, args, _n = jobs[0]
+        t0 = clock()
+        fn(*args)
+        return clock() - t0
+    _helpers.ensure(len(jobs) - 1)
+    _helpers.keep_off(_current_cpu())
+    waits = []
+    try:
+        for fn, args, n in jobs[1:]:
+            done = _thread.allocate_lock()
+            done.acquire()
+            stamps = [0, 0]
+            _helpers.jobs.put((fn, args, done, stamps))
+            waits.append((done, stamps, n))
+        fn, args, _n = jobs[0]  # the calling thread takes the first job
+        t1 = clock()
+        fn(*args)
+        t2 = clock()
+    finally:  # the helpers read argv and rec: wait, whatever happens
+        for done, _stamps, _n in waits:
+            done.acquire()
+    if plan is not None and waits:
+        _learn_helpers(plan, t1, waits)
+    return t2 - t1
+
+
+def _learn_helpers(plan: _CpuPlan, t1: int, waits: list) -> None:
+    """The queued helpers' start after the launcher's own (``t1``), their ns per thread."""
+    lead = min(_LEAD_CAP_NS, max(0, max(s[0] for _d, s, _n in waits) - t1))
+    old = plan.lead_ns
+    plan.lead_ns = old + (lead - old) * (0.5 if lead > old else 0.125)
+    ns = max([(s[1] - s[0]) / n for _d, s, n in waits if n], default=0.0)
+    if ns:
+        plan.helper_ns = (plan.helper_ns + ns) / 2 if plan.helper_ns else ns
+
+
+def _learned(plan: _CpuPlan | None, rec, elapsed: int, mine: int):
+    """The exception record; and the plan's time per thread, from this thread's share."""
     raised = rec[6]
     if plan is not None and not raised and mine:
         ns = elapsed / mine
+        est = plan.ns_per_thread
         plan.ns_per_thread = ns if est is None else (est + ns) / 2
     return rec[6:] if raised else _NO_EXCEPTION
 
 
 _Record = ctypes.c_int64 * (6 + EXC_WORDS)
-_EXC_OFFSET = 6 * ctypes.sizeof(ctypes.c_int64)
+_EXC_OFFSET = 48  # 6 words of dims
 _NO_EXCEPTION = (0,) * EXC_WORDS
 
 
@@ -303,6 +374,156 @@ def _split(n: int, parts: int) -> list[tuple[int, int]]:
             out.append((start, end))
         start = end
     return out
+
+
+# ---------------------------------------------------------------------- privatised atomics
+#
+# A kernel whose atomics into an array only combine (``atomic_add(bins, k, 1)``, the old value
+# unused; the compiler decides, ``compiler.targets.cpu.privatize``) exports a second entry,
+# ``<entry>$p``, which updates that array with plain loads and stores, and ``<entry>$pinfo``,
+# which names the arrays, their operations and the lanes of a copy. A launch on the fast path
+# whose privatised arrays are small (``_PRIVATE_MAX_BYTES`` together), C-contiguous and share
+# no memory with any other array argument runs that entry instead, in a fixed number of chunks:
+#
+#   chunks  P = min(64, blocks, threads // 4096, 8 MiB // (bytes * lanes)), at least 1: a
+#           function of the launch configuration, the arrays' sizes and the kernel only, never
+#           of the thread count
+#   chunk c = the blocks of ``_split(blocks, P)[c]``, run in the entry's own order
+#   copies  per chunk and array, ``lanes`` interleaved copies (element e of lane l at
+#           e * lanes + l), set to the operation's identity (0, -0.0 for a float add, all
+#           ones for and, the type's extreme for min/max); the thread at inner-loop position
+#           t updates lane t % lanes
+#   combine after every chunk has run: array = op(array, copy of chunk 0 lane 0), then lane
+#           1, ..., then chunk 1 lane 0, ..., chunk P-1 lane lanes-1
+#
+# Worker threads take contiguous runs of chunks (``_split(P, workers)``), which changes who
+# runs a chunk, never what it computes. Integer operations are exact in any order; a float
+# sum comes out the same, bit for bit, whatever ``GPUAOT_NUM_THREADS`` says: each copy holds
+# its threads' values summed in thread order, and the copies are added in a fixed order.
+# (docs/performance.md states the order for users.) Launches that do not qualify run the
+# ordinary entry, with exact atomics.
+
+# The compiler's codes, in order (``compiler.targets.cpu.privatize.OPS``).
+_PRIVATE_OPS = ("add", "fadd", "min", "max", "umin", "umax", "and", "or", "xor")
+_PRIVATE_MAX_BYTES = 256 << 10  # the privatised arrays of one launch, together
+_PRIVATE_COPY_BYTES = 8 << 20  # all their copies
+_PRIVATE_CHUNKS = 64
+_PRIVATE_CHUNK_THREADS = 4096  # the fewest threads worth a chunk of their own
+
+
+def _private_table(bundle: Bundle, spec: dict, slots: list[int]):
+    """``(entry, lanes, [(param, op, slot)])`` where the kernel exports a private entry."""
+    cpu = spec["cpu"]
+    name = cpu["symbols"].get(bundle.cpu_level or "")
+    if name is None or "." not in name:
+        return None
+    base, _, tag = name.rpartition(".")
+    lib = bundle.lib
+    info = getattr(lib, f"{base}$pinfo.{tag}", None)
+    entry = getattr(lib, f"{base}$p.{tag}", None)
+    if info is None or entry is None:
+        return None  # a bundle from before privatisation
+    info.restype = entry.restype = None
+    words = (ctypes.c_int64 * (2 + 2 * len(slots)))()
+    info(words)
+    table = []
+    for k in range(words[0]):
+        param, op = words[2 + 2 * k], words[3 + 2 * k]
+        table.append((param, _PRIVATE_OPS[op], slots[param]))
+    return entry, words[1], table
+
+
+def _privatised(plan: _CpuPlan, args) -> list | None:
+    """The privatised arrays of this launch, ``(array, op, slot)``; None where it must not."""
+    _entry, lanes, table = plan.private
+    out, total = [], 0
+    mine = set()
+    for param, op, slot in table:
+        a = args[param]
+        if not a.flags.c_contiguous or not a.flags.writeable or a.size == 0:
+            return None
+        total += a.nbytes
+        out.append((a, op, slot))
+        mine.add(param)
+    if total > _PRIVATE_MAX_BYTES:
+        return None
+    others = [a for k, a in enumerate(args) if k not in mine and type(a) is np.ndarray]
+    arrays = [a for a, _op, _slot in out]
+    for i, a in enumerate(arrays):  # the same memory seen through another argument
+        if any(np.may_share_memory(a, o) for o in others + arrays[i + 1 :]):
+            return None
+    return out
+
+
+def _private_chunks(nblocks: int, threads: int, nbytes: int) -> int:
+    per_bytes = _PRIVATE_COPY_BYTES // max(1, nbytes)
+    return max(1, min(_PRIVATE_CHUNKS, nblocks, threads // _PRIVATE_CHUNK_THREADS, per_bytes))
+
+
+def _identity(op: str, dtype: np.dtype):
+    if op == "fadd":
+        return -0.0  # -0.0 + x is x for every x, +0.0 and -0.0 included
+    if op in ("add", "or", "xor", "umax"):
+        return 0
+    info = np.iinfo(dtype)
+    if op == "and":
+        return info.max if dtype.kind == "u" else -1
+    return info.max if op in ("min", "umin") else info.min
+
+
+_REDUCE = {  # (umin/umax: on unsigned elements, so unsigned)
+    **{op: np.minimum for op in ("min", "umin")},
+    **{op: np.maximum for op in ("max", "umax")},
+    **{"add": np.add, "and": np.bitwise_and, "or": np.bitwise_or, "xor": np.bitwise_xor},
+}
+
+
+def _run_private(plan: _CpuPlan, argv, grid, block, arrays: list):
+    """The launch in ``_private_chunks`` chunks, each with private copies, then combined."""
+    entry, lanes, _table = plan.private
+    nblocks = grid[0] * grid[1] * grid[2]
+    per_block = block[0] * block[1] * block[2]
+    nbytes = sum(a.nbytes for a, _op, _slot in arrays) * lanes
+    parts = _private_chunks(nblocks, nblocks * per_block, nbytes)
+    # a chunk's copy: element e of lane l at e * lanes + l
+    copies = [
+        np.full((parts, a.size * lanes), _identity(op, a.dtype), a.dtype) for a, op, _s in arrays
+    ]
+    # One argument vector per chunk: the entry's, with each privatised data pointer's slot
+    # pointing at a cell that holds the chunk's copy.
+    rows = np.tile(np.frombuffer(argv, dtype=np.uintp), (parts, 1))
+    cells = np.empty((parts, len(arrays)), dtype=np.uintp)
+    chunk = np.arange(parts, dtype=np.uintp)
+    for j, (c, (_a, _op, slot)) in enumerate(zip(copies, arrays)):
+        cells[:, j] = c.ctypes.data + chunk * np.uintp(c.strides[0])
+        rows[:, slot] = cells.ctypes.data + (chunk * len(arrays) + j) * np.uintp(cells.itemsize)
+    rec = _Record(*grid, *block)
+    exc = ctypes.byref(rec, _EXC_OFFSET)
+    bounds = _split(nblocks, parts)
+    base, stride = rows.ctypes.data, rows.strides[0]
+    i64, vp = ctypes.c_int64, ctypes.c_void_p
+
+    def run(first: int, last: int) -> None:
+        for k in range(first, last):
+            a, b = bounds[k]
+            entry(vp(base + k * stride), rec, i64(a), i64(b), exc)
+
+    workers = _parallel(plan, grid, block, parts)
+    groups = _shares(plan, parts, workers, max(1, nblocks * per_block // parts))
+    jobs = [(run, (f, e), (bounds[e - 1][1] - bounds[f][0]) * per_block) for f, e in groups]
+    elapsed = _dispatch(jobs, plan)
+    mine = jobs[0][2]
+    for (a, op, _slot), c in zip(arrays, copies):
+        flat = a.reshape(-1)
+        # (chunk, lane) pairs in order, each a copy of the array
+        pieces = c.reshape(parts, a.size, lanes).transpose(0, 2, 1).reshape(-1, a.size)
+        if op == "fadd":  # array + copy 0 lane 0 + ... in order: the documented order
+            stack = np.concatenate([flat[None], pieces])
+            flat[...] = np.add.accumulate(stack, axis=0, dtype=c.dtype)[-1]
+        else:  # exact in any order
+            fn = _REDUCE[op]
+            fn(flat, fn.reduce(pieces, axis=0, dtype=c.dtype), out=flat)
+    return _learned(plan, rec, elapsed, mine)
 
 
 def call_host_function(bundle: Bundle, name: str, entry: dict, args):

@@ -10,8 +10,13 @@ A kernel becomes one exported C function that runs a range of blocks::
 loops call the kernel body, inlined, so the x loop is what the vectoriser sees. A host function
 becomes ``void gpuaot_host_<mod>__<name>(void **args, void *ret, int64_t *exc)``.
 
-What the entry does so that the x loop vectorises well (each part explained where it is built):
+What the entry does so that its inner loop vectorises well (each part explained where it is
+built):
 
+* **loop order** (:class:`.order.Order`, :class:`.nest.Nest`): the thread axis along which the
+  body's accesses are unit-stride runs innermost (x, unless another axis wins), and where the
+  body sees that axis only as its grid index, a chunk's run of blocks along it is one loop.
+  (Below, "x" is that inner axis.)
 * **x-range split** (:class:`.xsplit.XSplit`): the body's range guards (``if i < n``) are moved
   out of the x loop: per row, the threads they let through run in a loop that states them with
   ``llvm.assume``, so the vectoriser sees straight-line code, not masked loads and stores;
@@ -21,6 +26,10 @@ What the entry does so that the x loop vectorises well (each part explained wher
   (checked once per launch), a ``noalias`` copy of the body runs, and ``optimize``
   (:mod:`.pipeline`) unrolls and jams its x loop: ``JAM_COUNT`` threads advance in lock step,
   each adding in its own order (no reassociation), and SLP packs them into vectors.
+* **privatised atomics** (:mod:`.privatize`): a kernel whose atomics into an array only
+  combine also exports ``<entry>$p`` (same signature; those atomics become plain updates of
+  the private copies the run time passes in its ``args``) and ``<entry>$pinfo``
+  (``void (int64_t *out)``: the count, then (parameter index, operation code) per array).
 """
 
 from __future__ import annotations
@@ -31,7 +40,9 @@ from ....lang.types import ArrayType, materialize, none
 from ...frontend.typed import TypedFunction
 from ...lower.emitter import I1, I64, PTR, VOID
 from ...lower.lowering import FunctionLowering, ModuleBuilder
-from .pipeline import JAM_MARK
+from . import privatize
+from .nest import Nest
+from .order import Order, has_loop
 from .xsplit import XSplit, _smax, _smin
 
 
@@ -43,80 +54,24 @@ def _load_args(b: ir.IRBuilder, args_ptr, types: list[ir.Type]) -> list[ir.Value
     return out
 
 
-def _counted_loop(
-    b: ir.IRBuilder,
-    fn: ir.Function,
-    start,
-    stop,
-    name: str,
-    body,
-    plain: bool = False,
-    jam: bool = False,
-) -> None:
-    """``for i in range(start, stop): body(i)`` with a phi induction variable.
-
-    ``plain`` asks LLVM to neither vectorise nor unroll it (the few threads at a range's edge).
-    """
-    pre = b.block
-    head = fn.append_basic_block(f"{name}.head")
-    loop = fn.append_basic_block(f"{name}.body")
-    done = fn.append_basic_block(f"{name}.done")
-    b.cbranch(b.icmp_signed("<", start, stop), head, done)
-    b.position_at_end(head)
-    i = b.phi(I64, name=name)
-    i.add_incoming(start, pre)
-    b.branch(loop)
-    b.position_at_end(loop)
-    body(i)
-    nxt = b.add(i, ir.Constant(I64, 1))
-    i.add_incoming(nxt, b.block)
-    latch = b.cbranch(b.icmp_signed("<", nxt, stop), head, done)
-    if plain:
-        latch.set_metadata("llvm.loop", _loop_id(b.module, _NO_VECTORIZE, _NO_UNROLL))
-    elif jam:
-        latch.set_metadata("llvm.loop", _loop_id(b.module, (JAM_MARK,)))
-    b.position_at_end(done)
-
-
-_NO_VECTORIZE = ("llvm.loop.vectorize.enable", False)
-_NO_UNROLL = ("llvm.loop.unroll.disable",)
-
-
-def _loop_id(module: ir.Module, *props: tuple) -> ir.MDValue:
-    """A distinct, self-referential loop ID (``!0 = !{!0, !{"…"}, …}``) holding ``props``."""
-    nodes = [
-        module.add_metadata([ir.MetaDataString(module, p[0]), *(ir.Constant(I1, v) for v in p[1:])])
-        for p in props
-    ]
-    # llvmlite uniques metadata by operands; a loop ID must be distinct and refer to itself.
-    md = ir.values.MDValue(module, [], name=str(len(module.metadata)))
-    md.operands = (md, *nodes)
-    return md
-
-
 def kernel_entry(mb: ModuleBuilder, tf: TypedFunction) -> str:
     body = mb.function(tf, name=f"{tf.symbol}.body")
     body.attributes.add("alwaysinline")
     name = f"gpuaot_cpu_{tf.symbol}"
-    fn = ir.Function(mb.module, ir.FunctionType(VOID, [PTR, PTR, I64, I64, PTR]), name)
-    args_ptr, dims_ptr, begin, end, exc = fn.args
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
     types = [materialize(t) for t in tf.arg_types]
-    vals = _load_args(b, args_ptr, [p for t in types for p in mb.em.param_types(t)])
-    dims = [
-        b.load(b.gep(dims_ptr, [ir.Constant(I64, k)], source_etype=I64), typ=I64) for k in range(6)
-    ]
-    nest = _Nest(fn, exc, vals, dims, begin, end, body, XSplit.analyse(body, len(vals) + 1))
-    arrays = _arrays(types, vals)
+    fn, b, nest = _entry(mb, name, types, body)
+    arrays = _arrays(types, nest.vals)
     done = fn.append_basic_block("blk.done")
-    if not arrays or not _has_loop(body):
+    if not arrays or not has_loop(body):
         nest.emit(b, body, done, split=True)
     else:
         # A body with loops of its own gets its x loop unrolled and jammed (see ``optimize``),
         # which needs to know the arrays do not overlap: checked here, once per launch, to
         # run a copy of the body whose array pointers are ``noalias``; arrays that do
         # overlap run the plain body, threads strictly one after another.
-        restrict = _restrict_copy(mb, tf, body, [k for k, *_ in arrays])
+        restrict = _copy(mb, tf, body, "restrict")
+        for k, *_ in arrays:
+            restrict.args[k].add_attribute("noalias")
         if len(arrays) == 1:
             nest.emit(b, restrict, done, split=True, jam=True)
         else:
@@ -129,101 +84,66 @@ def kernel_entry(mb: ModuleBuilder, tf: TypedFunction) -> str:
             nest.emit(b, body, done)
     b.position_at_end(done)
     b.ret_void()
+    params = [(p, k, t) for p, (k, t, *_) in zip(_array_params(types), arrays)]
+    found = privatize.privatizable(body, params)
+    if found:
+        _private_entry(mb, tf, name, types, body, found)
     return name
 
 
-class _Nest:
-    """The loops of an entry point: blocks [begin, end), then z, y and x threads."""
-
-    def __init__(self, fn, exc, vals, dims, begin, end, body, split):
-        self.fn, self.exc, self.vals, self.dims = fn, exc, vals, dims
-        self.begin, self.end, self.body, self.split = begin, end, body, split
-
-    def emit(
-        self,
-        b: ir.IRBuilder,
-        body: ir.Function,
-        done: ir.Block,
-        split: bool = False,
-        jam: bool = False,
-    ) -> None:
-        """The nest calling ``body`` (inlined) for each thread; ``split``: at the guards.
-
-        The edge loops of a split call the plain body without inlining it: they run a few
-        threads, and a third inlined copy of the body would only cost compile time.
-        """
-        fn, exc, vals = self.fn, self.exc, self.vals
-        split = self.split if split else None
-        gx, gy, gz, bdx, bdy, bdz = self.dims
-        zero = ir.Constant(I64, 0)
-
-        def per_block(blk):
-            bx = b.urem(blk, gx)
-            rest = b.udiv(blk, gx)
-            by = b.urem(rest, gy)
-            bz = b.udiv(rest, gy)
-
-            def per_z(tz):
-                def per_y(ty):
-                    def args(tx):
-                        return [*vals, exc, tx, ty, tz, bx, by, bz, bdx, bdy, bdz, gx, gy, gz]
-
-                    def per_x(tx):
-                        b.call(body, args(tx))
-
-                    def edge_x(tx):
-                        b.call(self.body, args(tx), attrs=("noinline",))
-
-                    if split is None:
-                        end = bdx if jam else _opaque(b, bdx)
-                        _counted_loop(b, fn, zero, end, "tx", per_x, jam=jam)
-                        return
-                    env = {id(p): v for p, v in zip(split.body.args, args(zero))}
-                    rows = not jam  # unroll-and-jam wants the row guards unswitched instead
-                    lo, hi = split.bounds(b, env, bdx, rows=rows)
-                    end = bdx
-                    if not jam:  # (an asm call in the loop around stops unroll-and-jam)
-                        lo, hi, end = _opaque(b, lo), _opaque(b, hi), _opaque(b, bdx)
-
-                    def fast_x(tx):
-                        split.assume(b, env, tx, rows=rows)
-                        per_x(tx)
-
-                    # The edges hold the few threads a guard turns away.
-                    _counted_loop(b, fn, zero, lo, "tx.pre", edge_x, plain=True)
-                    _counted_loop(b, fn, lo, hi, "tx", fast_x, jam=jam)
-                    _counted_loop(b, fn, hi, end, "tx.post", edge_x, plain=True)
-
-                _counted_loop(b, fn, zero, _opaque(b, bdy), "ty", per_y)
-
-            _counted_loop(b, fn, zero, _opaque(b, bdz), "tz", per_z)
-
-        # Blocks one after another; stop early once any thread has raised.
-        pre = b.block
-        head = fn.append_basic_block("blk.head")
-        b.cbranch(b.icmp_signed("<", self.begin, self.end), head, done)
-        b.position_at_end(head)
-        blk = b.phi(I64, name="blk")
-        blk.add_incoming(self.begin, pre)
-        per_block(blk)
-        nxt = b.add(blk, ir.Constant(I64, 1))
-        status = b.load_atomic(exc, "monotonic", 8, typ=I64)
-        go = b.and_(b.icmp_signed("<", nxt, self.end), b.icmp_unsigned("==", status, zero))
-        blk.add_incoming(nxt, b.block)
-        b.cbranch(go, head, done)
+def _entry(mb: ModuleBuilder, name: str, types: list, body: ir.Function):
+    """``void name(void **args, int64_t *dims, int64_t begin, int64_t end, int64_t *exc)``:
+    the function, a builder in its entry block, and the loop nest over its arguments."""
+    fn = ir.Function(mb.module, ir.FunctionType(VOID, [PTR, PTR, I64, I64, PTR]), name)
+    args_ptr, dims_ptr, begin, end, exc = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    vals = _load_args(b, args_ptr, [p for t in types for p in mb.em.param_types(t)])
+    dims = [
+        b.load(b.gep(dims_ptr, [ir.Constant(I64, k)], source_etype=I64), typ=I64) for k in range(6)
+    ]
+    order = Order.analyse(body, len(vals))
+    split = XSplit.analyse(body, len(vals) + 1 + order.inner)
+    return fn, b, Nest(fn, exc, vals, dims, begin, end, body, order, split)
 
 
-def _opaque(b: ir.IRBuilder, v: ir.Value) -> ir.Value:
-    """``v``, through an empty ``asm sideeffect``: LLVM can no longer see it is loop-invariant.
+def _private_entry(mb, tf, name: str, types: list, body: ir.Function, found: list) -> None:
+    """``<name>$p``, the entry the run time calls with private copies of the ``found`` arrays
+    (:mod:`.privatize`), and ``<name>$pinfo``, which tells it which arrays those are.
 
-    The bounds of the x loops are invariant in the y, z and block loops around them, so
-    LLVM's non-trivial loop unswitching clones those outer loops, with every x loop in
-    them, once per combination of empty/non-empty x loops: four to eight copies of the
-    vectorised body, for nothing (``llvm.loop.unswitch.nontrivial.disable`` is not
-    honoured there). An opaque copy of each bound, taken inside the loop, costs no
-    instruction and keeps one copy. (Compile time of fixtures/conformance: x2.6 without.)
+    The loops live in a function of their own, not inlined, whose private pointers are
+    ``noalias``: the run time's copies overlap nothing, and saying so for the whole nest (not
+    per inlined body) lets the threads of a group of lanes be packed into vectors.
     """
-    return b.asm(ir.FunctionType(v.type, [v.type]), "", "=r,0", [v], True)
+    fn, b, outer = _entry(mb, name + privatize.PRIVATE_SUFFIX, types, body)
+    vals, dims = outer.vals, outer.dims
+    loops = ir.Function(
+        mb.module,
+        ir.FunctionType(VOID, [v.type for v in vals] + [I64] * 8 + [PTR]),
+        f"{name}{privatize.PRIVATE_SUFFIX}.loops",
+    )
+    loops.linkage = "internal"
+    loops.attributes.add("noinline")
+    for _p, k, _op in found:
+        loops.args[k].add_attribute("noalias")
+    b.call(loops, [*vals, *dims, outer.begin, outer.end, outer.exc])
+    b.ret_void()
+    n = len(vals)
+    lv, ld, (lbegin, lend, lexc) = loops.args[:n], loops.args[n : n + 6], loops.args[n + 6 :]
+    nest = Nest(loops, lexc, list(lv), list(ld), lbegin, lend, body, outer.order, outer.split)
+    b = ir.IRBuilder(loops.append_basic_block("entry"))
+    lanes = privatize.lane_count(body)
+    private = _copy(mb, tf, body, "private")
+    privatize.rewrite_private(private, found, lanes)
+    done = loops.append_basic_block("blk.done")
+    ptrs = [(k, types[p].dtype.itemsize) for p, k, _op in found]
+    nest.emit(b, private, done, split=True, lanes=(lanes, ptrs) if lanes > 1 else None)
+    b.position_at_end(done)
+    b.ret_void()
+    privatize.info_function(mb.module, name + privatize.INFO_SUFFIX, found, lanes)
+
+
+def _array_params(types: list) -> list[int]:
+    return [p for p, t in enumerate(types) if isinstance(t, ArrayType)]
 
 
 def _arrays(types: list, vals: list) -> list[tuple]:
@@ -240,14 +160,12 @@ def _arrays(types: list, vals: list) -> list[tuple]:
     return out
 
 
-def _restrict_copy(mb: ModuleBuilder, tf: TypedFunction, body: ir.Function, ptrs) -> ir.Function:
-    """The body lowered again, its array data pointers ``noalias`` (the callees are shared)."""
-    copy = ir.Function(mb.module, body.function_type, f"{body.name}.restrict")
+def _copy(mb: ModuleBuilder, tf: TypedFunction, body: ir.Function, what: str) -> ir.Function:
+    """The body lowered again, as ``<body>.<what>`` (the callees are shared)."""
+    copy = ir.Function(mb.module, body.function_type, f"{body.name}.{what}")
     copy.linkage = "internal"
     copy.attributes.add("alwaysinline")
     FunctionLowering(mb, tf, copy).lower()
-    for k in ptrs:
-        copy.args[k].add_attribute("noalias")
     return copy
 
 
@@ -279,39 +197,6 @@ def _disjoint(b: ir.IRBuilder, arrays: list) -> ir.Value:
             apart = b.or_(b.icmp_unsigned("<=", hi1, lo2), b.icmp_unsigned("<=", hi2, lo1))
             ok = b.and_(ok, b.or_(b.or_(e1, e2), apart))
     return ok
-
-
-def _has_loop(fn: ir.Function, seen: set | None = None) -> bool:
-    """Whether a function (or one it calls) has a cycle in its control flow: a loop."""
-    seen = set() if seen is None else seen
-    if id(fn) in seen or not fn.blocks:
-        return False
-    seen.add(id(fn))
-    for blk in fn.blocks:
-        for ins in blk.instructions:
-            if isinstance(ins, ir.CallInstr) and isinstance(ins.callee, ir.Function):
-                if _has_loop(ins.callee, seen):
-                    return True
-
-    def successors(blk):
-        term = blk.terminator
-        return [o for o in (term.operands if term is not None else ()) if isinstance(o, ir.Block)]
-
-    state: dict[int, int] = {}  # 1: on the DFS stack, 2: done
-    stack = [(fn.blocks[0], iter(successors(fn.blocks[0])))]
-    state[id(fn.blocks[0])] = 1
-    while stack:
-        blk, it = stack[-1]
-        nxt = next(it, None)
-        if nxt is None:
-            state[id(blk)] = 2
-            stack.pop()
-        elif state.get(id(nxt)) == 1:
-            return True
-        elif id(nxt) not in state:
-            state[id(nxt)] = 1
-            stack.append((nxt, iter(successors(nxt))))
-    return False
 
 
 def host_entry(mb: ModuleBuilder, tf: TypedFunction) -> str:
