@@ -13,6 +13,8 @@ Writes into ``gpu-check/`` (git-ignored):
   expected results from the numpy/CPython oracle;
 * ``features.json`` + ``features.npz``: inputs of the GPU-only kernels (shared memory, barriers,
   atomics, shuffles) and their results under ``simulate`` (CPython, thread by thread);
+* ``warp.json`` + ``warp.npz``: fixtures/warp_pkg's kernels (the ``*_sync`` warp API, dynamic
+  shared memory through a 4-item launch, the grid barrier) and their results under ``simulate``;
 * ``random.json`` + ``random.npz``: fixtures/random_pkg's kernels (gpuaot.random), their
   states from ``create_xoroshiro128p_states`` and their results under ``simulate``; ``maxulp``
   names the draws that may differ in the last bits on the GPU (the normals: libdevice).
@@ -38,6 +40,7 @@ PACKAGES = {
     "example": REPO / "fixtures" / "example",
     "kernels_pkg": REPO / "bench" / "kernels_pkg",
     "random_pkg": REPO / "fixtures" / "random_pkg",
+    "warp_pkg": REPO / "fixtures" / "warp_pkg",
 }
 JIT_ARCH = "sm_75"
 
@@ -202,6 +205,71 @@ def record_random(out: Path) -> int:
     return len(meta)
 
 
+def record_warp(out: Path) -> int:
+    """fixtures/warp_pkg: the *_sync warp API, dynamic shared memory (a 4-item launch) and
+    the grid barrier, expected as ``simulate`` computes them; ``activemask`` has no simulate
+    meaning, so its expected value is the warp's threads (converged code)."""
+    sys.path.insert(0, str(out / "pkgs"))
+    import warp_pkg as w
+
+    rng = np.random.default_rng(12)
+    i32 = rng.integers(-3, 9, 128).astype(np.int32)
+    cases = {
+        "warp_reduce": (
+            (4, 64),
+            {"x": rng.random(200, dtype=np.float32), "out": np.zeros(8, "f4")},
+        ),
+        "shuffles": (
+            (2, 64),
+            {
+                "x": rng.random(128, dtype=np.float32),
+                "y": rng.standard_normal(128),
+                "out": np.zeros(512, "f4"),
+                "out64": np.zeros(256),
+            },
+        ),
+        "votes": ((4, 32), {"x": i32, "out": np.zeros(512, "u4")}),
+        "matches": (
+            (2, 64),
+            {
+                "x": rng.integers(0, 3, 128).astype(np.int64),
+                "f": np.tile(np.array([0.0, -0.0, np.nan, 1.5], np.float32), 32),
+                "out": np.zeros(512, "u4"),
+            },
+        ),
+        "half_warps": ((2, 64), {"x": i32, "out": np.zeros(256, "i4")}),
+        "compact": ((2, 64), {"x": i32, "out": np.full(128, -1, "i4"), "count": np.zeros(4, "i4")}),
+        "dyn_reverse": (
+            (4, 32, 0, 4 * 32 + 6),
+            {
+                "x": rng.random(128, dtype=np.float32),
+                "out": np.zeros(128, "f4"),
+                "bits": np.zeros(132, "u4"),
+            },
+        ),
+        "grid_prefix": (
+            (8, 32),
+            {
+                "x": rng.random(256, dtype=np.float32),
+                "partial": np.zeros(8, "f4"),
+                "out": np.zeros(256, "f4"),
+            },
+        ),
+    }
+    meta, arrays = [], {}
+    for name, (config, state) in cases.items():
+        arrays.update({f"{name}/state/{k}": v.copy() for k, v in state.items()})
+        getattr(w, name).simulate[config](*state.values())
+        arrays.update({f"{name}/expected/{k}": v for k, v in state.items()})
+        meta.append({"fn": name, "config": list(config), "args": list(state)})
+    arrays["active_lanes/state/out"] = np.zeros(48, np.uint32)  # 2 blocks of 24 threads
+    arrays["active_lanes/expected/out"] = np.full(48, 0x00FFFFFF, np.uint32)
+    meta.append({"fn": "active_lanes", "config": [2, 24], "args": ["out"]})
+    np.savez_compressed(out / "warp.npz", **arrays)
+    (out / "warp.json").write_text(json.dumps(meta, indent=1))
+    return len(meta)
+
+
 def main(argv: list[str]) -> int:
     out = Path(argv[1] if len(argv) > 1 else "gpu-check")
     out.mkdir(parents=True, exist_ok=True)
@@ -219,6 +287,8 @@ def main(argv: list[str]) -> int:
     print(f"recorded {n} GPU-only kernels with their simulate results")
     n = record_random(out)
     print(f"recorded {n} gpuaot.random kernels with their simulate results")
+    n = record_warp(out)
+    print(f"recorded {n} warp / dynamic shared / grid barrier kernels")
     shutil.rmtree(cache, ignore_errors=True)  # the GPU side needs only the bundles
     print(f"next, on a GPU machine: python3 bench/gpu_check.py {out}")
     return 0

@@ -175,6 +175,21 @@ def feature_case(g, case: dict, data) -> None:
         _compare(dev[k].get(), np.asarray(data[f"{name}/expected/{k}"]), None, 0, f"{name}: {k}")
 
 
+def cooperative_too_large(wp) -> str:
+    """A grid barrier's grid that cannot be resident at once is refused before the launch."""
+    from gpuaot.runtime.devicearray import DeviceArray
+
+    n = 1 << 18  # blocks of 32 threads: far more than any GPU holds at once
+    x, partial, out = (DeviceArray(np.zeros(k, np.float32)) for k in (n * 32, n, n * 32))
+    try:
+        wp.grid_prefix[n, 32](x, partial, out)
+    except ValueError as e:
+        if "must all be resident at once" not in str(e):
+            raise
+        return str(e).split("; ")[0].split("but ")[-1]
+    raise AssertionError(f"a cooperative grid of {n} blocks was launched")
+
+
 def random_case(rp, case: dict, data) -> None:
     """A gpuaot.random kernel on the GPU against simulate: bitwise, the normals within maxulp."""
     from gpuaot.runtime.devicearray import DeviceArray
@@ -612,6 +627,13 @@ def main(argv: list[str]) -> int:
     rdata = np.load(root / "random.npz")
     for case in json.loads((root / "random.json").read_text()):
         checks.run(f"random/{case['fn']} vs simulate", random_case, random_pkg, case, rdata)
+    if (root / "warp.json").is_file():
+        import warp_pkg
+
+        wdata = np.load(root / "warp.npz")
+        for case in json.loads((root / "warp.json").read_text()):
+            checks.run(f"warp/{case['fn']} vs simulate", feature_case, warp_pkg, case, wdata)
+        checks.run("warp/grid barrier: too large a grid refused", cooperative_too_large, warp_pkg)
     checks.run("exception: type, kernel, file:line, thread, block", device_exception, gpu_features)
     checks.run("stream: launch on a non-default stream", stream_launch, example)
     checks.run("mixed CPU/GPU arguments refused", mixed_devices, example)

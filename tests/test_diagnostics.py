@@ -188,12 +188,12 @@ INVALID = [
         "bad_annotation",
         src("""
         @ga.kernel
-        def k(x: list, y: Array[f32, 4], z: Array[f32, 2, "B"]):
+        def k(x: list, y: Array[f32, 5], z: Array[f32, 2, "B"]):
             pass
         """),
         [
             Expect("list", "'list' is not a gpuaot type"),
-            Expect("Array[f32, 4]", "an Array's rank must be 1, 2 or 3"),
+            Expect("Array[f32, 5]", "an Array's rank must be 1 to 4"),
             Expect('Array[f32, 2, "B"]', 'an Array\'s layout must be "C" or "A"'),
         ],
     ),
@@ -232,7 +232,7 @@ INVALID = [
             for i in range(0, 10, 0):
                 x[i] = 0
             r = range(3)
-            for v in x:
+            for v in x.shape:
                 pass
             for i in range(1.5):
                 pass
@@ -240,7 +240,9 @@ INVALID = [
         [
             Expect("0):", "range() step must not be zero"),
             Expect("range(3)", "range() is only allowed as a for-loop's iterable"),
-            Expect("x:\n", "kernels loop over range(...) only"),
+            Expect(
+                "x.shape:", "kernels loop over range(...), a 1-D array or enumerate(...) of one"
+            ),
             Expect("1.5", "range() needs integers, not float literal"),
         ],
     ),
@@ -323,11 +325,11 @@ INVALID = [
         src("""
         @ga.kernel
         def k(x: Array[f32]):
-            raise ValueError("n=" + "1")
+            raise ValueError("n=" + x)
             raise MyError("x")
         """),
         [
-            Expect('ValueError("n="', "exceptions take one constant string message in kernels"),
+            Expect('ValueError("n=" + x', "exceptions take one constant string message in kernels"),
             Expect("MyError", "raise a built-in exception type (ValueError, IndexError, ...)"),
         ],
     ),
@@ -436,6 +438,120 @@ INVALID = [
         ],
     ),
 ]
+
+# One error per mistake (issue 12, item 11): a variable whose assignment had an error is not
+# reported again where it is read ("'y' is used before it is assigned" after the real error),
+# and a GPU-only kernel with a real error reports that error, not the CPU's lack of
+# syncthreads. Each case is one typical mistake whose value is used twice afterwards.
+ONE_ERROR_PER_MISTAKE = [
+    (
+        "once_unknown_name_then_used",
+        "y = x[i] + undefined",
+        "undefined",
+        "unknown name 'undefined'",
+    ),
+    ("once_helper_arity", "y = helper(x[i])", "helper(x[i])", "'helper' takes 2 arguments, got 1"),
+    ("once_no_value", "y = nothing(x)", "nothing(x)", "this call returns no value"),
+    (
+        "once_bad_attribute",
+        "y = x.sizee",
+        "x.sizee",
+        "a Array[f32, 1] has no attribute 'sizee' in kernels",
+    ),
+    ("once_bad_annotation", "y: list = 3", "list", "'list' is not a gpuaot type"),
+    (
+        "once_bad_unpack",
+        "y, z = x[i], 2, 3",
+        "x[i], 2, 3",
+        "cannot unpack (f32, int literal, int literal) into 2 names",
+    ),
+    ("once_unknown_intrinsic", "y = ga.nosuchthing(x[i])", "ga.nosuchthing", None),
+    (
+        "once_matmul_operator",
+        "y = x[i] @ x[i]",
+        "x[i] @",
+        "operator '@' is not supported in kernels",
+    ),
+    (
+        "once_grid_arguments",
+        "y = ga.grid(1, 2)",
+        "ga.grid(1, 2)",
+        "grid() takes a constant 1, 2 or 3",
+    ),
+    ("once_math_not_imported", "y = math.sqrt(x[i])", "math.sqrt", "unknown function 'math.sqrt'"),
+    ("once_list_literal", "y = [x[i], 1.0]", "[x[i]", "a list is not supported in kernels"),
+    ("once_string_value", 'y = "text"', '"text"', "strings are only allowed as exception messages"),
+    (
+        "once_chained",
+        "w = x[i] + undefined\n    y = w * 2",
+        "undefined",
+        "unknown name 'undefined'",
+    ),
+    (
+        "once_gpu_only_maybe_unassigned",
+        "ga.syncthreads()\n    if x[i] > 0:\n        y = 1.0",
+        "y * 2",
+        "'y' may be used before it is assigned",
+    ),
+    (
+        "once_gpu_only_with_error",
+        "ga.syncthreads()\n    y = x + 1",
+        "x + 1",
+        "left operand of '+' must be a number or bool, not Array[f32, 1]",
+    ),
+]
+CASCADE_HELPERS = """
+@ga.device
+def helper(a, b):
+    return a + b
+
+
+@ga.device
+def nothing(x: Array[f32]):
+    x[0] = 1.0
+
+
+@ga.kernel
+def k(x: Array[f32]):
+    i = ga.grid(1)
+    {mistake}
+    x[i] = y * 2
+    x[i] = y + x[i]
+"""
+for _name, _mistake, _marker, _message in ONE_ERROR_PER_MISTAKE:
+    INVALID.append(
+        Invalid(
+            _name,
+            HEADER + CASCADE_HELPERS.format(mistake=_mistake),
+            [Expect(_marker, _message or "'gpuaot.nosuchthing' is not a kernel intrinsic")],
+        )
+    )
+
+INVALID.append(
+    Invalid(
+        "two_mistakes_two_errors",  # a mistake in a condition does not hide one in its body
+        src("""
+        @ga.kernel
+        def k(x: Array[f32]):
+            i = ga.grid(1)
+            if x[i] > limit:
+                y = x[i] @ 2.0
+                x[i] = y
+            while x[i] < undefined_bound:
+                x[i] += "s"
+            assert x[i] > lo, "positive"
+            x[i] = z
+        """),
+        [
+            Expect("limit", "unknown name 'limit'"),
+            Expect("x[i] @", "operator '@' is not supported in kernels"),
+            Expect("undefined_bound", "unknown name 'undefined_bound'"),
+            Expect('"s"', "strings are only allowed as exception messages"),
+            Expect("lo,", "unknown name 'lo'"),
+            Expect("z\n", "unknown name 'z'"),
+        ],
+    )
+)
 
 
 def _expected_block(pkg: str, text: str, e: Expect) -> str:
@@ -648,3 +764,25 @@ def test_definitely_assigned_patterns_build(kit, tmp_path, monkeypatch):
     np.testing.assert_array_equal(out, sim)
     np.testing.assert_array_equal(out, [2.0 * 4 + 6, 1.0 * 4 + 6, 1.0 + 6, 1.0 + 6])
     kit.unload("defpkg")
+
+
+def test_gpu_only_kernel_mistake_once_with_the_gpu_target(kit, tmp_path, monkeypatch):
+    """Built for the CPU and the GPU: the GPU-only kernel's mistake is one error (both targets
+    find it), and the CPU's lack of syncthreads is not reported."""
+    import shutil
+
+    from gpuaot.compiler.driver import BuildOptions, build_package
+    from gpuaot.errors import CompileErrors
+
+    if shutil.which("ptxas") is None:
+        pytest.skip("ptxas not found")
+    case = next(c for c in INVALID if c.name == "once_gpu_only_with_error")
+    root = _write(kit, tmp_path, case)
+    monkeypatch.chdir(tmp_path)
+    opts = BuildOptions.resolve(case.name, out_dir=tmp_path / "out", cache_dir=str(tmp_path / "c"))
+    assert opts.gpu
+    with pytest.raises(CompileErrors) as info:
+        build_package(opts)
+    line, col, _ = position((root / "mod.py").read_text(), case.errors[0].marker)
+    got = [(e.loc.line, e.loc.col + 1, e.message) for e in info.value.errors]
+    assert got == [(line, col, case.errors[0].message)]

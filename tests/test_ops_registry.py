@@ -58,6 +58,11 @@ def test_the_tables_are_the_declarations():
         "intr.shfl_down",
         "intr.shfl_xor",
         "intr.lane_id",
+        *(f"intr.{n}" for n in ("syncwarp", "activemask", "lanemask_lt", "ballot_sync")),
+        "intr.grid_sync",
+        "intr.this_grid",
+        *(f"intr.{n}_sync" for n in ("shfl", "shfl_up", "shfl_down", "shfl_xor")),
+        *(f"intr.{n}_sync" for n in ("all", "any", "eq", "match_any", "match_all")),
     }
     assert CPU_OVERLAY - GPU_OVERLAY == set()
 

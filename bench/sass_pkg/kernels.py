@@ -51,6 +51,8 @@ def transcendental(x: Array[f32], out: Array[f32]):
     i = ga.grid(1)
     if i < x.shape[0]:
         v = x[i]
-        out[i] = math.exp(-v * v) * math.sin(v) + math.log(f32(1) + v * v) * math.cos(v) + (
-            math.sqrt(abs(v)) * math.tanh(v)
+        out[i] = (
+            math.exp(-v * v) * math.sin(v)
+            + math.log(f32(1) + v * v) * math.cos(v)
+            + (math.sqrt(abs(v)) * math.tanh(v))
         )

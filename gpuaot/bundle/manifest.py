@@ -184,10 +184,11 @@ def image_matches(image: Image, blob: bytes) -> bool:
 class Site(Record):
     """Where a device exception can be raised: its id is its index in ``sites``."""
 
-    type: str  # the Python exception's name: IndexError
+    type: str  # the Python exception's name: IndexError, or a package's class: pkg.errors.Bad
     message: str
     file: str  # from the directory that holds the package
     line: int
+    base: str | None = optional()  # a package's class only: its nearest built-in base
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,9 @@ class GpuCode(Record):
     symbol: str  # the .entry in the image
     image: int  # index in Manifest.images
     sites: tuple[Site, ...]
+    # True: it has a grid barrier (this_grid().sync()), so it is launched cooperatively
+    # (cuLaunchCooperativeKernel); absent otherwise.
+    cooperative: bool | None = optional()
 
 
 @dataclass(frozen=True)

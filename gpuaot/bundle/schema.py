@@ -284,6 +284,10 @@ def _check_references(m: dict, fatbin_size: int | None) -> None:
         if not k["specializations"]:
             raise ManifestError(f"kernels[{n}].specializations", "must not be empty")
         for j, s in enumerate(k["specializations"]):
+            if s["gpu"] is not None and s["gpu"].get("cooperative", True) is not True:
+                raise ManifestError(
+                    f"kernels[{n}].specializations[{j}].gpu.cooperative", "must be true or absent"
+                )
             if s["gpu"] is not None and s["gpu"]["image"] >= len(images):
                 raise ManifestError(
                     f"kernels[{n}].specializations[{j}].gpu.image",

@@ -23,8 +23,6 @@ from __future__ import annotations
 import ast
 import importlib.machinery
 import importlib.util
-import math
-import operator
 import os
 import sys
 from dataclasses import dataclass, field
@@ -32,11 +30,19 @@ from pathlib import Path
 
 from ..bundle.manifest import source_sha256
 from ..errors import BuildError, CompileError, Diagnostics, Location
+from .folding import _UNFOLDABLE, MATH_CONSTANTS, fold_expr
+from .folding import NOT_LOCAL as NOT_LOCAL  # (re-exported: the typer reads them here)
+from .folding import UNFOLDABLE as UNFOLDABLE
 from .frontend.nesting import MAX_DEPTH, recursion_room, too_deep
 from .sources import TOO_DEEP_HINT, decode_source, parse_source, show_lines, source_lines
 
 DECORATORS = {"kernel", "device", "device_only", "host", "overlay"}
-BUILTINS = {"range", "len", "abs", "min", "max", "int", "float", "bool"}
+# The builtins kernels may call (their meanings: compiler/ops/builtin.py; ``range`` and
+# ``enumerate`` only as a for-loop's iterable).
+BUILTINS = {
+    "range", "enumerate", "len", "abs", "min", "max", "int", "float", "bool", "round", "divmod",
+    "pow",
+}  # fmt: skip
 SKIP_DIRS = {"_gpuaot", "__pycache__", "build", "dist"}
 # gpuaot's modules whose @device functions packages may call (parsed, never imported).
 LIBRARY_MODULES = ("gpuaot.random",)
@@ -90,6 +96,7 @@ class ModuleInfo:
     lines: list[str] = field(default_factory=list, repr=False)  # source_lines(source)
     functions: dict[str, FuncInfo] = field(default_factory=dict)
     constants: dict[str, ast.expr] = field(default_factory=dict)
+    classes: dict[str, ast.ClassDef] = field(default_factory=dict)  # exceptions: frontend.raises
     # local name -> ("module", dotted) | ("attr", dotted module, attribute)
     imports: dict[str, tuple] = field(default_factory=dict)
     dotted_imports: set[str] = field(default_factory=set)  # each `import a.b.c` (binds `a`)
@@ -119,6 +126,7 @@ class Package:
         # target -> qualname of the replaced function -> overlay
         self.overlays: dict[str, dict[str, FuncInfo]] = {"cpu": {}, "gpu": {}}
         self._const_cache: dict[tuple[str, str], object] = {}
+        self._aliasing: set[tuple[str, str]] = set()  # cycle guard of _alias
         self.library: dict[str, ModuleInfo] = {}  # the LIBRARY_MODULES read so far
 
     def functions(self):
@@ -136,7 +144,10 @@ class Package:
         if name in module.functions:
             return Symbol("func", module.functions[name])
         if name in module.constants:
-            return Symbol("const", self.constant(module, name))
+            alias = self._alias(module, name)
+            return alias if alias is not None else Symbol("const", self.constant(module, name))
+        if name in module.classes:
+            return Symbol("class", (module, module.classes[name]))
         imp = module.imports.get(name)
         if imp is not None:
             return self._resolve_import(imp, _seen or set())
@@ -222,120 +233,33 @@ class Package:
             self._const_cache[key] = self.fold(module, module.constants[name])
         return self._const_cache[key]
 
-    def fold(self, module: ModuleInfo, node: ast.expr):
-        """Evaluate a module-level constant expression, or return ``_UNFOLDABLE``."""
+    def _alias(self, module: ModuleInfo, name: str) -> Symbol | None:
+        """``nbtype = f32``, ``add = ga.atomic_add``, ``sqrt = math.sqrt``: a module-level name
+        bound to a gpuaot type or intrinsic, a math function or a function of the package
+        resolves as what it names (a number stays a constant: see :meth:`constant`)."""
+        node = module.constants[name]
+        key = (module.name, name)
+        if not isinstance(node, (ast.Name, ast.Attribute)) or key in self._aliasing:
+            return None
+        self._aliasing.add(key)
         try:
-            with recursion_room():
-                return _Folder(self, module).visit(node)
-        except _NotConstant:
-            return _UNFOLDABLE
-        except (ArithmeticError, ValueError, TypeError):
-            return _UNFOLDABLE
+            sym = self.resolve_expr(module, node)
+        finally:
+            self._aliasing.discard(key)
+        if sym is None or sym.kind not in ("func", "gpuaot", "math"):
+            return None
+        if sym.value == "WARP_SIZE" or sym.value in MATH_CONSTANTS:
+            return None
+        return sym
 
+    def fold(self, module: ModuleInfo, node: ast.expr, local=None):
+        """Evaluate a module-level constant expression, or return ``_UNFOLDABLE``.
 
-class _NotConstant(Exception):
-    pass
-
-
-class _Unfoldable:
-    def __repr__(self) -> str:
-        return "<not a constant>"
-
-
-_UNFOLDABLE = _Unfoldable()
-UNFOLDABLE = _UNFOLDABLE
-
-_BINOPS = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv,
-    ast.Mod: operator.mod,
-    ast.Pow: operator.pow,
-    ast.LShift: operator.lshift,
-    ast.RShift: operator.rshift,
-    ast.BitOr: operator.or_,
-    ast.BitAnd: operator.and_,
-    ast.BitXor: operator.xor,
-}
-_UNOPS = {
-    ast.UAdd: operator.pos,
-    ast.USub: operator.neg,
-    ast.Not: operator.not_,
-    ast.Invert: operator.invert,
-}
-_CMPOPS = {
-    ast.Eq: operator.eq,
-    ast.NotEq: operator.ne,
-    ast.Lt: operator.lt,
-    ast.LtE: operator.le,
-    ast.Gt: operator.gt,
-    ast.GtE: operator.ge,
-}
-MATH_CONSTANTS = {"pi": math.pi, "e": math.e, "inf": math.inf, "nan": math.nan, "tau": math.tau}
-
-
-class _Folder(ast.NodeVisitor):
-    def __init__(self, pkg: Package, module: ModuleInfo):
-        self.pkg = pkg
-        self.module = module
-
-    def generic_visit(self, node):
-        raise _NotConstant()
-
-    def visit_Constant(self, node):
-        if isinstance(node.value, (bool, int, float)):
-            return node.value
-        raise _NotConstant()
-
-    def visit_Name(self, node):
-        return self._symbol(self.pkg.resolve(self.module, node.id))
-
-    def visit_Attribute(self, node):
-        return self._symbol(self.pkg.resolve_expr(self.module, node))
-
-    def _symbol(self, sym):
-        if sym is None:
-            raise _NotConstant()
-        if sym.kind == "const" and sym.value is not _UNFOLDABLE:
-            return sym.value
-        if sym.kind == "math" and sym.value in MATH_CONSTANTS:
-            return MATH_CONSTANTS[sym.value]
-        if sym.kind == "gpuaot" and sym.value == "WARP_SIZE":
-            return 32
-        raise _NotConstant()
-
-    def visit_Tuple(self, node):
-        return tuple(self.visit(e) for e in node.elts)
-
-    def visit_BinOp(self, node):
-        op = _BINOPS.get(type(node.op))
-        if op is None:
-            raise _NotConstant()
-        return op(self.visit(node.left), self.visit(node.right))
-
-    def visit_UnaryOp(self, node):
-        return _UNOPS[type(node.op)](self.visit(node.operand))
-
-    def visit_Compare(self, node):
-        left = self.visit(node.left)
-        for op, comp in zip(node.ops, node.comparators):
-            fn = _CMPOPS.get(type(op))
-            right = self.visit(comp)
-            if fn is None or not fn(left, right):
-                return False
-            left = right
-        return True
-
-    def visit_BoolOp(self, node):
-        values = [self.visit(v) for v in node.values]
-        if isinstance(node.op, ast.And):
-            return all(values)
-        return any(values)
-
-    def visit_IfExp(self, node):
-        return self.visit(node.body) if self.visit(node.test) else self.visit(node.orelse)
+        ``local(name)`` (optional) gives a function-local constant's value first:
+        :data:`NOT_LOCAL` for a name that is not local, ``_UNFOLDABLE`` for a local variable.
+        """
+        with recursion_room():
+            return fold_expr(self, module, node, local)
 
 
 # ---------------------------------------------------------------------- walking
@@ -480,6 +404,8 @@ def _scan_module(pkg: Package, mod: ModuleInfo, diag: Diagnostics) -> None:
             mod.constants[stmt.targets[0].id] = stmt.value
         elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.value:
             mod.constants[stmt.target.id] = stmt.value
+        elif isinstance(stmt, ast.ClassDef):
+            mod.classes[stmt.name] = stmt
     # Functions after imports, so decorators resolve whatever order the module uses.
     for stmt in mod.tree.body:
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):

@@ -224,6 +224,10 @@ def type_units(pkg: Package, opts: BuildOptions, target: str | Target, diag: Dia
                 types = sig if sig is not None else annotated_params(pkg, func)[0]
                 gpu_only[(func.qualname, k)] = (unavailable[0], types)
                 continue
+            if func.kind == "kernel":
+                # A kernel may be GPU-only: its real errors are the mistakes, not the CPU's
+                # lack of an implementation (the GPU target reports those same errors).
+                errors = [e for e in errors if not isinstance(e, TargetUnavailable)]
             for e in errors:
                 diag.error(e)
             if tf is not None:

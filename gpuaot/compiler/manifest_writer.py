@@ -40,7 +40,8 @@ def _sites(pkg: Package, sites: list[RaiseSite]) -> tuple[mf.Site, ...]:
     for s in sites:
         m = by_display.get(s.file)
         file = _package_file(pkg, m) if m else s.file
-        out.append(mf.Site(type=s.exc_type, message=s.message, file=file, line=s.line))
+        site = mf.Site(type=s.exc_type, message=s.message, file=file, line=s.line, base=s.base)
+        out.append(site)
     return tuple(out)
 
 
@@ -69,6 +70,13 @@ def _variant_symbols(base: str, variants: list[cpus.Variant]) -> dict[str, str]:
     return {v.level: v.symbol(base) for v in variants}
 
 
+def _cooperative(unit) -> bool | None:
+    """True where the kernel (or a helper it calls) has a grid barrier; else None (absent)."""
+    from .ops.warp import GRID_SYNC  # (lazily: a no-op build loads no operation)
+
+    return True if GRID_SYNC in unit.tf.uses else None
+
+
 def _specialization(pkg: Package, func, key, cpu_by, gpu_by, gpu_only, variants):
     """One kernel specialisation. Its parameters come from the first target that typed it:
     the CPU, the GPU, or the CPU typing that found it GPU-only."""
@@ -82,7 +90,7 @@ def _specialization(pkg: Package, func, key, cpu_by, gpu_by, gpu_only, variants)
     return mf.Specialization(
         params=_params(func, typed[0]),
         cpu=mf.CpuCode(_variant_symbols(c.symbol, variants), _sites(pkg, c.sites)) if c else None,
-        gpu=mf.GpuCode(g.symbol, g.image, _sites(pkg, g.sites)) if g else None,
+        gpu=mf.GpuCode(g.symbol, g.image, _sites(pkg, g.sites), _cooperative(g)) if g else None,
         gpu_only=reason,
     )
 

@@ -14,11 +14,28 @@ they only wrap the function; launching goes through :mod:`gpuaot.runtime`, impor
 from __future__ import annotations
 
 import functools
+import operator
 
 
 def _launch_config(config) -> tuple:
-    if not isinstance(config, tuple) or len(config) not in (2, 3):
-        raise TypeError("launch as kernel[grid, block](...) or kernel[grid, block, stream](...)")
+    """``(grid, block[, stream[, nbytes]])``; ``nbytes`` is the launch's dynamic shared memory,
+    what ``shared_array(dtype, 0)`` arrays view (numba-cuda's fourth item)."""
+    if not isinstance(config, tuple) or len(config) not in (2, 3, 4):
+        raise TypeError(
+            "launch as kernel[grid, block](...), kernel[grid, block, stream](...) or "
+            "kernel[grid, block, stream, nbytes](...)"
+        )
+    if len(config) == 4:
+        try:
+            n = -1 if isinstance(config[3], bool) else operator.index(config[3])
+        except TypeError:
+            n = -1
+        if n < 0:
+            raise TypeError(
+                "the dynamic shared memory size (the launch's fourth item) must be an int "
+                f">= 0 bytes, got {config[3]!r}"
+            )
+        config = (*config[:3], n)
     return config
 
 
@@ -93,8 +110,19 @@ class Device:
 
     def __call__(self, *args):
         from .simulate import current_function
+        from .types import Scalar
 
-        return current_function(self.py_func)(*args)
+        # Annotated scalar parameters take their types, as the compiled helper's do.
+        fn = self.py_func
+        params = fn.__code__.co_varnames[: fn.__code__.co_argcount]
+        anns = fn.__annotations__
+        args = (
+            tuple(
+                anns[p](a) if isinstance(anns.get(p), Scalar) else a for p, a in zip(params, args)
+            )
+            + args[len(params) :]
+        )
+        return current_function(fn)(*args)
 
     def __repr__(self) -> str:
         return f"<gpuaot device function {self.__module__}.{self.__qualname__}>"

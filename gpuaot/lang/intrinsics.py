@@ -108,8 +108,11 @@ def lane_id():
 
 
 @_block_wide
-def shared_array(dtype, shape):
+def shared_array(*args, **kw):
     """The n-th ``shared_array`` call of every thread in a block returns the same array."""
+    dtype, shape = _alloc_order(*args, **kw)
+    if shape == 0 or shape == (0,):
+        return _dynamic_shared(dtype)
     c = _ctx()
     n = c.shared_calls
     c.shared_calls += 1
@@ -120,8 +123,21 @@ def shared_array(dtype, shape):
         return arrays[n]
 
 
-def local_array(dtype, shape):
+def local_array(*args, **kw):
+    dtype, shape = _alloc_order(*args, **kw)
     return np.zeros(shape, dtype=dtype.np_dtype)
+
+
+def _alloc_order(*args, dtype=None, shape=None):
+    """``(dtype, shape)`` from gpuaot's order, numba's ``(shape, dtype)`` or the keywords."""
+    if len(args) == 2:
+        dtype, shape = args
+        return (shape, dtype) if hasattr(shape, "np_dtype") else (dtype, shape)
+    if len(args) == 1:
+        dtype, shape = (args[0], shape) if dtype is None else (dtype, args[0])
+    if dtype is None or shape is None or len(args) > 2:
+        raise TypeError("shared_array()/local_array() take (dtype, shape) or shape=, dtype=")
+    return dtype, shape
 
 
 def _atomic(name: str, op):
@@ -317,3 +333,155 @@ def _block_vote(name: str, combine):
 syncthreads_count = _block_vote("syncthreads_count", sum)
 syncthreads_and = _block_vote("syncthreads_and", all)
 syncthreads_or = _block_vote("syncthreads_or", any)
+
+
+# ------------------------------------------------------------------ dynamic shared memory
+
+
+def _dynamic_shared(dtype):
+    """``shared_array(dtype, 0)``: the launch's ``nbytes`` of dynamic shared memory, one
+    buffer per block that every such array views (CUDA's ``extern __shared__``)."""
+    buf = _ctx().block.dynamic_shared
+    n = len(buf) // dtype.np_dtype.itemsize
+    return np.frombuffer(buf, dtype=dtype.np_dtype, count=n)
+
+
+# ------------------------------------------------------------------ the *_sync warp family
+#
+# Each call meets the other lanes of its member mask at a barrier of those lanes (the block
+# keeps one per warp and mask), so the results are exact for any mask CUDA allows: every lane
+# the mask names calls with that same mask. A lane the mask leaves out, or a shuffle reading
+# one, is undefined in CUDA and an error here. Lanes past the end of a partial last warp are
+# dropped from the mask, as the hardware has no such threads.
+
+_FULL = 0xFFFFFFFF
+
+
+def _warp_meet(name: str, mask, value):
+    """Posts ``value``; returns (my lane, the effective mask, {lane: value} of its lanes)."""
+    c = _ctx()
+    block = c.block
+    if block.barrier is None:  # pragma: no cover - simulate threads kernels that name these
+        raise RuntimeError(f"{name}() needs the threaded simulator (the kernel must name it)")
+    me = c.tid[0] + c.bdim[0] * (c.tid[1] + c.bdim[1] * c.tid[2])
+    lane = me % WARP_SIZE
+    base = me - lane
+    present = (1 << min(WARP_SIZE, block.size - base)) - 1
+    m = int(mask) & _FULL & present
+    if not m >> lane & 1:
+        raise RuntimeError(
+            f"{name}(): lane {lane} calls it with member mask {int(mask) & _FULL:#010x}, "
+            "which leaves that lane out (undefined in CUDA)"
+        )
+    barrier = block.warp_barrier(base, m)
+    block.warp_exchange[me] = value
+    barrier.wait()
+    values = {k: block.warp_exchange[base + k] for k in range(WARP_SIZE) if m >> k & 1}
+    barrier.wait()
+    return lane, m, values
+
+
+@_block_wide
+def syncwarp(mask=_FULL) -> None:
+    _warp_meet("syncwarp", mask, None)
+
+
+def _shfl_sync(name: str, source):
+    @_block_wide
+    def fn(mask, value, arg):
+        lane, m, values = _warp_meet(name, mask, value)
+        src = source(lane, int(arg) & _FULL)
+        if src is None or (src not in values and int(mask) >> src & 1):
+            return value  # out of the warp (PTX's clamp), or a lane past the block's end
+        if src not in values:
+            raise RuntimeError(
+                f"{name}(): lane {lane} reads lane {src}, which member mask "
+                f"{int(mask) & _FULL:#010x} leaves out (undefined in CUDA)"
+            )
+        return values[src]
+
+    fn.__name__ = fn.__qualname__ = name
+    return fn
+
+
+# The source lane as PTX's shfl.sync computes it (c = 0x1f, or 0 for up); None: keep my own.
+shfl_sync = _shfl_sync("shfl_sync", lambda lane, b: b & 0x1F)
+shfl_up_sync = _shfl_sync("shfl_up_sync", lambda lane, b: lane - b if lane >= b else None)
+shfl_down_sync = _shfl_sync("shfl_down_sync", lambda lane, b: lane + b if lane + b < 32 else None)
+shfl_xor_sync = _shfl_sync("shfl_xor_sync", lambda lane, b: lane ^ b if lane ^ b < 32 else None)
+
+
+def _vote_sync(name: str, combine):
+    @_block_wide
+    def fn(mask, predicate):
+        _, _, values = _warp_meet(name, mask, bool(predicate))
+        return combine(values)
+
+    fn.__name__ = fn.__qualname__ = name
+    return fn
+
+
+ballot_sync = _vote_sync("ballot_sync", lambda v: np.uint32(sum(1 << k for k, p in v.items() if p)))
+all_sync = _vote_sync("all_sync", lambda v: all(v.values()))
+any_sync = _vote_sync("any_sync", lambda v: any(v.values()))
+eq_sync = _vote_sync("eq_sync", lambda v: len(set(v.values())) == 1)
+
+
+def _bits(value):
+    """``value``'s bit pattern (matches compare bits: -0.0 and 0.0 differ, a NaN is itself)."""
+    a = np.asarray(value)
+    if a.dtype.kind == "f":
+        return a.view(np.uint32 if a.dtype.itemsize == 4 else np.uint64).item()
+    return int(a)
+
+
+@_block_wide
+def match_any_sync(mask, value):
+    """The lanes of the mask whose ``value`` has the same bits as mine, as a u32."""
+    mine = _bits(value)
+    _, _, values = _warp_meet("match_any_sync", mask, mine)
+    return np.uint32(sum(1 << k for k, v in values.items() if v == mine))
+
+
+@_block_wide
+def match_all_sync(mask, value):
+    """(the mask, True) when every lane of the mask has the same bits, else (0, False)."""
+    _, m, values = _warp_meet("match_all_sync", mask, _bits(value))
+    same = len(set(values.values())) == 1
+    return (np.uint32(m if same else 0), same)
+
+
+def lanemask_lt():
+    """The lanes below mine, as a u32."""
+    return np.uint32((1 << int(lane_id())) - 1)
+
+
+def activemask():
+    raise RuntimeError(
+        "activemask() has no simulate meaning: simulate's threads do not run in lock-step, so "
+        "which lanes are converged at a call is not known; launch the kernel on a GPU"
+    )
+
+
+# ------------------------------------------------------------------ the grid barrier
+
+
+@_block_wide
+def grid_sync() -> None:
+    """Every thread of the grid waits here: simulate runs the blocks of a kernel that names
+    it at once, with one barrier for all their threads."""
+    _ctx().block.grid_barrier.wait()
+
+
+class _GridGroup:
+    """What ``this_grid()`` returns: cooperative groups' grid, of which ``sync()`` is known."""
+
+    __slots__ = ()
+
+    def sync(self) -> None:
+        grid_sync()
+
+
+@_block_wide
+def this_grid() -> _GridGroup:
+    return _GridGroup()

@@ -22,17 +22,40 @@ from . import intrinsics
 from .types import ArrayType, Scalar
 
 _BARRIER_NAMES = {n for n, v in vars(intrinsics).items() if getattr(v, "block_wide", False)}
+_COOPERATIVE = {"grid_sync", "this_grid"}  # a grid barrier: every block runs at once
 _active = threading.local()
 
 
 class _Block:
-    def __init__(self, size: int, threaded: bool):
+    def __init__(self, size: int, threaded: bool, nbytes: int = 0):
         self.size = size
         self.shared: list = []
+        self.dynamic_shared = bytearray(nbytes)
         self.lock = threading.Lock()
         self.atomic_lock = _GLOBAL_ATOMIC_LOCK
         self.barrier = threading.Barrier(size) if threaded else None
         self.exchange = [None] * size if threaded else None
+        self.warp_exchange = [None] * size if threaded else None
+        self._warp_barriers: dict[tuple[int, int], threading.Barrier] = {}
+        self.grid_barrier: threading.Barrier | None = None  # cooperative launches only
+
+    def warp_barrier(self, base: int, mask: int) -> threading.Barrier:
+        """The barrier of the lanes ``mask`` names in the warp starting at thread ``base``."""
+        with self.lock:
+            barrier = self._warp_barriers.get((base, mask))
+            if barrier is None:
+                barrier = threading.Barrier(bin(mask).count("1"))
+                self._warp_barriers[(base, mask)] = barrier
+            return barrier
+
+    def abort(self) -> None:
+        """A thread failed: release every thread waiting at one of the block's barriers."""
+        self.barrier.abort()
+        if self.grid_barrier is not None:
+            self.grid_barrier.abort()
+        with self.lock:
+            for barrier in self._warp_barriers.values():
+                barrier.abort()
 
 
 _GLOBAL_ATOMIC_LOCK = threading.Lock()
@@ -137,6 +160,7 @@ def _convert_args(kernel, args):
 
 def simulate(kernel, config, args) -> None:
     grid, block = _dim3(config[0]), _dim3(config[1])
+    nbytes = _shared_bytes(config)
     fn = _shim(kernel.py_func)
     threaded = bool(_BARRIER_NAMES & set(kernel.py_func.__code__.co_names))
     args = _convert_args(kernel, args)
@@ -144,10 +168,13 @@ def simulate(kernel, config, args) -> None:
     was_on = getattr(_active, "on", False)
     _active.on = True
     try:
+        if _COOPERATIVE & set(kernel.py_func.__code__.co_names):
+            _run_grid_at_once(fn, args, grid, block, nbytes)
+            return
         for bz in range(grid[2]):
             for by in range(grid[1]):
                 for bx in range(grid[0]):
-                    blk = _Block(nthreads, threaded)
+                    blk = _Block(nthreads, threaded, nbytes)
                     bid = (bx, by, bz)
                     if threaded:
                         _run_block_threaded(fn, args, bid, block, grid, blk)
@@ -156,6 +183,11 @@ def simulate(kernel, config, args) -> None:
     finally:
         _active.on = was_on
         intrinsics.set_context(None)
+
+
+def _shared_bytes(config) -> int:
+    """The launch's fourth item: the bytes of dynamic shared memory (``kernel[g, b, s, n]``)."""
+    return config[3] if len(config) == 4 else 0  # checked by the decorator's launch config
 
 
 def _thread_indices(block):
@@ -171,19 +203,40 @@ def _run_block(fn, args, bid, block, grid, blk) -> None:
         fn(*args)
 
 
+def _run_grid_at_once(fn, args, grid, block, nbytes) -> None:
+    """A kernel with a grid barrier: every block's threads at once, one barrier for all."""
+    nthreads = block[0] * block[1] * block[2]
+    everyone = threading.Barrier(nthreads * grid[0] * grid[1] * grid[2])
+    blocks = []
+    for bid in _thread_indices(grid):  # the same x-fastest order
+        blk = _Block(nthreads, True, nbytes)
+        blk.grid_barrier = everyone
+        blocks.append((bid, blk))
+    _run_threads(fn, args, block, grid, blocks)
+
+
 def _run_block_threaded(fn, args, bid, block, grid, blk) -> None:
+    _run_threads(fn, args, block, grid, [(bid, blk)])
+
+
+def _run_threads(fn, args, block, grid, blocks) -> None:
     errors: list[BaseException] = []
 
-    def body(tid):
+    def body(tid, bid, blk):
         intrinsics.set_context(intrinsics.SimContext(tid, bid, block, grid, blk))
         _active.on = True
         try:
             fn(*args)
         except BaseException as e:  # re-raised in the launching thread
             errors.append(e)
-            blk.barrier.abort()
+            for _, other in blocks:
+                other.abort()
 
-    threads = [threading.Thread(target=body, args=(t,)) for t in _thread_indices(block)]
+    threads = [
+        threading.Thread(target=body, args=(t, bid, blk))
+        for bid, blk in blocks
+        for t in _thread_indices(block)
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -109,6 +109,8 @@ u32 = Scalar("u32", "u", 32)
 u64 = Scalar("u64", "u", 64)
 f32 = Scalar("f32", "f", 32)
 f64 = Scalar("f64", "f", 64)
+# The highest array rank (SPEC §2): what the manifest schema accepts, as numba-cuda's kernels use.
+MAX_RANK = 4
 INT_LIT = Scalar("int literal", "i", 64, weak=True)
 FLOAT_LIT = Scalar("float literal", "f", 64, weak=True)
 none = NoneType_()
@@ -167,8 +169,8 @@ class _ArrayFactory:
         layout = params[2] if len(params) > 2 else "C"
         if not isinstance(dtype, Scalar) or dtype.weak:
             raise TypeError(f"Array element type must be a scalar type, not {dtype!r}")
-        if not isinstance(ndim, int) or not 1 <= ndim <= 3:
-            raise TypeError(f"Array rank must be 1, 2 or 3, not {ndim!r}")
+        if not isinstance(ndim, int) or not 1 <= ndim <= MAX_RANK:
+            raise TypeError(f"Array rank must be 1 to {MAX_RANK}, not {ndim!r}")
         if layout not in ("C", "A"):
             raise TypeError(f'Array layout must be "C" or "A", not {layout!r}')
         return array_of(dtype, ndim, layout)

@@ -7,6 +7,9 @@ picks the cubin for the device, or JITs the PTX on newer GPUs) and cached with i
 and exception record. Arguments travel in the same flat kernelParams layout as on the CPU.
 A kernel with raise sites clears its exception record before the launch and reads it after
 (synchronising its stream); a kernel without any launches asynchronously, as CUDA does.
+The launch's fourth item is its dynamic shared memory (``sharedMemBytes``); a kernel with a
+grid barrier (the manifest's ``cooperative``) goes through ``cuLaunchCooperativeKernel``,
+after a check that its grid fits on the device at once.
 
 Only the driver is needed: no toolkit, no compiler.
 """
@@ -98,12 +101,13 @@ def _stream_handle(driver, stream):
 
 
 class _Loaded:
-    __slots__ = ("module", "function", "record")
+    __slots__ = ("module", "function", "record", "co_resident")
 
     def __init__(self, module, function, record):
         self.module = module
         self.function = function
         self.record = record
+        self.co_resident: dict = {}  # (threads, nbytes) -> (blocks, per SM, SMs)
 
 
 def _load(driver, bundle: Bundle, ctx, gpu: GpuCode) -> _Loaded:
@@ -133,7 +137,48 @@ def _load(driver, bundle: Bundle, ctx, gpu: GpuCode) -> _Loaded:
         return loaded
 
 
-def launch(bundle: Bundle, name: str, spec: Specialization, grid, block, stream, args) -> None:
+def _check_co_resident(driver, loaded: _Loaded, name: str, grid, block, nbytes: int) -> None:
+    """A grid barrier needs every block resident at once: at most the occupancy calculator's
+    blocks per SM times the SMs (numba-cuda's ``max_cooperative_grid_blocks``)."""
+    threads = block[0] * block[1] * block[2]
+    key = (threads, nbytes)
+    limit = loaded.co_resident.get(key)
+    if limit is None:
+        dev = _check(driver, driver.cuCtxGetDevice(), "cuCtxGetDevice")
+        attr = driver.CUdevice_attribute
+        if not _check(
+            driver,
+            driver.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH, dev),
+            "cuDeviceGetAttribute",
+        ):
+            raise CudaError(
+                f"kernel '{name}' has a grid barrier (this_grid().sync()), and this device "
+                "cannot launch cooperative kernels"
+            )
+        sms = _check(
+            driver,
+            driver.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev),
+            "cuDeviceGetAttribute",
+        )
+        per_sm = _check(
+            driver,
+            driver.cuOccupancyMaxActiveBlocksPerMultiprocessor(loaded.function, threads, nbytes),
+            "cuOccupancyMaxActiveBlocksPerMultiprocessor",
+        )
+        limit = loaded.co_resident[key] = (int(per_sm) * int(sms), int(per_sm), int(sms))
+    blocks = grid[0] * grid[1] * grid[2]
+    if blocks > limit[0]:
+        raise ValueError(
+            f"kernel '{name}' has a grid barrier (this_grid().sync()), so its {blocks} blocks "
+            f"must all be resident at once, but this GPU holds at most {limit[0]} blocks of "
+            f"{threads} threads ({limit[1]} per SM x {limit[2]} SMs); launch at most "
+            f"{limit[0]} blocks (a grid-stride loop covers the rest)"
+        )
+
+
+def launch(
+    bundle: Bundle, name: str, spec: Specialization, grid, block, stream, args, nbytes: int = 0
+) -> None:
     gpu = spec.gpu
     if gpu is None:
         raise TypeError(
@@ -154,13 +199,23 @@ def launch(bundle: Bundle, name: str, spec: Specialization, grid, block, stream,
             "cuMemsetD8Async",
         )
     argv = pointer_array(values)
-    _check(
-        driver,
-        driver.cuLaunchKernel(
-            loaded.function, *grid, *block, 0, hstream, ctypes.addressof(argv), 0
-        ),
-        f"launching {name}",
-    )
+    if gpu.cooperative:
+        _check_co_resident(driver, loaded, name, grid, block, nbytes)
+        _check(
+            driver,
+            driver.cuLaunchCooperativeKernel(
+                loaded.function, *grid, *block, nbytes, hstream, ctypes.addressof(argv)
+            ),
+            f"launching {name} (cooperative)",
+        )
+    else:
+        _check(
+            driver,
+            driver.cuLaunchKernel(
+                loaded.function, *grid, *block, nbytes, hstream, ctypes.addressof(argv), 0
+            ),
+            f"launching {name}",
+        )
     if loaded.record is not None:
         host = (ctypes.c_int64 * EXC_RECORD_WORDS)()
         _check(

@@ -7,11 +7,19 @@
 The CPU and GPU launchers and host-function calls fill the same record (first writer wins);
 ``sites`` is the manifest's id -> exception type, message, file and line table
 (``manifest.Site``).
+
+A site of one of the package's own exception classes (``base`` set: ``pkg.errors.BadInput``,
+base ``ValueError``) raises that class: its module is imported when the exception is raised,
+never when the bundle loads (the launcher runs in the package's process, so it is normally
+imported already). If that fails, or the name is no longer an exception class that takes a
+message (a bundle older than the source), the site's built-in base is raised instead, with a
+note saying why.
 """
 
 from __future__ import annotations
 
 import builtins
+import importlib
 
 from ..bundle.abi import EXC_RECORD_FIELDS, EXC_RECORD_WORDS
 
@@ -29,11 +37,43 @@ def raise_device_exception(kind: str, name: str, sites, record) -> None:
     if not 0 <= site < len(sites):
         raise RuntimeError(f"{kind} '{name}' reported an unknown exception site {site}")
     s = sites[site]
-    cls = getattr(builtins, s.type, RuntimeError)
-    if not (isinstance(cls, type) and issubclass(cls, BaseException)):
-        cls = RuntimeError
     where = f"in {kind} '{name}' at {s.file}:{s.line}"
     if kind == "kernel":
         where += f", thread {tid}, block {bid}"
-    msg = f"{s.message} ({where})" if s.message else f"({where})"
-    raise cls(msg)
+    base = getattr(s, "base", None)
+    cls = _builtin(base or s.type)
+    if base is None:
+        raise cls(_message(s.message, where))
+    user, why = _package_class(s.type)
+    if user is not None:
+        try:
+            exc = user(_message(s.message, where))
+        except Exception as e:  # its constructor changed since the build
+            why = f"{s.type}({s.message!r}) fails: {type(e).__name__}: {e}"
+        else:
+            raise exc
+    raise cls(_message(s.message, f"{where}; note: raised as {base}: {why}"))
+
+
+def _message(message: str, where: str) -> str:
+    return f"{message} ({where})" if message else f"({where})"
+
+
+def _builtin(name: str) -> type:
+    cls = getattr(builtins, name, RuntimeError)
+    if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+        cls = RuntimeError
+    return cls
+
+
+def _package_class(qualname: str):
+    """The package's exception class ``qualname`` (``pkg.errors.BadInput``), imported now:
+    ``(cls, None)``, or ``(None, why not)``."""
+    module, _, attr = qualname.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), attr)
+    except Exception as e:  # whatever importing the user's module raises
+        return None, f"{qualname} cannot be imported ({type(e).__name__}: {e})"
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        return None, f"{qualname} is no longer an exception class"
+    return cls, None

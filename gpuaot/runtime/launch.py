@@ -60,7 +60,10 @@ def launch(kernel, config, args) -> None:
         )
     grid = _dim3(config[0], "grid")
     block = _dim3(config[1], "block")
-    stream = config[2] if len(config) == 3 else None
+    stream = config[2] if len(config) >= 3 else None
+    # Dynamic shared memory (the fourth item, checked by the decorator): a GPU launch's
+    # sharedMemBytes. A CPU launch needs none: kernels that view it are GPU-only.
+    nbytes = config[3] if len(config) == 4 else 0
     device = device_of(name, args)
     specs = entry.specializations
     if device == "cpu" and not any(s.cpu for s in specs):
@@ -72,7 +75,7 @@ def launch(kernel, config, args) -> None:
         )
     spec = select_specialization(name, entry, args)
     if device == "gpu":
-        return cuda.launch(bundle, name, spec, grid, block, stream, args)
+        return cuda.launch(bundle, name, spec, grid, block, stream, args, nbytes)
     run_kernel(bundle, name, spec, grid, block, args)
 
 

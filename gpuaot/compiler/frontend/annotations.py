@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast
 
 from ...errors import CompileError
-from ...lang.types import BY_NAME, Scalar, TupleType, Type, array_of, boolean, f64, i64
+from ...lang.types import BY_NAME, MAX_RANK, Scalar, TupleType, Type, array_of, boolean, f64, i64
 from ..discover import FuncInfo, Package
 from .nesting import expr_too_deep, python_parser_depth, with_recursion_room
 from .rules import Reject
@@ -73,8 +73,8 @@ def parse_annotation(pkg: Package, func: FuncInfo, node: ast.expr) -> Type:
         ndim, layout = 1, "C"
         if len(params) > 1:
             ndim = pkg.fold(mod, params[1])
-            if not isinstance(ndim, int) or isinstance(ndim, bool) or not 1 <= ndim <= 3:
-                raise Reject("an Array's rank must be 1, 2 or 3")
+            if not isinstance(ndim, int) or isinstance(ndim, bool) or not 1 <= ndim <= MAX_RANK:
+                raise Reject(f"an Array's rank must be 1 to {MAX_RANK}")
         if len(params) > 2:
             layout = params[2].value if isinstance(params[2], ast.Constant) else None
             if layout not in ("C", "A"):

@@ -15,7 +15,9 @@ from ...errors import CompileError
 from ...lang.types import ArrayType, TupleType, Type, none
 from .. import ops
 from ..discover import FuncInfo
-from .annotations import annotated_params, castable
+from ..ops import alloc_args, warp
+from . import fnargs
+from .annotations import annotated_params, castable, parse_annotation
 from .rules import Reject, Stop
 from .typed import Builtin
 
@@ -57,13 +59,13 @@ class CallTyping:
         return (f"{fix}, or " if fix else "") + "launch this kernel on the GPU only"
 
     def e_call(self, node: ast.Call) -> Type:
-        if node.keywords:
+        if node.keywords and not alloc_args.takes_keywords(self, node):
             raise Reject("keyword arguments are not supported in kernel calls")
         if any(isinstance(a, ast.Starred) for a in node.args):
             raise Reject("*args is not supported in kernel calls")
-        sym = self.pkg.resolve_expr(self.mod, node.func)
-        if isinstance(node.func, ast.Name) and node.func.id in self.var_types:
-            raise Reject(f"'{node.func.id}' is a variable, not a function")
+        if warp.is_this_grid_sync(self, node):  # ga.this_grid().sync(): the grid barrier
+            return self.call_op(node, ops.get(warp.GRID_SYNC), "this_grid().sync")
+        sym = fnargs.callee(self, node.func)  # a variable holding a function calls it
         if sym is None:
             raise Reject(
                 f"unknown function '{ast.unparse(node.func)}'",
@@ -72,10 +74,10 @@ class CallTyping:
         if sym.kind == "func":
             return self.call_user(node, sym.value)
         if sym.kind == "builtin":
-            if sym.value == "range":
+            if sym.value in ("range", "enumerate"):
                 for a in node.args:
                     self.expr(a)
-                raise Reject("range() is only allowed as a for-loop's iterable")
+                raise Reject(f"{sym.value}() is only allowed as a for-loop's iterable")
             return self.call_op(node, ops.lookup("builtin", sym.value), sym.value)
         if sym.kind == "math":
             op = ops.lookup("math", sym.value)
@@ -119,7 +121,9 @@ class CallTyping:
                 f"host function '{callee.name}' cannot be called from device code",
                 "make it a @device function to call it from kernels",
             )
-        args = tuple(self.expr(a) for a in node.args)
+        args = tuple(fnargs.arg_type(self, a) for a in node.args)
+        if callee.kind == "host":
+            fnargs.check_kernel_args(args)
         body = self.ctx.table.user_function(self.pkg, callee)
         if body is None:
             self.use(f"user.{callee.qualname}", node)
@@ -139,6 +143,8 @@ class CallTyping:
                         f"'{callee.name}' takes ({', '.join(t.name for t in args_expected)})"
                     )
                 args = args_expected
+        elif len(args) == len(callee.params):
+            args = self.annotated_args(node, callee, args)
         tf, errors = self.ctx.specialize(body, args, self.debug)
         if errors:
             self.errors.extend(errors)
@@ -150,3 +156,26 @@ class CallTyping:
         if tf.return_type is none:
             return none
         return tf.return_type
+
+    def annotated_args(self, node: ast.Call, callee: FuncInfo, args: tuple) -> tuple:
+        """A ``@device`` helper's annotated parameters take the annotated type (the lowering
+        converts the argument, as an assignment to an annotated variable does); the others
+        take the argument's type."""
+        out = list(args)
+        for k, (a, t) in enumerate(zip(callee.params, args)):
+            if a.annotation is None:
+                continue
+            try:
+                want = parse_annotation(self.pkg, callee, a.annotation)
+            except Reject as r:
+                self.errors.append(CompileError(r.message, callee.loc(a.annotation), hint=r.hint))
+                raise Stop() from None
+            if isinstance(t, ArrayType) and isinstance(want, ArrayType):
+                if (t.dtype, t.ndim) == (want.dtype, want.ndim):
+                    continue  # a strided array passes as itself: the layout is not converted
+            if not castable(t, want):
+                raise Reject(
+                    f"cannot pass {t.name} to parameter '{a.arg}: {want.name}' of '{callee.name}'"
+                )
+            out[k] = want
+        return tuple(out)

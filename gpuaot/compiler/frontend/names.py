@@ -23,7 +23,9 @@ functions never meet at link time whatever their modules and names:
   only ever separates parts, and ``$`` only ever starts an escape or a marker;
 - a kernel with several signatures adds ``$s`` and its argument types (:func:`mangle_types`,
   a prefix-free code over the types' structure); a ``@device`` specialisation adds ``.`` and
-  its argument types (an internal name: it never leaves its module);
+  its argument types (an internal name: it never leaves its module); a function or a type
+  passed as an argument (``typed.ValueArg``) reads ``K``, its mangled name's length, ``_``
+  and that name (``bump.K11_gatomic_add_K4_gu32_...``), so each value is its own symbol;
 - the targets wrap that name and stay injective: ``gpuaot_cpu_<name>.<level tag>``,
   ``gpuaot_host_<name>.<level tag>`` on the CPU, ``<name>_s<spec>`` as a GPU ``.entry``
   (the suffix is always last, so it splits off uniquely). ``driver.check_symbols`` checks
@@ -77,6 +79,11 @@ def _mangle_type(t: Type) -> str:
         # Lower-case letters and digits ("f32", "bool"; "int literal" → "intliteral"), so
         # the first character tells a scalar from an Array, a Tuple or None.
         return t.name.replace(" ", "")
+    key = getattr(t, "key", None)  # a function or type passed as a value (typed.ValueArg)
+    if key is not None:
+        # K, the length, _, the mangled name: prefix-free whatever the name holds.
+        m = mangle_qualname(key)
+        return f"K{len(m)}_{m}"
     return t.name  # None
 
 

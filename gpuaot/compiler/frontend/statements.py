@@ -11,19 +11,22 @@ flags the change, which makes the typer run another pass.
 from __future__ import annotations
 
 import ast
-import builtins
 
-from ...lang.types import ArrayType, Scalar, TupleType, Type, materialize, none, unify
-from . import rules
+from ...lang.types import (
+    ArrayType,
+    Scalar,
+    TupleType,
+    Type,
+    i64,
+    materialize,
+    none,
+    tuple_of,
+    unify,
+)
+from . import fnargs, raises, rules
 from .annotations import castable, parse_annotation
 from .rules import Reject, Stop
 from .typed import RaiseSite
-
-EXCEPTIONS = {
-    n
-    for n in dir(builtins)
-    if isinstance(getattr(builtins, n), type) and issubclass(getattr(builtins, n), Exception)
-}
 
 
 class StatementTyping:
@@ -56,7 +59,14 @@ class StatementTyping:
         pass
 
     def s_assign(self, node: ast.Assign) -> None:
-        t = self.expr(node.value)
+        if fnargs.bind_value(self, node):  # f = ga.atomic_add: a function or a type
+            return
+        try:
+            t = self.expr(node.value)
+        except Stop:
+            for target in node.targets:
+                self.poison(target)
+            raise
         for target in node.targets:
             self.bind(target, t, node.value)
 
@@ -68,6 +78,7 @@ class StatementTyping:
             declared = parse_annotation(self.pkg, self.func, node.annotation)
         except Reject as r:
             self.reject(r, node.annotation)
+            self.poison(node.target)
             return
         name = node.target.id
         old = self.declared.get(name)
@@ -104,32 +115,82 @@ class StatementTyping:
         self.body(node.orelse)  # runs when the loop ends without 'break'
 
     def s_for(self, node: ast.For) -> None:
-        it = node.iter
-        sym = (
-            self.pkg.resolve(self.mod, it.func.id)
-            if isinstance(it, ast.Call) and isinstance(it.func, ast.Name)
-            else None
-        )
-        if sym is None or sym.kind != "builtin" or sym.value != "range":
-            self.error(
-                "kernels loop over range(...) only", it, "write 'for i in range(start, stop, step)'"
-            )
+        it, target = node.iter, node.target
+        if self.loop_builtin(it) == "enumerate":
+            target = self.enumerate_target(node)
+            if target is None:
+                return
+            it = it.args[0]
+        t = self.range_loop(it) if self.loop_builtin(it) == "range" else self.array_loop(it)
+        if t is None:
             return
+        if isinstance(node.iter, ast.Call) and it is not node.iter:  # enumerate: (i64, t)
+            self.tf.expr_types[node.iter] = tuple_of([i64, t])
+        if isinstance(target, ast.Name):
+            self.bind(target, t, it)
+        else:
+            self.error("the loop variable must be a plain name", target)
+        self.loop_depth += 1
+        self.body(node.body)
+        self.loop_depth -= 1
+        self.body(node.orelse)  # runs when the loop ends without 'break'
+
+    def loop_builtin(self, it: ast.expr) -> str | None:
+        """``range`` or ``enumerate`` when the loop's iterable calls that builtin."""
+        if not (isinstance(it, ast.Call) and isinstance(it.func, ast.Name)):
+            return None
+        sym = self.pkg.resolve(self.mod, it.func.id)
+        ok = sym is not None and sym.kind == "builtin" and sym.value in ("range", "enumerate")
+        return sym.value if ok else None
+
+    def enumerate_target(self, node: ast.For) -> ast.expr | None:
+        """``for k, v in enumerate(x)``: binds ``k`` (i64) and returns ``v``'s target."""
+        it, target = node.iter, node.target
+        if it.keywords or len(it.args) != 1:
+            self.error("enumerate() takes one range(...) or 1-D array in kernels", it)
+            return None
+        if not (isinstance(target, ast.Tuple) and len(target.elts) == 2):
+            self.error("enumerate() binds two names: 'for k, v in enumerate(x)'", target)
+            return None
+        if not isinstance(target.elts[0], ast.Name):
+            self.error("the loop variable must be a plain name", target.elts[0])
+            return None
+        self.bind(target.elts[0], i64, it)
+        return target.elts[1]
+
+    def array_loop(self, it: ast.expr):
+        """``for v in a``: the element type of a 1-D array ``a``; None after an error."""
+        if isinstance(it, (ast.Name, ast.Attribute, ast.Subscript, ast.Call)):
+            t = self.expr(it)
+            if isinstance(t, ArrayType) and t.ndim == 1:
+                return t.dtype
+            if isinstance(t, ArrayType):
+                self.error(
+                    f"a loop over an array needs a 1-D array, not {t.name}",
+                    it,
+                    "loop over the indices: 'for i in range(a.shape[0])'",
+                )
+                return None
+        self.error(
+            "kernels loop over range(...), a 1-D array or enumerate(...) of one",
+            it,
+            "write 'for i in range(start, stop, step)'",
+        )
+        return None
+
+    def range_loop(self, it: ast.Call):
+        """``range(...)``'s arguments typed and checked: the loop variable's type, or None."""
         if it.keywords or not 1 <= len(it.args) <= 3:
             self.error("range() takes 1 to 3 positional arguments", it)
-            return
+            return None
         t = None
         for a in it.args:
             at = self.expr(a)
             if not isinstance(at, Scalar) or not at.is_int:
                 self.error(f"range() needs integers, not {at.name}", a, "cast with int(...)")
-                return
+                return None
             t = at if t is None else rules.promote(t, at)
         self.tf.expr_types[it] = materialize(t)
-        if isinstance(node.target, ast.Name):
-            self.bind(node.target, materialize(t), it)
-        else:
-            self.error("the loop variable must be a plain name", node.target)
         if len(it.args) == 3:
             step = self.static_int(it.args[2])
             if step == 0:
@@ -138,10 +199,7 @@ class StatementTyping:
                 # A step known only at run time: zero raises as in Python (it would otherwise
                 # loop forever), checked once before the loop.
                 self.add_site(it, "ValueError", "range() arg 3 must not be zero")
-        self.loop_depth += 1
-        self.body(node.body)
-        self.loop_depth -= 1
-        self.body(node.orelse)  # runs when the loop ends without 'break'
+        return materialize(t)
 
     def s_break(self, node) -> None:
         if self.loop_depth == 0:
@@ -173,49 +231,45 @@ class StatementTyping:
             self.error("bare 'raise' is not supported", node, 'raise ValueError("message")')
             return
         if isinstance(exc, ast.Call):
-            if (
-                exc.keywords
-                or len(exc.args) > 1
-                or (
-                    exc.args
-                    and not (
-                        isinstance(exc.args[0], ast.Constant) and isinstance(exc.args[0].value, str)
-                    )
-                )
-            ):
-                self.error(
-                    "exceptions take one constant string message in kernels",
-                    exc,
-                    'raise ValueError("x must be positive")',
-                )
+            try:
+                if exc.keywords or len(exc.args) > 1:
+                    raise Reject(raises.NOT_CONSTANT, raises.NOT_CONSTANT_HINT)
+                msg = raises.constant_message(self.pkg, self.mod, exc.args[0]) if exc.args else ""
+            except Reject as r:
+                self.reject(r, exc)
                 return
-            msg = exc.args[0].value if exc.args else ""
             exc = exc.func
-        name = exc.id if isinstance(exc, ast.Name) else None
-        if name not in EXCEPTIONS or (self.pkg.resolve(self.mod, name) is not None):
-            self.error("raise a built-in exception type (ValueError, IndexError, ...)", exc)
+        try:
+            cls = raises.exception_class(self.pkg, self.mod, exc)
+        except Reject as r:
+            self.reject(r, exc)
             return
-        self.add_site(node, name, msg)
+        self.add_site(node, cls.name, msg, cls.base)
 
     def s_assert(self, node: ast.Assert) -> None:
         self.condition(node.test)
         msg = ""
         if node.msg is not None:
-            if not (isinstance(node.msg, ast.Constant) and isinstance(node.msg.value, str)):
+            try:
+                msg = raises.constant_message(self.pkg, self.mod, node.msg)
+            except Reject:
                 self.error("an assert message must be a constant string", node.msg)
                 return
-            msg = node.msg.value
         if self.debug:
             self.add_site(node, "AssertionError", msg)
 
-    def add_site(self, node: ast.AST, exc_type: str, message: str) -> None:
+    def add_site(self, node: ast.AST, exc_type: str, message: str, base=None) -> None:
         loc = self.func.loc(node)
-        self.tf.sites[node] = RaiseSite(exc_type, message, loc.file, loc.line, loc.col)
+        site = RaiseSite(exc_type, message, loc.file, loc.line, loc.col, base)
+        self.tf.sites[node] = site
         self.tf.may_raise = True
         self.use("runtime.exception", node)
 
     def condition(self, node: ast.expr) -> None:
-        t = self.expr(node)
+        try:
+            t = self.expr(node)
+        except Stop:
+            return  # reported once; the statement's bodies are still typed for their mistakes
         try:
             rules.truth(t)
         except Reject as r:
@@ -234,6 +288,7 @@ class StatementTyping:
                     value,
                     "the right side must be a tuple of the same length",
                 )
+                self.poison(target)
                 return
             for elt, it in zip(target.elts, t.items):
                 self.bind(elt, it, value)
@@ -242,10 +297,20 @@ class StatementTyping:
         else:
             self.error("cannot assign to this expression", target)
 
+    def poison(self, target: ast.expr) -> None:
+        """After an error in an assignment its names count as bound, and reads of them stop
+        their statement silently: the error was reported once, at the assignment."""
+        if isinstance(target, ast.Name):
+            self.poisoned.add(target.id)
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            for elt in target.elts:
+                self.poison(elt)
+
     def bind_name(self, target: ast.Name, t: Type, value: ast.AST) -> None:
         name = target.id
         if t is none:
             self.error("this call returns no value", value)
+            self.poison(target)
             return
         if isinstance(t, ArrayType) or isinstance(self.var_types.get(name), ArrayType):
             # Arrays are bound once: lowering keeps them as (pointer, shape) values.

@@ -14,9 +14,10 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
-from ...lang.types import Type
+from ...lang.types import BY_NAME, Scalar, Type
 from ..discover import FuncInfo
 from .names import function_symbol
+from .rules import Reject
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class RaiseSite:
     file: str
     line: int
     col: int
+    base: str | None = None  # a package exception class's nearest built-in base
 
 
 @dataclass(eq=False)
@@ -61,3 +63,54 @@ class TypedFunction:
     @property
     def params(self) -> list[str]:
         return [a.arg for a in self.func.params]
+
+
+def declared_params(params: list[str], types: tuple[Type, ...]) -> dict[str, Type]:
+    """Parameters keep their type, as annotated variables do: ``x = x * 2.0`` on an f32 ``x``
+    converts the value to f32. A weak literal type (a helper called with ``3``) still widens."""
+    return {p: t for p, t in zip(params, types) if isinstance(t, Scalar) and not t.weak}
+
+
+class ValueArg(Type):
+    """A function or a scalar type passed as a ``@device`` helper's argument: a compile-time
+    value, not a run-time one. The helper is specialised per value (it is part of the
+    argument types, so of the specialisation key and the symbol); calling the parameter calls
+    what it names, using it as a dtype names that type. It has no machine representation."""
+
+    __slots__ = ("name", "symbol", "what")
+    _interned: dict = {}
+
+    def __new__(cls, symbol):
+        hit = cls._interned.get(symbol)
+        if hit is None:
+            hit = cls._interned[symbol] = super().__new__(cls)
+            hit.symbol = symbol
+            if symbol.kind == "func":
+                hit.what, hit.name = "function", f"function {symbol.value.qualname}"
+            elif symbol.kind == "math":
+                hit.what, hit.name = "function", f"function math.{symbol.value}"
+            elif symbol.value in BY_NAME:
+                hit.what, hit.name = "type", f"type {symbol.value}"
+            else:
+                hit.what, hit.name = "function", f"function gpuaot.{symbol.value}"
+        return hit
+
+    def __reduce__(self):
+        return (ValueArg, (self.symbol,))
+
+    @property
+    def key(self) -> str:
+        """The value in the symbol: a kind letter and its name (``fpkg.mod.helper``,
+        ``msqrt``, ``gatomic_add``, ``gu32``), distinct for distinct values."""
+        s = self.symbol
+        kind = {"func": "f", "math": "m"}.get(s.kind, "g")
+        return kind + (s.value.qualname if s.kind == "func" else str(s.value))
+
+
+def plain_value(name: str, t: Type) -> Type:
+    """A variable read as a value: a :class:`ValueArg` can only be called or passed on."""
+    if isinstance(t, ValueArg):
+        raise Reject(
+            f"'{name}' holds the {t.name}; it can be called or passed on, not used as a value"
+        )
+    return t

@@ -42,7 +42,7 @@ from .definite import unassigned_reads
 from .nesting import with_recursion_room
 from .rules import Reject, Stop
 from .statements import StatementTyping
-from .typed import TypedFunction
+from .typed import TypedFunction, declared_params, plain_value
 
 __all__ = ["TargetUnavailable", "TypingContext", "Typer", "annotated_params", "parse_annotation"]
 MAX_PASSES = 16
@@ -123,10 +123,11 @@ class Typer(StatementTyping, CallTyping):
             for n in ast.walk(self.func.node)
             if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
         }
-        self.declared: dict[str, Type] = {}
+        self.declared: dict[str, Type] = declared_params(params, self.arg_types)
         for _ in range(MAX_PASSES):
             self.tf = TypedFunction(self.func, self.ctx.target, self.arg_types)
             self.errors: list[CompileError] = []
+            self.poisoned: set[str] = set()  # targets of assignments that had an error
             self.changed = False
             self.returns: list[tuple[ast.AST, Type]] = []
             self.loop_depth = 0
@@ -136,7 +137,9 @@ class Typer(StatementTyping, CallTyping):
                 break
         self.tf.var_types = dict(self.var_types)
         self._finish_return_type()
-        if not self.errors:
+        # A GPU-only function (its only errors: no CPU meaning) is still checked here, so a
+        # CPU-only build reports its real mistakes too.
+        if all(isinstance(e, TargetUnavailable) for e in self.errors):
             for name in unassigned_reads(self.func.node, self.assigned):
                 self.error(
                     f"'{name.id}' may be used before it is assigned",
@@ -227,7 +230,9 @@ class Typer(StatementTyping, CallTyping):
     def e_name(self, node: ast.Name) -> Type:
         name = node.id
         if name in self.var_types:
-            return self.var_types[name]
+            return plain_value(name, self.var_types[name])  # not a function or type held
+        if name in self.poisoned:
+            raise Stop()  # its assignment's error was reported: one error per mistake
         if name in self.assigned:
             self.error(f"'{name}' is used before it is assigned", node)
             raise Stop()
@@ -248,7 +253,7 @@ class Typer(StatementTyping, CallTyping):
                 )
             return self.constant(node, sym.value)
         if sym.kind == "math" and sym.value in ("pi", "e", "inf", "nan", "tau"):
-            from ..discover import MATH_CONSTANTS
+            from ..folding import MATH_CONSTANTS
 
             return self.constant(node, MATH_CONSTANTS[sym.value])
         if sym.kind == "gpuaot" and sym.value == "WARP_SIZE":
@@ -267,14 +272,18 @@ class Typer(StatementTyping, CallTyping):
             self.tf.expr_types[node.value] = base_t
             if isinstance(base_t, ArrayType) and node.attr == "shape":
                 return tuple_of([i64] * base_t.ndim)
+            if isinstance(base_t, ArrayType) and node.attr in ("size", "ndim"):
+                return self.call_op(node, ops.get(f"array.{node.attr}"), node.attr)
             raise Reject(
                 f"a {base_t.name} has no attribute '{node.attr}' in kernels",
-                "arrays have .shape" if isinstance(base_t, ArrayType) else None,
+                "arrays have .shape, .size and .ndim" if isinstance(base_t, ArrayType) else None,
             )
         if isinstance(node.value, (ast.Call, ast.Subscript)):
             base_t = self.expr(node.value)
             if isinstance(base_t, ArrayType) and node.attr == "shape":
                 return tuple_of([i64] * base_t.ndim)
+            if isinstance(base_t, ArrayType) and node.attr in ("size", "ndim"):
+                return self.call_op(node, ops.get(f"array.{node.attr}"), node.attr)
             raise Reject(f"a {base_t.name} has no attribute '{node.attr}'")
         # thread_idx.x and friends
         base = self.pkg.resolve_expr(self.mod, node.value)
@@ -313,6 +322,8 @@ class Typer(StatementTyping, CallTyping):
         types = [self.expr(e) for e in elts]
         if isinstance(idx, ast.Tuple):
             self.tf.expr_types[idx] = tuple_of(types)
+        elif isinstance(types[0], TupleType):  # a[idx], idx = ga.grid(2): its items index
+            types = list(types[0].items)
         rules.index_types(array, types)
         if self.debug:
             self.add_site(node, "IndexError", "index out of bounds")

@@ -27,7 +27,7 @@ from ...lang.types import (
 from .. import ops
 from ..frontend import rules
 from ..frontend.nesting import with_recursion_room
-from ..frontend.typed import Builtin, RaiseSite, TypedFunction
+from ..frontend.typed import Builtin, RaiseSite, TypedFunction, ValueArg
 from .emitter import ArrayValue
 
 _ARITH = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
@@ -61,7 +61,8 @@ class ModuleBuilder:
             return fn
         params: list[ir.Type] = []
         for t in tf.arg_types:
-            params.extend(self.em.param_types(materialize(t)))
+            if not isinstance(t, ValueArg):  # a function or type passed: no run-time value
+                params.extend(self.em.param_types(materialize(t)))
         params.extend(self.em.hidden_param_types())
         ret = self.em.lltype(materialize(tf.return_type))
         name = name or tf.symbol
@@ -110,6 +111,8 @@ class FunctionLowering:
         args = list(self.fn.args)
         for name, t in zip(self.tf.params, self.tf.arg_types):
             t = materialize(t)
+            if isinstance(t, ValueArg):
+                continue
             if isinstance(t, ArrayType):
                 n = t.ndim
                 data, rest = args[0], args[1:]
@@ -165,6 +168,8 @@ class FunctionLowering:
         self.expr(node.value)
 
     def s_Assign(self, node: ast.Assign) -> None:
+        if isinstance(self.type(node.value), ValueArg):
+            return  # f = ga.atomic_add: the typer resolved every use of f
         v = self.expr(node.value)
         for target in node.targets:
             self.assign(target, v, self.type(node.value))
@@ -262,23 +267,23 @@ class FunctionLowering:
         self.b.position_at_end(end_bb)
 
     def s_For(self, node: ast.For) -> None:
-        it = node.iter
-        t = materialize(self.tf.expr_types[it])
-        args = [self.em.cast(self.b, self.expr(a), materialize(self.type(a)), t) for a in it.args]
+        it, target, count = node.iter, node.target, None
+        if isinstance(self.tf.expr_types[it], TupleType):  # enumerate(x): (count, value)
+            (count, target), it = target.elts, it.args[0]
+        arr = self.array(it) if isinstance(self.tf.expr_types[it], ArrayType) else None
+        t = i64 if arr is not None else materialize(self.tf.expr_types[it])
         one = ir.Constant(self.em.lltype(t), 1)
         zero = ir.Constant(self.em.lltype(t), 0)
-        if len(args) == 1:
-            start, stop, step = zero, args[0], one
-        elif len(args) == 2:
-            (start, stop), step = args, one
+        if arr is not None:  # for v in a: the indices of a 1-D array
+            start, stop, step, static_step = zero, arr.shape[0], one, 1
         else:
-            start, stop, step = args
-        static_step = self._static(it.args[2]) if len(it.args) == 3 else 1
-        if it in self.tf.sites:  # a run-time step: range(a, b, 0) raises ValueError
-            with self.b.if_then(self.b.icmp_unsigned("==", step, zero), likely=False):
-                self.raise_site(it)
+            start, stop, step, static_step = self.range_bounds(it, t, zero, one)
         iv = self.alloca_builder.alloca(self.em.lltype(t), name="range.iv")
         self.b.store(start, iv)
+        kv = None
+        if count is not None and arr is None:  # enumerate(range(...)): its own counter
+            kv = self.alloca_builder.alloca(self.em.lltype(i64), name="enumerate.k")
+            self.b.store(ir.Constant(self.em.lltype(i64), 0), kv)
         cond_bb = self.fn.append_basic_block("for.cond")
         body_bb = self.fn.append_basic_block("for.body")
         inc_bb = self.fn.append_basic_block("for.inc")
@@ -295,7 +300,15 @@ class FunctionLowering:
             go = self.b.select(self.em.compare(self.b, ">", step, zero, t), up, down)
         self.b.cbranch(go, body_bb, else_bb or end_bb)
         self.b.position_at_end(body_bb)
-        self.store_var(node.target.id, i, t)
+        if arr is not None:
+            ptr = self.em.element_pointer(self.b, arr, [i])
+            self.store_var(
+                target.id, self.em.load_element(self.b, ptr, arr.type.dtype), arr.type.dtype
+            )
+        else:
+            self.store_var(target.id, i, t)
+        if count is not None:
+            self.store_var(count.id, i if kv is None else self.b.load(kv), i64)
         self.loops.append(_Loop(inc_bb, end_bb))
         self.stmts(node.body)
         self.loops.pop()
@@ -303,8 +316,25 @@ class FunctionLowering:
             self.b.branch(inc_bb)
         self.b.position_at_end(inc_bb)
         self.b.store(self.b.add(self.b.load(iv), step), iv)
+        if kv is not None:
+            self.b.store(self.b.add(self.b.load(kv), ir.Constant(self.em.lltype(i64), 1)), kv)
         self.b.branch(cond_bb)
         self.loop_else(node, else_bb, end_bb)
+
+    def range_bounds(self, it: ast.Call, t: Type, zero, one):
+        """``range(...)``'s (start, stop, step, the step if constant), its zero check emitted."""
+        args = [self.em.cast(self.b, self.expr(a), materialize(self.type(a)), t) for a in it.args]
+        if len(args) == 1:
+            start, stop, step = zero, args[0], one
+        elif len(args) == 2:
+            (start, stop), step = args, one
+        else:
+            start, stop, step = args
+        static_step = self._static(it.args[2]) if len(it.args) == 3 else 1
+        if it in self.tf.sites:  # a run-time step: range(a, b, 0) raises ValueError
+            with self.b.if_then(self.b.icmp_unsigned("==", step, zero), likely=False):
+                self.raise_site(it)
+        return start, stop, step, static_step
 
     def _static(self, node: ast.expr):
         if isinstance(node, ast.Constant) and type(node.value) is int:
@@ -404,7 +434,12 @@ class FunctionLowering:
         return self.index_ptr(node, arr, elts)
 
     def index_ptr(self, node, arr: ArrayValue, elts: list[ast.expr]):
-        indices = [self.em.cast(self.b, self.expr(e), materialize(self.type(e)), i64) for e in elts]
+        if len(elts) == 1 and isinstance(self.type(elts[0]), TupleType):
+            indices = self.tuple_indices(elts[0])
+        else:
+            indices = [
+                self.em.cast(self.b, self.expr(e), materialize(self.type(e)), i64) for e in elts
+            ]
         if node in self.tf.sites:  # bounds checks (debug builds)
             bad = None
             for idx, dim in zip(indices, arr.shape):
@@ -413,6 +448,13 @@ class FunctionLowering:
             with self.b.if_then(bad, likely=False):
                 self.raise_site(node)
         return self.em.element_pointer(self.b, arr, indices)
+
+    def tuple_indices(self, node: ast.expr) -> list:
+        """``a[idx]`` with ``idx`` a tuple value: its items, each as an i64 index."""
+        v, items = self.expr(node), materialize(self.type(node)).items
+        return [
+            self.em.cast(self.b, self.b.extract_value(v, k), t, i64) for k, t in enumerate(items)
+        ]
 
     def e_BinOp(self, node: ast.BinOp):
         return self.binop(
@@ -546,6 +588,8 @@ class FunctionLowering:
         fn = self.mb.function(callee)
         args = []
         for a, pt in zip(node.args, callee.arg_types):
+            if isinstance(pt, ValueArg):
+                continue
             v = self.expr(a)
             if isinstance(v, ArrayValue):
                 args.extend(v.parts())

@@ -2,36 +2,28 @@
 
     ga.local_array(f32, (4, 4))  -> intr.local_array: Array[f32, 2]; zeroed stack memory
     ga.shared_array(f32, 256)    -> intr.shared_array: Array[f32, 1]; an addrspace(3) global
+    ga.shared_array(f32, 0)      -> the launch's dynamic shared memory (kernel[g, b, s, nbytes])
 
 The element type and the constant shape are the call's data (``Builtin.data``).
 """
 
 from __future__ import annotations
 
-import ast
-
-from ...lang.types import BY_NAME, array_of
+from ...lang.types import array_of
 from ..frontend.rules import Reject
+from .alloc_args import dtype_and_shape
 from .registry import BASE, Op, Typed, declare
 
 
 def _type_alloc(tc, node, name):
-    if len(node.args) != 2:
-        raise Reject(f"{name}() takes (dtype, shape)")
-    dsym = tc.pkg.resolve_expr(tc.mod, node.args[0])
-    if dsym is None or dsym.kind != "gpuaot" or dsym.value not in BY_NAME:
-        raise Reject(f"the first argument of {name}() must be a gpuaot scalar type")
-    shape_node = node.args[1]
-    if isinstance(shape_node, ast.Tuple):
-        shape = tuple(tc.static_int(e) for e in shape_node.elts)
-    else:
-        shape = (tc.static_int(shape_node),)
+    dtype, shape = dtype_and_shape(tc, node, name)  # keywords, either order, constant names
+    if name == "shared_array" and shape == (0,):  # dynamic: sized by the launch's nbytes
+        return Typed(array_of(dtype, 1, "C"), (dtype, shape))
     if not 1 <= len(shape) <= 3 or any(s is None or s <= 0 for s in shape):
         raise Reject(
             f"{name}() needs a constant positive shape of 1 to 3 dimensions",
             "e.g. shared_array(f32, 256) or local_array(f32, (4, 4))",
         )
-    dtype = BY_NAME[dsym.value]
     return Typed(array_of(dtype, len(shape), "C"), (dtype, shape))
 
 
@@ -40,7 +32,10 @@ def _lower_local(fl, node, call, rt):
 
 
 def _lower_shared(fl, node, call, rt):
-    return fl.em.shared_array(fl.b, *call.data)
+    dtype, shape = call.data
+    if shape == (0,):
+        return fl.em.dynamic_shared_array(fl.b, dtype)
+    return fl.em.shared_array(fl.b, dtype, shape)
 
 
 declare(

@@ -1,4 +1,5 @@
-"""Block barriers, lanes and warp shuffles: GPU-only, each through an NVVM primitive.
+"""Block barriers, lanes, warp shuffles, votes and matches: GPU-only, each through an NVVM
+primitive (the ``*_sync`` family at the end, numba-cuda's warp API).
 
     ga.syncthreads()        -> intr.syncthreads: llvm.nvvm.barrier.cta.sync.aligned.all(0)
     ga.lane_id()            -> intr.lane_id: i64, %laneid
@@ -10,10 +11,14 @@ function that does is a compile error naming the call chain.
 
 from __future__ import annotations
 
-from ...lang.types import Scalar, i32, i64, materialize, none
+import ast
+
+from llvmlite import ir
+
+from ...lang.types import Scalar, boolean, i32, i64, materialize, none, tuple_of, u32
 from ..frontend import rules
 from ..frontend.rules import Reject
-from ..lower.emitter import I64
+from ..lower.emitter import I32, I64
 from .registry import Op, declare
 
 
@@ -119,3 +124,170 @@ for _name, _scope in (
             f"intrinsics.{_name}",
         )
     )
+
+
+# ------------------------------------------------------------------ the *_sync warp family
+#
+# numba-cuda's warp API, each over the lanes of a member mask (any integer; its low 32 bits):
+#
+#     ga.syncwarp(mask=0xFFFFFFFF)              -> none, bar.warp.sync
+#     ga.shfl_sync(mask, v, src_lane)           -> v's type, shfl.sync.idx (also _up/_down/_xor)
+#     ga.ballot_sync(mask, pred)                -> u32, vote.sync.ballot
+#     ga.all_sync/any_sync/eq_sync(mask, pred)  -> bool, vote.sync.all/any/uni
+#     ga.match_any_sync(mask, v)                -> u32, match.any.sync (sm_70+)
+#     ga.match_all_sync(mask, v)                -> (u32, bool), match.all.sync (sm_70+)
+#     ga.activemask(), ga.lanemask_lt()         -> u32, activemask.b32 / %lanemask_lt
+#
+# All are GPU-only: a CPU block runs its threads one after another, not in lock-step, so lanes
+# have nothing to exchange (the same error as syncthreads).
+
+
+def _int_arg(tc, node, name: str, what: str):
+    t = tc.expr(node)
+    if not isinstance(t, Scalar) or not t.is_int:
+        raise Reject(f"the {what} of {name}() must be an integer")
+    return t
+
+
+def _type_syncwarp(tc, node, name):
+    if len(node.args) > 1:
+        raise Reject(f"{name}() takes an optional member mask")
+    if node.args:
+        _int_arg(tc, node.args[0], name, "member mask")
+    return none
+
+
+def _type_shfl_sync(tc, node, name):
+    if len(node.args) != 3:
+        raise Reject(f"{name}() takes (mask, value, lane)")
+    _int_arg(tc, node.args[0], name, "member mask")
+    t = rules.shfl_type(tc.expr(node.args[1]))
+    _int_arg(tc, node.args[2], name, "lane argument")
+    return t
+
+
+def _type_mask_and(second: str, check, result):
+    """``name(mask, <second>)``: ``check`` is the second argument's rule (it raises)."""
+
+    def typing(tc, node, name):
+        if len(node.args) != 2:
+            raise Reject(f"{name}() takes (mask, {second})")
+        _int_arg(tc, node.args[0], name, "member mask")
+        check(tc.expr(node.args[1]))
+        return result
+
+    return typing
+
+
+def _type_vote_sync(result):
+    return _type_mask_and("predicate", rules.truth, result)
+
+
+def _type_match(result):
+    return _type_mask_and("value", rules.shfl_type, result)
+
+
+def _mask(fl, node):
+    """The member mask argument as the i32 the instructions take (its low 32 bits)."""
+    return fl.em.cast(fl.b, fl.expr(node), materialize(fl.type(node)), i32)
+
+
+def _lower_syncwarp(fl, node, call, rt):
+    mask = _mask(fl, node.args[0]) if node.args else ir.Constant(I32, -1)
+    fl.em.warp_sync(fl.b, mask)
+    return None
+
+
+def _shfl_sync(mode: str):
+    def lower(fl, node, call, rt):
+        b, em = fl.b, fl.em
+        value = em.cast(b, fl.expr(node.args[1]), materialize(fl.type(node.args[1])), rt)
+        lane = em.cast(b, fl.expr(node.args[2]), materialize(fl.type(node.args[2])), i32)
+        return em.shuffle(b, mode, value, lane, rt, _mask(fl, node.args[0]))
+
+    return lower
+
+
+def _vote_sync(kind: str):
+    def lower(fl, node, call, rt):
+        a = node.args[1]
+        pred = fl.em.truth(fl.b, fl.expr(a), materialize(fl.type(a)))
+        return fl.em.vote(fl.b, kind, _mask(fl, node.args[0]), pred)
+
+    return lower
+
+
+def _match(kind: str):
+    def lower(fl, node, call, rt):
+        a = node.args[1]
+        t = rules.shfl_type(materialize(fl.type(a)))
+        value = fl.em.cast(fl.b, fl.expr(a), materialize(fl.type(a)), t)
+        return fl.em.match(fl.b, kind, _mask(fl, node.args[0]), value)
+
+    return lower
+
+
+def _lower_activemask(fl, node, call, rt):
+    return fl.em.active_mask(fl.b)
+
+
+def _lower_lanemask_lt(fl, node, call, rt):
+    return fl.em.lane_mask(fl.b, "lt")
+
+
+gpu_op("syncwarp", _type_syncwarp, _lower_syncwarp)
+for _name, _mode in (
+    ("shfl", "idx"),
+    ("shfl_up", "up"),
+    ("shfl_down", "down"),
+    ("shfl_xor", "bfly"),
+):
+    gpu_op(f"{_name}_sync", _type_shfl_sync, _shfl_sync(_mode))
+gpu_op("ballot_sync", _type_vote_sync(u32), _vote_sync("ballot"))
+gpu_op("all_sync", _type_vote_sync(boolean), _vote_sync("all"))
+gpu_op("any_sync", _type_vote_sync(boolean), _vote_sync("any"))
+gpu_op("eq_sync", _type_vote_sync(boolean), _vote_sync("uni"))
+gpu_op("match_any_sync", _type_match(u32), _match("any"))
+gpu_op("match_all_sync", _type_match(tuple_of([u32, boolean])), _match("all"))
+gpu_op("activemask", _no_args(u32), _lower_activemask)
+gpu_op("lanemask_lt", _no_args(u32), _lower_lanemask_lt)
+
+
+# ------------------------------------------------------------------ the grid barrier
+#
+#     ga.this_grid().sync()   (numba-cuda: cuda.cg.this_grid().sync()), also ga.grid_sync()
+#
+# Every thread of the grid waits here (cooperative groups' grid.sync()). GPU-only; the kernel is
+# launched cooperatively (cuLaunchCooperativeKernel), which needs the whole grid resident.
+
+
+def _lower_grid_sync(fl, node, call, rt):
+    fl.em.grid_barrier(fl.b)
+    return None
+
+
+def _type_this_grid(tc, node, name):
+    raise Reject(
+        "this_grid() is only usable as this_grid().sync(), the grid barrier",
+        "write ga.this_grid().sync() (or ga.grid_sync())",
+    )
+
+
+gpu_op("grid_sync", _no_args(none), _lower_grid_sync)
+GRID_SYNC = "intr.grid_sync"
+# ga.this_grid() alone is refused by its typing; ga.this_grid().sync() types as grid_sync (the
+# typer asks is_this_grid_sync first), so this lowering is grid_sync's, for the table only.
+gpu_op("this_grid", _type_this_grid, _lower_grid_sync)
+
+
+def is_this_grid_sync(tc, node) -> bool:
+    """``node`` is ``ga.this_grid().sync()`` (``this_grid`` as gpuaot names it)."""
+    f = node.func
+    if not (isinstance(f, ast.Attribute) and f.attr == "sync" and isinstance(f.value, ast.Call)):
+        return False
+    sym = tc.pkg.resolve_expr(tc.mod, f.value.func)
+    if sym is None or sym.kind != "gpuaot" or sym.value != "this_grid":
+        return False
+    if f.value.args or f.value.keywords or node.args or node.keywords:
+        raise Reject("this_grid().sync() takes no arguments")
+    return True

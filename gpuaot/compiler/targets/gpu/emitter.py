@@ -13,7 +13,7 @@ from llvmlite import ir
 
 from ....errors import BuildError
 from ....lang.types import Scalar, array_of
-from ...lower.emitter import F32, F64, I32, I64, PTR, VOID, ArrayValue, Emitter
+from ...lower.emitter import F32, F64, I1, I8, I32, I64, PTR, VOID, ArrayValue, Emitter
 from ...ops.mathfns import LIBDEVICE
 
 EXC_RECORD = "gpuaot_exception_record"
@@ -22,6 +22,9 @@ SIGNAL = "gpu_signal_exception"
 _SREG = {"thread_idx": "tid", "block_idx": "ctaid", "block_dim": "ntid", "grid_dim": "nctaid"}
 GLOBAL_AS = 1
 SHARED_AS = 3
+DYNAMIC_SHARED = "gpuaot_dynamic_shared"
+GRID_BARRIER = "gpuaot_grid_barrier"
+_U32_FN = ir.FunctionType(I32, [])
 
 
 class GPUEmitter(Emitter):
@@ -73,6 +76,87 @@ class GPUEmitter(Emitter):
             array_of(dtype, len(shape), "C"), ptr, [ir.Constant(I64, d) for d in shape]
         )
 
+    def dynamic_shared_array(self, b: ir.IRBuilder, dtype: Scalar):
+        """``shared_array(dtype, 0)``: the launch's dynamic shared memory (its fourth item,
+        ``nbytes``), one ``extern`` array every such call aliases, as CUDA's ``extern
+        __shared__``; its length is ``%dynamic_smem_size`` over the element size."""
+        gv = self.module.globals.get(DYNAMIC_SHARED)
+        if gv is None:
+            ty = ir.ArrayType(I8, 0)
+            gv = ir.GlobalVariable(self.module, ty, DYNAMIC_SHARED, addrspace=SHARED_AS)
+            gv.linkage = "external"
+            gv.align = 16
+        size = b.call(ir.InlineAsm(_U32_FN, "mov.u32 $0, %dynamic_smem_size;", "=r"), [])
+        itemsize = ir.Constant(I64, max(dtype.bits // 8, 1))
+        n = b.udiv(b.zext(size, I64), itemsize)
+        return ArrayValue(array_of(dtype, 1, "C"), b.addrspacecast(gv, PTR), [n])
+
+    def warp_sync(self, b: ir.IRBuilder, mask) -> None:
+        """``bar.warp.sync mask``: CUDA's __syncwarp."""
+        b.call(self.declare("llvm.nvvm.bar.warp.sync", VOID, [I32]), [mask])
+
+    def vote(self, b: ir.IRBuilder, kind: str, mask, pred):
+        """``vote.sync.{all,any,uni,ballot}``: an i1, or the ballot's i32."""
+        ret = I32 if kind == "ballot" else I1
+        fn = self.declare(f"llvm.nvvm.vote.{kind}.sync", ret, [I32, I1])
+        return b.call(fn, [mask, pred])
+
+    def match(self, b: ir.IRBuilder, kind: str, mask, value):
+        """``match.{any,all}.sync.b32/b64`` on ``value``'s bits: any's i32 lane mask, or
+        all's ``{i32 mask, i1 pred}``."""
+        if not isinstance(value.type, ir.IntType):
+            value = b.bitcast(value, I64 if value.type == F64 else I32)
+        width = value.type.width
+        ret = I32 if kind == "any" else ir.LiteralStructType([I32, I1])
+        suffix = "" if kind == "any" else "p"  # LLVM names all's {mask, pred} form i32p/i64p
+        fn = self.declare(f"llvm.nvvm.match.{kind}.sync.i{width}{suffix}", ret, [I32, value.type])
+        return b.call(fn, [mask, value])
+
+    def lane_mask(self, b: ir.IRBuilder, which: str):
+        """``%lanemask_lt`` (and friends): the lanes below this one, as an i32."""
+        return self.sreg(b, f"lanemask.{which}")
+
+    def active_mask(self, b: ir.IRBuilder):
+        """``activemask.b32``: the lanes executing this instruction (LLVM has no intrinsic)."""
+        return b.call(ir.InlineAsm(_U32_FN, "activemask.b32 $0;", "=r", side_effect=True), [])
+
+    def grid_barrier(self, b: ir.IRBuilder) -> None:
+        """Cooperative groups' ``this_grid().sync()``, as CUDA's ``sync_grids`` builds it: a
+        block barrier, then each block's thread 0 adds to a device counter (block 0 adds
+        ``0x80000000 - (blocks - 1)``, the others 1, so the top bit flips once all arrived,
+        whatever the counter held) and spins until it flips, then a block barrier. Needs every
+        block resident at once: a cooperative launch (:mod:`gpuaot.runtime.cuda`)."""
+        gv = self.module.globals.get(GRID_BARRIER)
+        if gv is None:
+            gv = ir.GlobalVariable(self.module, I32, GRID_BARRIER, addrspace=GLOBAL_AS)
+            gv.initializer = ir.Constant(I32, 0)
+            gv.align = 4
+        self.barrier(b)
+        ors = [
+            b.or_(b.or_(self.sreg(b, f"{r}.x"), self.sreg(b, f"{r}.y")), self.sreg(b, f"{r}.z"))
+            for r in ("tid", "ctaid")
+        ]
+        zero = ir.Constant(I32, 0)
+        with b.if_then(b.icmp_unsigned("==", ors[0], zero)):
+            blocks = b.mul(
+                b.mul(self.sreg(b, "nctaid.x"), self.sreg(b, "nctaid.y")), self.sreg(b, "nctaid.z")
+            )
+            first = b.sub(ir.Constant(I32, 0x80000001), blocks)  # 0x80000000 - (blocks - 1)
+            nb = b.select(b.icmp_unsigned("==", ors[1], zero), first, ir.Constant(I32, 1))
+            counter = b.addrspacecast(gv, PTR)
+            self.membar(b, "gl")
+            old = b.atomic_rmw("add", counter, nb, "monotonic")
+            spin = b.append_basic_block("grid.spin")
+            done = b.append_basic_block("grid.done")
+            b.branch(spin)
+            b.position_at_end(spin)
+            now = b.load_atomic(counter, "monotonic", 4, typ=I32)
+            top = b.and_(b.xor(old, now), ir.Constant(I32, -0x80000000))
+            b.cbranch(b.icmp_unsigned("!=", top, zero), done, spin)
+            b.position_at_end(done)
+            self.membar(b, "gl")
+        self.barrier(b)
+
     def barrier(self, b: ir.IRBuilder) -> None:
         """``bar.sync 0``: every thread of the block waits here."""
         fn = self.declare("llvm.nvvm.barrier.cta.sync.aligned.all", VOID, [I32])
@@ -91,10 +175,11 @@ class GPUEmitter(Emitter):
         """``membar.{cta,gl,sys}``: CUDA's __threadfence_block/__threadfence/_system."""
         b.call(self.declare(f"llvm.nvvm.membar.{scope}", VOID, []), [])
 
-    def shuffle(self, b: ir.IRBuilder, mode: str, value, delta, t: Scalar):
-        """Whole-warp shuffle; 64-bit values travel as two 32-bit halves."""
-        clamp = ir.Constant(I32, 0x1F)
-        mask = ir.Constant(I32, -1)
+    def shuffle(self, b: ir.IRBuilder, mode: str, value, delta, t: Scalar, mask=None):
+        """Warp shuffle among ``mask``'s lanes (default: the whole warp); 64-bit values travel
+        as two 32-bit halves. ``up`` clamps at lane 0 (c = 0), the others at 31 (c = 0x1f)."""
+        clamp = ir.Constant(I32, 0 if mode == "up" else 0x1F)
+        mask = ir.Constant(I32, -1) if mask is None else mask
         if t.bits == 64:
             raw = b.bitcast(value, I64) if t.is_float else value
             lo = b.trunc(raw, I32)
