@@ -36,7 +36,7 @@ format: $(VENV)/.installed-dev
 # pins llvmlite. Where it cannot be installed (offline), the benches print "-" for the peers.
 .venv-bench/.installed: pyproject.toml | $(VENV)/.installed-dev
 	-$(PYTHON) -m venv .venv-bench && .venv-bench/bin/python -m pip install --quiet $$($(BIN)/python \
-	  -c "import tomllib; print(' '.join(repr(r) for r in tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['bench']))") \
+	  -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['bench']))") \
 	  && touch $@
 
 bench: $(VENV)/.installed-dev .venv-bench/.installed
