@@ -84,6 +84,15 @@ def build(
         raise
 
 
+def build_errors(root: Path | str, **kw) -> str:
+    """Build a package that must not compile; its diagnostics as the CLI prints them."""
+    from gpuaot.errors import CompileErrors
+
+    with pytest.raises(CompileErrors) as e:
+        build(root, **kw)
+    return e.value.format()
+
+
 def unload(name: str) -> None:
     """Forget a package: its modules, and its loaded bundle."""
     from gpuaot.runtime import bundle
@@ -137,6 +146,7 @@ def kit() -> SimpleNamespace:
         copy_package=copy_package,
         write_package=write_package,
         build=build,
+        build_errors=build_errors,
         unload=unload,
         import_package=import_package,
     )

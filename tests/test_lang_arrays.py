@@ -15,8 +15,6 @@ import numpy as np
 import pytest
 from test_conformance import Case, compiled, conformance, names  # noqa: F401 - fixtures
 
-from gpuaot.errors import CompileErrors
-
 f32, f64, i8, i64 = np.float32, np.float64, np.int8, np.int64
 ARCHS = ["sm_75", "sm_80", "sm_90"]
 
@@ -256,11 +254,8 @@ HEADER = "import gpuaot as ga\nfrom gpuaot import Array, f32, i64\n\n\n@ga.kerne
 
 
 def _errors(kit, tmp_path, body: str) -> str:
-    src = HEADER + textwrap.dedent(body)
-    root = kit.write_package(tmp_path / "bad", {"k.py": src})
-    with pytest.raises(CompileErrors) as e:
-        kit.build(root, cache_dir=tmp_path / "cache")
-    return e.value.format()
+    root = kit.write_package(tmp_path / "bad", {"k.py": HEADER + textwrap.dedent(body)})
+    return kit.build_errors(root, cache_dir=tmp_path / "cache")
 
 
 @pytest.mark.parametrize(

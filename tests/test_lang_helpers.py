@@ -16,8 +16,6 @@ import numpy as np
 import pytest
 from test_conformance import compiled, conformance  # noqa: F401 - the fixtures
 
-from gpuaot.errors import CompileErrors
-
 f32, f64, i32, i64, u32 = np.float32, np.float64, np.int32, np.int64, np.uint32
 ARCHS = ["sm_75", "sm_80", "sm_90"]
 
@@ -164,9 +162,7 @@ HEADER = (
 
 def _diagnostics(kit, tmp_path, src: str) -> str:
     root = kit.write_package(tmp_path / "bad", {"k.py": src})
-    with pytest.raises(CompileErrors) as e:
-        kit.build(root, cache_dir=tmp_path / "cache")
-    return e.value.format()
+    return kit.build_errors(root, cache_dir=tmp_path / "cache")
 
 
 @pytest.mark.parametrize(

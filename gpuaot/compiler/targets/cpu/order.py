@@ -83,16 +83,22 @@ def _array_index(ins, res: _Resolver):
     return index if isinstance(index.type, ir.IntType) else None
 
 
-def _grid_only(body: ir.Function, hidden: int, axis: int) -> bool:
-    """Whether the body reads ``tid``/``bid`` of ``axis`` only as ``bid * bdim + tid``."""
-    tid, bid, bdim = (body.args[hidden + 1 + 3 * k + axis] for k in range(3))
-    muls: set[int] = set()
+def users_of(fn: ir.Function) -> dict[int, list]:
+    """``id(value)`` -> the instructions of ``fn`` that use it (phi incomings included)."""
     users: dict[int, list] = {}
-    for blk in body.blocks:
+    for blk in fn.blocks:
         for ins in blk.instructions:
             ops = [v for v, _b in ins.incomings] if isinstance(ins, ir.PhiInstr) else ins.operands
             for o in ops:
                 users.setdefault(id(o), []).append(ins)
+    return users
+
+
+def _grid_only(body: ir.Function, hidden: int, axis: int) -> bool:
+    """Whether the body reads ``tid``/``bid`` of ``axis`` only as ``bid * bdim + tid``."""
+    tid, bid, bdim = (body.args[hidden + 1 + 3 * k + axis] for k in range(3))
+    muls: set[int] = set()
+    users = users_of(body)
     for ins in users.get(id(bid), []):
         if not (
             ins.opname == "mul"

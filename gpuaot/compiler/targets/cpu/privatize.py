@@ -38,7 +38,7 @@ from llvmlite import ir
 
 from ....lang.types import ArrayType
 from ...lower.emitter import I64, PTR, VOID
-from .order import has_loop
+from .order import has_loop, users_of
 
 # The operations that privatise, by their code in the table; the run time reads the same
 # tuple (``gpuaot.runtime.cpu._PRIVATE_OPS``): the two must not drift apart.
@@ -64,12 +64,7 @@ def _signed_ok(op: str, dtype) -> bool:
 
 def privatizable(body: ir.Function, arrays: list[tuple]) -> list[tuple[int, int, str]]:
     """``arrays``: (param index, flat index, array type) of each array parameter."""
-    users: dict[int, list] = {}
-    for blk in body.blocks:
-        for ins in blk.instructions:
-            ops = [v for v, _b in ins.incomings] if isinstance(ins, ir.PhiInstr) else ins.operands
-            for o in ops:
-                users.setdefault(id(o), []).append(ins)
+    users = users_of(body)
     found = []
     for param, k, t in arrays:
         assert isinstance(t, ArrayType)
