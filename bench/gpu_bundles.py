@@ -8,13 +8,18 @@ Writes into ``gpu-check/`` (git-ignored):
 * ``pkgs/``: fixtures/conformance, fixtures/gpu_features, fixtures/example and bench/kernels_pkg,
   each built with the default architectures (cubins for sm_75/80/90, PTX for sm_75);
 * ``jit/example_jit``: the example built for sm_75 only, so a newer GPU must JIT its PTX;
-* ``cases.json`` + ``cases.npz``: every conformance kernel case of tests/test_conformance.py,
-  its inputs, how its arguments are made from them (arrays, strided views, scalars) and the
-  expected results from the numpy/CPython oracle;
+* ``cases.json`` + ``cases.npz``: every conformance kernel case of tests/test_conformance.py
+  and of the language suites of fixtures/conformance/lang_*.py (``LANG_SUITES``: the cases of
+  tests/test_lang_arrays.py, _f16, _helpers; the raises of lang_exc and ``round_raises``, whose
+  class and message are what ``simulate`` raises), its inputs, how its arguments are made from
+  them (arrays, strided views, scalars) and the expected results from the numpy/CPython oracle;
+  ``module`` names the package attribute a kernel is found under (``""``: the package);
 * ``features.json`` + ``features.npz``: inputs of the GPU-only kernels (shared memory, barriers,
   atomics, shuffles) and their results under ``simulate`` (CPython, thread by thread);
 * ``warp.json`` + ``warp.npz``: fixtures/warp_pkg's kernels (the ``*_sync`` warp API, dynamic
   shared memory through a 4-item launch, the grid barrier) and their results under ``simulate``;
+* ``complex.json`` + ``complex.npz``: tests/test_lang_complex.py's c64/c128 cases (kernels of
+  the conformance bundle), their oracles' results and the GPU tolerance of each output;
 * ``random.json`` + ``random.npz``: fixtures/random_pkg's kernels (gpuaot.random), their
   states from ``create_xoroshiro128p_states`` and their results under ``simulate``; ``maxulp``
   names the draws that may differ in the last bits on the GPU (the normals: libdevice).
@@ -83,15 +88,63 @@ def _encode_arg(a, state: dict, arrays: dict, prefix: str, k: int):
     raise TypeError(f"cannot record argument {a!r}")
 
 
+# The language conformance cases of fixtures/conformance/lang_*.py, each suite's cases in its
+# test module: (the package attribute its kernels are found under, "" for the package itself,
+# the test module, the list of cases there).
+LANG_SUITES = (
+    ("", "test_lang_arrays", "CASES"),
+    ("", "test_lang_f16", "CASES"),
+    ("lang_helpers", "test_lang_helpers", "CASES"),
+)
+
+
+def lang_cases(tc) -> list[tuple[str, object]]:
+    """(module, test_conformance.Case) for every language case, GPU meaning included: the
+    suites' own cases (test_lang_helpers' become Cases), and the raises of lang_exc, whose
+    expected class and message are what ``simulate`` raises."""
+    import importlib
+
+    out = []
+    for module, test_module, attr in LANG_SUITES:
+        for c in getattr(importlib.import_module(test_module), attr):
+            if not isinstance(c, tc.Case):  # test_lang_helpers' (fn, order, inputs, oracle)
+                c = tc.Case(c.fn, c.inputs, tc.names(*c.order), c.oracle, c.config)
+            out.append((module, c))
+
+    def raising(module: str, fn: str, state: dict, config: tuple, variant: str = ""):
+        inputs = lambda r: copy.deepcopy(state)  # noqa: E731 - the Case's input function
+        return (module, tc.Case(fn, inputs, tc.names(*state), None, config, variant=variant))
+
+    for mode in range(6):  # each kind of raise: a class of the package's, a builtin, no message
+        state = {"target": 37, "mode": mode, "out": np.zeros(64, np.int64)}
+        out.append(raising("lang_exc", "raise_own", state, (2, 32), f"mode{mode}"))
+    out.append(raising("lang_exc", "assert_const", {"x": np.arange(10)}, (1, 32)))
+    for bad, what in ((np.nan, "nan"), (np.inf, "inf")):  # CPython's ValueError, OverflowError
+        state = {"x": np.array([1.5, bad]), "out": np.zeros(2, np.int64)}
+        out.append(raising("", "round_raises", state, (1, 2), what))
+    return out
+
+
+def _simulated_raise(pkg, module: str, c, state: dict) -> BaseException:
+    fn = getattr(getattr(pkg, module) if module else pkg, c.fn)
+    try:
+        fn.simulate[c.config](*c.args(state))
+    except Exception as e:  # noqa: BLE001 - the expectation
+        return e
+    raise SystemExit(f"{module}.{c.fn}: simulate raised nothing")
+
+
 def record_conformance(out: Path) -> int:
-    sys.path.insert(0, str(REPO / "tests"))
+    sys.path[:0] = [str(REPO / "tests"), str(out / "pkgs")]
+    import conformance as pkg  # the copy in out/pkgs: what the GPU side imports
     import test_conformance as tc
 
     cases, arrays = [], {}
-    for n, c in enumerate(tc.KERNEL_CASES):
+    for n, (module, c) in enumerate([("", c) for c in tc.KERNEL_CASES] + lang_cases(tc)):
         entry = {
-            "id": c.id,
+            "id": f"{module}/{c.id}" if module else c.id,
             "fn": c.fn,
+            "module": module,
             "config": c.config,
             "rtol": c.rtol,
             "atol": c.atol,
@@ -110,8 +163,12 @@ def record_conformance(out: Path) -> int:
             entry["args"] = [
                 _encode_arg(a, state, arrays, f"c{n}", k) for k, a in enumerate(c.args(state))
             ]
-            want = {} if c.raises else c.oracle(expected_state)
+            want = {} if c.raises or c.oracle is None else c.oracle(expected_state)
         entry["raises"] = c.raises.__name__ if c.raises else None
+        if c.oracle is None and c.raises is None:  # a raise: what simulate raises
+            e = _simulated_raise(pkg, module, c, copy.deepcopy(expected_state))
+            entry["raises"], entry["raises_module"] = type(e).__name__, type(e).__module__
+            entry["message"] = str(e)
         entry["state"] = sorted(k for k, v in state.items() if isinstance(v, np.ndarray))
         entry["expected"] = sorted(want)
         for key in entry["state"]:
@@ -270,6 +327,28 @@ def record_warp(out: Path) -> int:
     return len(meta)
 
 
+def record_complex(out: Path) -> int:
+    """tests/test_lang_complex.py's cases (c64/c128 in the conformance bundle): inputs, the
+    numpy/CPython oracle's results, and the tolerance of each output that a GPU computes with
+    libdevice (``rtol``; the others are exact: + - * / and the parts)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    import test_lang_complex as tc
+
+    meta, arrays = [], {}
+    for c in tc.CASES:
+        state = c.inputs(np.random.default_rng(sum(map(ord, c.fn))))
+        want = c.oracle(copy.deepcopy(state))
+        for k, v in state.items():
+            arrays[f"{c.fn}/state/{k}"] = np.asarray(v)
+        for k, v in want.items():
+            arrays[f"{c.fn}/expected/{k}"] = np.asarray(v).astype(state[k].dtype)
+        meta.append({"fn": c.fn, "config": list(c.config), "args": list(c.order),
+                     "expected": sorted(want), "rtol": c.gpu})  # fmt: skip
+    np.savez_compressed(out / "complex.npz", **arrays)
+    (out / "complex.json").write_text(json.dumps(meta, indent=1))
+    return len(meta)
+
+
 def main(argv: list[str]) -> int:
     out = Path(argv[1] if len(argv) > 1 else "gpu-check")
     out.mkdir(parents=True, exist_ok=True)
@@ -289,6 +368,8 @@ def main(argv: list[str]) -> int:
     print(f"recorded {n} gpuaot.random kernels with their simulate results")
     n = record_warp(out)
     print(f"recorded {n} warp / dynamic shared / grid barrier kernels")
+    n = record_complex(out)
+    print(f"recorded {n} c64/c128 kernels (tests/test_lang_complex.py) with their oracles")
     shutil.rmtree(cache, ignore_errors=True)  # the GPU side needs only the bundles
     print(f"next, on a GPU machine: python3 bench/gpu_check.py {out}")
     return 0

@@ -24,7 +24,7 @@ copy of the same bytes; launch overhead of an empty kernel.
 
 from __future__ import annotations
 
-import builtins
+import importlib
 import json
 import statistics
 import sys
@@ -148,12 +148,17 @@ def conformance_case(pkg, case: dict, data, dry: bool = False) -> str | None:
             args.append(np.dtype(a["dtype"]).type(a["value"]))
         else:
             args.append(a["value"])
-    kernel = getattr(pkg, case["fn"])[_tuple(case["config"])]
+    where = getattr(pkg, case["module"]) if case.get("module") else pkg  # lang_helpers, ...
+    kernel = getattr(where, case["fn"])[_tuple(case["config"])]
     if case["raises"]:
-        exc = getattr(builtins, case["raises"])
+        # A built-in class, or the package's own (lang_exc), with simulate's message.
+        home = importlib.import_module(case.get("raises_module", "builtins"))
+        exc = getattr(home, case["raises"])
         try:
             kernel(*args)
         except exc as e:
+            if type(e) is not exc or not str(e).startswith(case.get("message", "")):
+                raise AssertionError(f"raised {type(e).__name__}: {e}; expected {exc}") from e
             return f"raised {type(e).__name__}"
         raise AssertionError(f"expected {case['raises']}")
     kernel(*args)
@@ -206,6 +211,25 @@ def random_case(rp, case: dict, data) -> None:
             np.testing.assert_array_max_ulp(v.get(), want, maxulp=case["maxulp"][k])
         else:
             np.testing.assert_array_equal(v.get(), want, err_msg=f"{name}: {k}", strict=True)
+
+
+def complex_case(pkg, case: dict, data, dry: bool = False) -> None:
+    """A c64/c128 kernel (tests/test_lang_complex.py) against its oracle: bitwise, except the
+    outputs computed with the GPU's math library (``rtol``)."""
+    from gpuaot.runtime.devicearray import DeviceArray
+
+    name = case["fn"]
+    state = {k: np.array(data[f"{name}/state/{k}"]) for k in case["args"]}
+    on = HostArray if dry else DeviceArray
+    dev = {k: on(v) if v.ndim else v.item() for k, v in state.items()}
+    getattr(pkg, name)[_tuple(case["config"])](*dev.values())
+    for k in case["expected"]:
+        got = dev[k] if dry else dev[k].get()
+        want = np.asarray(data[f"{name}/expected/{k}"])
+        if k in case["rtol"]:
+            np.testing.assert_allclose(got, want, rtol=case["rtol"][k], err_msg=f"{name}: {k}")
+        else:
+            np.testing.assert_array_equal(got, want, err_msg=f"{name}: {k}", strict=True)
 
 
 def scatter_exch(g) -> None:
@@ -571,6 +595,11 @@ def dry_run(root: Path) -> int:
     for case in json.loads((root / "cases.json").read_text()):
         if "skip" not in case:
             checks.run(f"dry-run/{case['id']}", conformance_case, conformance, case, data, True)
+    if (root / "complex.json").is_file():
+        cdata = np.load(root / "complex.npz")
+        for case in json.loads((root / "complex.json").read_text()):
+            what = f"dry-run/complex/{case['fn']}"
+            checks.run(what, complex_case, conformance, case, cdata, True)
     print(
         f"gpu-check dry run (CPU backend, not a GPU result): {checks.passed}/"
         f"{checks.passed + checks.failed} passed"
@@ -634,6 +663,10 @@ def main(argv: list[str]) -> int:
         for case in json.loads((root / "warp.json").read_text()):
             checks.run(f"warp/{case['fn']} vs simulate", feature_case, warp_pkg, case, wdata)
         checks.run("warp/grid barrier: too large a grid refused", cooperative_too_large, warp_pkg)
+    if (root / "complex.json").is_file():
+        cdata = np.load(root / "complex.npz")
+        for case in json.loads((root / "complex.json").read_text()):
+            checks.run(f"complex/{case['fn']}", complex_case, conformance, case, cdata)
     checks.run("exception: type, kernel, file:line, thread, block", device_exception, gpu_features)
     checks.run("stream: launch on a non-default stream", stream_launch, example)
     checks.run("mixed CPU/GPU arguments refused", mixed_devices, example)

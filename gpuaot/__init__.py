@@ -78,8 +78,14 @@ _EXPORTS = {
     **dict.fromkeys(
         [
             "Array",
+            "c64",
+            "c128",
+            "complex64",
+            "complex128",
+            "f16",
             "f32",
             "f64",
+            "float16",
             "float32",
             "float64",
             "i8",

@@ -16,7 +16,7 @@ Packages are always copied into a temporary directory first, so builds never wri
 repository, and each build gets its own bundle path: ``ctypes.CDLL`` of one path twice in a
 process returns the library loaded first. The bundle goes to ``PKG/_gpuaot/`` (the default
 place the run time looks), so ``$GPUAOT_BUNDLE_PATH`` is not needed; it is cleared here.
-The GPU target is left out (``no_gpu=True``): every test here runs on the CPU only.
+The GPU target is left out (``no_gpu=True``) unless a test asks for it (``gpu=True``).
 """
 
 from __future__ import annotations
@@ -63,15 +63,17 @@ def build(
     cache_dir: Path | None = None,
     debug: bool | None = None,
     jobs: int | None = None,
+    gpu: bool = False,
 ):
-    """Build a package directory on the CPU backend; returns the driver's BuildResult."""
+    """Build a package directory on the CPU backend (``gpu``: and the GPU's, every default
+    arch); returns the driver's BuildResult."""
     from gpuaot.compiler.driver import BuildOptions, build_package
     from gpuaot.errors import CompileErrors
 
     root = Path(root)
     opts = BuildOptions.resolve(
         str(root),
-        no_gpu=True,
+        no_gpu=not gpu,
         out_dir=out,
         cache_dir=str(cache_dir or root.parent / ".gpuaot-cache"),
         debug=debug,
@@ -91,6 +93,37 @@ def build_errors(root: Path | str, **kw) -> str:
     with pytest.raises(CompileErrors) as e:
         build(root, **kw)
     return e.value.format()
+
+
+def build_alone(parent: Path, fixture: str, name: str, files: dict | None = None, **kw):
+    """fixtures/conformance/FIXTURE.py as module ``k`` of a package NAME of its own (plus
+    ``files``), built with the GPU target (every default arch, ptxas) and ``kw``'s options:
+    ``(package root, BuildResult)``. Skips without ptxas unless ``no_gpu`` is given."""
+    from gpuaot.compiler.driver import BuildOptions, build_package
+
+    if "no_gpu" not in kw and shutil.which("ptxas") is None:
+        pytest.skip("ptxas not found")
+    source = (FIXTURES / "conformance" / f"{fixture}.py").read_text()
+    pkg = write_package(parent / name, {"k.py": source, **(files or {})})
+    opts = BuildOptions.resolve(str(pkg), cache_dir=str(parent / "cache"), **kw)
+    return pkg, build_package(opts)
+
+
+def assert_assembled(manifest, kernels: set[str], gpu_only: frozenset = frozenset()) -> None:
+    """Every kernel of ``manifest`` is one of ``kernels``, has a GPU image (and a CPU one
+    unless named in ``gpu_only``), and the fatbin holds a cubin for every default arch."""
+    from gpuaot.compiler.driver import DEFAULT_ARCHS
+
+    assert {k["name"] for k in manifest["kernels"]} == kernels
+    for k in manifest["kernels"]:
+        for s in k["specializations"]:
+            assert s["gpu"] is not None, k["name"]
+            assert bool(s["gpu_only"]) == (k["name"] in gpu_only), k["name"]
+            assert bool(s["cpu"]) != (k["name"] in gpu_only), k["name"]
+    assert manifest["images"]
+    for img in manifest["images"]:
+        elfs = sorted(e["arch"] for e in img["entries"] if e["kind"] == "elf")
+        assert elfs == sorted(DEFAULT_ARCHS)
 
 
 def unload(name: str) -> None:
@@ -147,6 +180,8 @@ def kit() -> SimpleNamespace:
         write_package=write_package,
         build=build,
         build_errors=build_errors,
+        build_alone=build_alone,
+        assert_assembled=assert_assembled,
         unload=unload,
         import_package=import_package,
     )
@@ -154,17 +189,19 @@ def kit() -> SimpleNamespace:
 
 @pytest.fixture(scope="session")
 def built(tmp_path_factory):
-    """``built(name)``: fixtures/NAME copied, built (once per session) and importable."""
+    """``built(name)``: fixtures/NAME copied, built (once per session) and importable;
+    ``built(name, gpu=True)``: with the GPU target too (ptxas, every default arch)."""
     os.environ.pop("GPUAOT_BUNDLE_PATH", None)
-    done: dict[tuple[str, bool], Built] = {}
+    done: dict[tuple[str, bool, bool], Built] = {}
     added: list[str] = []
 
-    def get(name: str, debug: bool = False) -> Built:
-        key = (name, debug)
+    def get(name: str, debug: bool = False, gpu: bool = False) -> Built:
+        key = (name, debug, gpu)
         if key not in done:
-            parent = tmp_path_factory.mktemp(f"{name}{'-debug' if debug else ''}")
+            parent = tmp_path_factory.mktemp(f"{name}{'-debug' if debug else ''}{'-gpu' * gpu}")
             root = copy_package(FIXTURES / name, parent)
-            result = build(root, cache_dir=tmp_path_factory.getbasetemp() / "cache", debug=debug)
+            cache = tmp_path_factory.getbasetemp() / "cache"
+            result = build(root, cache_dir=cache, debug=debug, gpu=gpu)
             done[key] = Built(name, root, result)
             added.append(str(parent))
         return done[key]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from gpuaot.compiler.lower.emitter import I64, VOID
-from gpuaot.compiler.targets.cpu import CPUEmitter, CPUTarget, _return_undef
+from gpuaot.compiler.targets.cpu import CPUEmitter, CPUTarget, return_undef
 from gpuaot.compiler.targets.gpu import REPORT, GPUEmitter
 
 
@@ -21,7 +21,7 @@ class HostLeakEmitter(CPUEmitter):
 
     def raise_exception(self, b, hidden, site, ret_type) -> None:
         b.call(self.declare(REPORT, VOID, [I64]), [ir.Constant(I64, site)])
-        _return_undef(b, ret_type)
+        return_undef(b, ret_type)
 
     math = GPUEmitter.math
 

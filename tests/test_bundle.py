@@ -68,7 +68,7 @@ def test_exports_only_entry_points_and_data(example):
     assert len(symbols) == 7 * len(m["cpu_variants"])  # every entry point, once per level
     assert symbols <= set(defined)
     assert all(
-        re.match(r"gpuaot_(cpu|host|manifest|fatbin)|gpuaot_rt_cpuid$", n) for n in defined
+        re.match(r"gpuaot_(cpu|host|manifest|fatbin|rt_pool_)|gpuaot_rt_cpuid$", n) for n in defined
     ), defined
 
 

@@ -1,10 +1,11 @@
 """SPEC §2 conformance: every function of fixtures/conformance, compiled and simulated.
 
 One session build of the package. Each :class:`Case` makes its inputs, launches the kernel
-(or calls the host function) on the CPU backend, and compares the result with a numpy /
-CPython oracle written here from the SPEC's rules; the same case then runs under ``simulate``
-against the same oracle. Integer results and ``+ - * /`` float results must match exactly;
-f32 transcendentals to ``rtol=1e-6``.
+on each backend of one axis (``backends.BACKENDS``: ``simulate``, ``cpu-<level>`` for every
+default CPU level, ``gpu`` where there is a device; ``backends.check_kernel``) and compares
+the result with a numpy / CPython oracle written here from the SPEC's rules; host functions
+run on every CPU level against CPython. Integer results and ``+ - * /`` float results must
+match exactly; f32 transcendentals to ``rtol=1e-6``.
 
 FMA contraction (SPEC §2, ``fma=True`` by default) is the one exception to exactness: a case
 whose expression has an ``a*b+c`` shape states ``fma_rtol``, and where contraction can apply
@@ -25,7 +26,6 @@ import ctypes.util
 import functools
 import math
 import operator
-import os
 import types
 import warnings
 from collections.abc import Callable
@@ -34,8 +34,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from backends import (
+    LEVELS,
+    Backend,
+    backend_params,
+    check_kernel,
+    fused_now,
+    open_backend,
+    pin_level,
+    quiet,
+)
 
-from gpuaot.bundle import cpus
 from gpuaot.lang.decorators import Host
 
 i8, i16, i32, i64 = np.int8, np.int16, np.int32, np.int64
@@ -70,11 +79,6 @@ class Case:
 
 def names(*keys: str) -> Callable[[dict], tuple]:
     return lambda s: tuple(s[k] for k in keys)
-
-
-def quiet():
-    """numpy warns on integer wrap-around and NaN; both are intended here."""
-    return np.errstate(all="ignore")
 
 
 def nonzero(rng, lo, hi, n, dtype):
@@ -1971,42 +1975,26 @@ def conformance(built):
     return built("conformance")
 
 
-LEVELS = [lv.name for lv in cpus.default_levels(cpus.machine())] or [cpus.NATIVE]
+@pytest.fixture(scope="module", params=backend_params())
+def backend(request, built):
+    """Each backend of ``backends.BACKENDS`` in turn: simulate, every default CPU level this
+    CPU runs, the GPU where there is one."""
+    b = open_backend(request.param, built)
+    yield b
+    b.close()
 
 
 @pytest.fixture(scope="module", params=LEVELS)
 def compiled(request, conformance):
     """The conformance bundle with one CPU variant pinned (``GPUAOT_CPU``): every case runs
     on every variant of the default build that this CPU can run."""
-    from gpuaot.runtime import bundle as rb
-    from gpuaot.runtime.cpu_variant import cpu_features
-
-    level = request.param
-    conformance.module  # noqa: B018 - imported, so its bundle is found
-    have = cpu_features(rb.load_bundle("conformance").lib)
-    (v,) = [v for v in conformance.manifest["cpu_variants"] if v["level"] == level]
-    if not set(v["requires"]) <= have:
-        pytest.skip(f"this CPU cannot run the {level} variant")
-    old = os.environ.get("GPUAOT_CPU")
-    os.environ["GPUAOT_CPU"] = level
-    rb.forget("conformance")
+    undo = pin_level(conformance, request.param)
     yield conformance
-    if old is None:
-        os.environ.pop("GPUAOT_CPU", None)
-    else:
-        os.environ["GPUAOT_CPU"] = old
-    rb.forget("conformance")
+    undo()
 
 
 def _function(pkg, c: Case):
     return getattr(pkg, c.fn)
-
-
-def fuses(variant: dict) -> bool:
-    """Whether a CPU variant (a manifest ``cpu_variants`` entry) has FMA instructions."""
-    if cpus.machine() != "x86_64":
-        return True  # aarch64: FMA is part of the base ISA
-    return "fma" in variant["requires"] or "+fma" in variant["features"].split(",")
 
 
 def fma_atol(products, result) -> np.ndarray:
@@ -2034,108 +2022,16 @@ def assert_fma_close(actual, expected, atol, err_msg: str = "") -> None:
     )
 
 
-def fused_now(built) -> bool:
-    """Whether the CPU variant the conformance bundle runs (bound at its first call) fuses."""
-    from gpuaot.runtime.bundle import load_bundle
-
-    level = load_bundle("conformance").cpu_level
-    return fuses(next(v for v in built.manifest["cpu_variants"] if v["level"] == level))
-
-
-def _fma_split(actual, expected, c: Case):
-    """(actual, expected) of the elements that may contract, and of those that may not."""
-    rows = np.zeros(expected.shape[0], bool) if expected.ndim else np.zeros((), bool)
-    if expected.ndim and c.fma_rows is not None:
-        rows[list(c.fma_rows)] = True
-    else:
-        rows[...] = True
-    return (actual[rows], expected[rows]), (actual[~rows], expected[~rows])
-
-
-def _compare(got: dict, want: dict, c: Case, fused: bool = False) -> None:
-    """``fused``: contraction may have applied (see the module docstring)."""
-    assert want, "an oracle that checks nothing"
-    for key, expected in want.items():
-        actual = got[key]
-        expected = np.asarray(expected)
-        assert np.asarray(actual).shape == expected.shape, key
-        if fused and c.fma_rtol is not None and c.rtol is None and expected.dtype.kind == "f":
-            (fa, fe), (xa, xe) = _fma_split(np.asarray(actual), expected, c)
-            scale = float(np.nanmax(np.abs(fe), initial=0.0)) if fe.size else 0.0
-            np.testing.assert_allclose(
-                fa, fe, rtol=c.fma_rtol, atol=c.fma_rtol * scale, err_msg=f"{c.id}: '{key}' (fma)"
-            )
-            _compare({key: xa}, {key: xe}, Case(**{**c.__dict__, "fma_rtol": None}))
-        elif c.rtol is None:
-            np.testing.assert_array_equal(
-                actual,
-                expected.astype(np.asarray(actual).dtype),
-                err_msg=f"{c.id}: '{key}'",
-                strict=True,
-            )
-            actual = np.asarray(actual)
-            if actual.dtype.kind == "f":  # exact means -0.0 is not 0.0 (NaN signs mean nothing)
-                num = ~np.isnan(actual)
-                np.testing.assert_array_equal(
-                    np.signbit(actual[num]), np.signbit(expected[num]), err_msg=f"{c.id}: sign"
-                )
-        else:
-            np.testing.assert_allclose(
-                actual, expected, rtol=c.rtol, atol=c.atol, err_msg=f"{c.id}: '{key}'"
-            )
-
-
-def _run(c: Case, launch) -> dict:
-    state = c.inputs(np.random.default_rng(sum(map(ord, c.id))))
-    expected_state = copy.deepcopy(state)
-    args = c.args(state)
-    if c.raises is not None:
-        with quiet(), pytest.raises(c.raises):
-            launch(*args)
-        return {}
-    with quiet():
-        launch(*args)
-    return {"state": state, "expected_state": expected_state}
-
-
 KERNEL_CASES = [c for c in CASES if c.config is not None]
 HOST_CASES = [c for c in CASES if c.config is None]
 
 
 @pytest.mark.parametrize("c", KERNEL_CASES, ids=lambda c: c.id)
-def test_kernel_compiled(compiled, c: Case):
-    from gpuaot.runtime.bundle import load_bundle
-
-    kern = _function(compiled.module, c)
-    r = _run(c, kern[c.config])
-    assert load_bundle("conformance").cpu_level == os.environ["GPUAOT_CPU"]
-    if not r:
-        return
-    if c.check is not None:
-        c.check(r["state"])
-        return
-    _compare(r["state"], c.oracle(r["expected_state"]), c, fused=fused_now(compiled))
-
-
-@pytest.mark.parametrize(
-    "c",
-    [
-        pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=c.sim_xfail))
-        if c.sim_xfail
-        else c
-        for c in KERNEL_CASES
-    ],
-    ids=lambda c: c.id,
-)
-def test_kernel_simulate(conformance, c: Case):
-    kern = _function(conformance.module, c)
-    r = _run(c, kern.simulate[c.config])
-    if not r:
-        return
-    if c.check is not None:
-        c.check(r["state"])
-        return
-    _compare(r["state"], (c.sim_oracle or c.oracle)(r["expected_state"]), c)
+def test_kernel(backend, c: Case, request):
+    """Every kernel case on every backend (``backends.check_kernel``), against its oracle."""
+    if backend.kind == "simulate" and c.sim_xfail:  # a known simulate limitation: must fail
+        request.applymarker(pytest.mark.xfail(strict=True, reason=c.sim_xfail))
+    check_kernel(backend, c)
 
 
 @pytest.mark.parametrize(
@@ -2150,12 +2046,7 @@ def test_kernel_compiled_debug(built, c: Case):
     short-circuiting should have skipped, as ``k >= 0 and buf[k] > v`` in local_sort)."""
     debug = built("conformance", debug=True)
     assert debug.manifest["options"]["debug"] is True
-    kern = _function(debug.module, c)
-    r = _run(c, kern[c.config])
-    if c.check is not None:
-        c.check(r["state"])
-        return
-    _compare(r["state"], c.oracle(r["expected_state"]), c, fused=fused_now(debug))
+    check_kernel(Backend("cpu-debug", debug, fused=None), c)  # the level this CPU picks
 
 
 def python_host(fn, _memo=None):

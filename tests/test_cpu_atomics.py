@@ -154,7 +154,7 @@ def _exports(name: str) -> set[str]:
 
     b = rb.load_bundle("atomics_pkg")
     k = b.kernels[f"atomics_pkg.kernels.{name}"]
-    sym = k["specializations"][0]["cpu"]["symbols"][b.cpu_level or LEVELS[-1]]
+    sym = k.specializations[0].cpu.symbols[b.cpu_level or LEVELS[-1]]
     base, _, tag = sym.rpartition(".")
     return {s for s in (f"{base}$p.{tag}", f"{base}$pinfo.{tag}") if hasattr(b.lib, s)}
 

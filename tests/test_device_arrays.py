@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gpuaot.bundle.abi import array_abi, scalar_abi
+from gpuaot.bundle.manifest import Param
 from gpuaot.runtime import arrays
 from gpuaot.runtime.args import device_of, marshal
 
@@ -74,17 +76,10 @@ def test_a_cpu_dlpack_object_is_not_a_cuda_array():
     assert not arrays.is_cuda_array(BASE)  # numpy has __dlpack__ too
 
 
-def _params(layout: str) -> list[dict]:
-    return [
-        {
-            "name": "x",
-            "type": f"Array[f32, 2, {layout!r}]",
-            "dtype": "f32",
-            "ndim": 2,
-            "layout": layout,
-        },
-        {"name": "s", "type": "f32"},
-    ]
+def _params(layout: str) -> tuple[Param, ...]:
+    """``(x: Array[f32, 2, layout], s: f32)`` as a manifest records it."""
+    x = Param("x", f"Array[f32, 2, {layout!r}]", tuple(array_abi(2, layout)), "f32", 2, layout)
+    return (x, Param("s", "f32", tuple(scalar_abi("f32"))))
 
 
 @pytest.mark.parametrize("kind", ["cai", "dlpack"])

@@ -84,3 +84,74 @@ def test_dry_run_replays_every_case_and_a_wrong_expectation_fails(gpu_check, tmp
     r = _run(REPO / "bench" / "gpu_check.py", bad, "--dry-run-cpu")
     assert r.returncode == 1
     assert len(re.findall(r"^FAIL dry-run/", r.stdout, re.M)) == 1, r.stdout[-2000:]
+
+
+# Where the language suites of fixtures/conformance/lang_*.py not in cases.json are recorded.
+RECORDED_ELSEWHERE = {"lang_complex": "complex.json"}
+
+
+def _kernels_of(path: Path) -> set[str]:
+    import ast
+
+    tree = ast.parse(path.read_text())
+    return {
+        n.name
+        for n in tree.body
+        if isinstance(n, ast.FunctionDef)
+        and any("kernel" in ast.unparse(d) for d in n.decorator_list)
+    }
+
+
+def test_every_language_kernel_is_recorded_with_its_expectations(gpu_check):
+    """Every kernel of fixtures/conformance/lang_*.py is a recorded case (with the suites'
+    case ids), found where the GPU side looks for it, with its state and expected arrays in
+    cases.npz (dtypes kept: f16 stays float16) and a raise's class, module and message."""
+    import test_lang_arrays
+    import test_lang_f16
+    import test_lang_helpers
+
+    cases = json.loads((gpu_check / "cases.json").read_text())
+    data = np.load(gpu_check / "cases.npz")
+    by_id = {c["id"]: c for c in cases}
+    assert len(by_id) == len(cases)  # ids are unique
+    suites = {
+        "lang_arrays": "",
+        "lang_f16": "",
+        "lang_helpers": "lang_helpers",
+        "lang_exc": "lang_exc",
+    }
+    for path in sorted((REPO / "fixtures" / "conformance").glob("lang_*.py")):
+        if path.stem in RECORDED_ELSEWHERE:
+            assert (gpu_check / RECORDED_ELSEWHERE[path.stem]).is_file(), path.stem
+            continue
+        assert path.stem in suites, f"{path.name}: a language suite the device check lacks"
+        module = suites[path.stem]
+        recorded = {c["fn"] for c in cases if c.get("module", "") == module}
+        assert _kernels_of(path) <= recorded, path.stem
+    ids = {c.id for c in test_lang_arrays.CASES + test_lang_f16.CASES}
+    ids |= {f"lang_helpers/{c.fn}" for c in test_lang_helpers.CASES}
+    ids |= {f"lang_exc/raise_own-mode{m}" for m in range(6)} | {"lang_exc/assert_const"}
+    assert ids <= set(by_id)
+    for c in cases:
+        if c["id"] not in ids and not c["id"].startswith("round_raises"):
+            continue
+        n = c["index"]
+        for key in c["state"]:
+            assert f"c{n}/state/{key}" in data, (c["id"], key)
+        for key in c["expected"]:
+            want = data[f"c{n}/expected/{key}"]
+            assert want.shape == data[f"c{n}/state/{key}"].shape, (c["id"], key)
+        if c["raises"]:
+            assert c["raises_module"] in ("builtins", "conformance.lang_exc") and "message" in c
+        else:
+            assert c["expected"], c["id"]
+    f16_arrays = [k for k in data if k.startswith(f"c{by_id['f16_arith']['index']}/")]
+    assert f16_arrays and all(data[k].dtype == np.float16 for k in f16_arrays)
+    own = by_id["lang_exc/raise_own-mode1"]
+    assert (own["raises"], own["raises_module"], own["message"]) == (
+        "RangeProblem",
+        "conformance.lang_exc",
+        "bad input",
+    )
+    assert by_id["round_raises-nan"]["raises"] == "ValueError"
+    assert by_id["round_raises-inf"]["raises"] == "OverflowError"

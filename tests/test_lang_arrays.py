@@ -8,7 +8,6 @@ written here; ptxas assembles them for every default arch; misuse is a located e
 from __future__ import annotations
 
 import math
-import shutil
 import textwrap
 
 import numpy as np
@@ -16,7 +15,6 @@ import pytest
 from test_conformance import Case, compiled, conformance, names  # noqa: F401 - fixtures
 
 f32, f64, i8, i64 = np.float32, np.float64, np.int8, np.int64
-ARCHS = ["sm_75", "sm_80", "sm_90"]
 
 
 def _floats(rng, n=128):
@@ -298,25 +296,12 @@ def test_misuse_is_a_located_error(kit, tmp_path, body, where, message):
 @pytest.fixture(scope="module")
 def gpu_build(tmp_path_factory, kit):
     """The fixture module alone, built for the CPU and every default GPU arch (ptxas)."""
-    from gpuaot.compiler.driver import BuildOptions, build_package
-
-    if shutil.which("ptxas") is None:
-        pytest.skip("ptxas not found")
     root = tmp_path_factory.mktemp("langarrays-gpu")
-    source = (kit.FIXTURES / "conformance" / "lang_arrays.py").read_text()
-    pkg = kit.write_package(root / "lang_arrays_gpu", {"k.py": source})
-    return root, build_package(BuildOptions.resolve(str(pkg), cache_dir=str(root / "cache")))
+    return root, kit.build_alone(root, "lang_arrays", "lang_arrays_gpu")[1]
 
 
-def test_ptxas_assembles_every_kernel_for_every_default_arch(gpu_build):
-    m = gpu_build[1].manifest
-    names = {k["name"] for k in m["kernels"]}
-    assert names == KERNELS
-    for k in m["kernels"]:
-        for s in k["specializations"]:
-            assert s["gpu"] is not None and s["cpu"] and not s["gpu_only"], k["name"]
-    for img in m["images"]:
-        assert sorted(e["arch"] for e in img["entries"] if e["kind"] == "elf") == ARCHS
+def test_ptxas_assembles_every_kernel_for_every_default_arch(gpu_build, kit):
+    kit.assert_assembled(gpu_build[1].manifest, KERNELS)
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,6 @@ kernel in numba's spellings, for every default arch; misuse is a located error.
 
 from __future__ import annotations
 
-import shutil
 import textwrap
 from dataclasses import dataclass
 
@@ -17,7 +16,6 @@ import pytest
 from test_conformance import compiled, conformance  # noqa: F401 - the fixtures
 
 f32, f64, i32, i64, u32 = np.float32, np.float64, np.int32, np.int64, np.uint32
-ARCHS = ["sm_75", "sm_80", "sm_90"]
 
 
 @dataclass
@@ -233,30 +231,17 @@ def reverse_block(x: Array[f32], out: Array[f32]):
 @pytest.fixture(scope="module")
 def gpu_build(kit, tmp_path_factory):
     """lang_helpers.py and the shared-memory kernel, built for the GPU too (ptxas)."""
-    from gpuaot.compiler.driver import BuildOptions, build_package
-
-    if shutil.which("ptxas") is None:
-        pytest.skip("ptxas not found")
-    root = tmp_path_factory.mktemp("langhelpers-gpu")
     files = {
-        "k.py": (kit.FIXTURES / "conformance" / "lang_helpers.py").read_text(),
         "shared.py": SHARED,
         "__init__.py": "from .k import *  # noqa: F403\nfrom .shared import *  # noqa: F403\n",
     }
-    pkg = kit.write_package(root / "lang_helpers_gpu", files)
-    return pkg, build_package(BuildOptions.resolve(str(pkg), cache_dir=str(root / "cache")))
+    root = tmp_path_factory.mktemp("langhelpers-gpu")
+    return kit.build_alone(root, "lang_helpers", "lang_helpers_gpu", files)
 
 
-def test_ptxas_assembles_every_kernel_for_every_default_arch(gpu_build):
-    m = gpu_build[1].manifest
-    names = {k["name"] for k in m["kernels"]}
-    assert names == {c.fn for c in CASES} | {"reverse_block"}
-    for k in m["kernels"]:
-        for s in k["specializations"]:
-            assert s["gpu"] is not None, k["name"]
-            assert bool(s["gpu_only"]) == (k["name"] == "reverse_block"), k["name"]
-    for img in m["images"]:
-        assert sorted(e["arch"] for e in img["entries"] if e["kind"] == "elf") == ARCHS
+def test_ptxas_assembles_every_kernel_for_every_default_arch(gpu_build, kit):
+    kernels = {c.fn for c in CASES} | {"reverse_block"}
+    kit.assert_assembled(gpu_build[1].manifest, kernels, gpu_only=frozenset({"reverse_block"}))
 
 
 def test_shared_arrays_in_numba_spellings_simulate(gpu_build, kit, monkeypatch):

@@ -9,6 +9,7 @@ written here (its located errors, message by message).
 from __future__ import annotations
 
 import builtins
+import cmath
 import math
 import textwrap
 
@@ -83,7 +84,8 @@ def _simulate_meaning(op, name: str):
     where, _, attr = op.simulate.format(name=name).partition(".")
     if where == "types":
         return lang_types.BY_NAME[attr]
-    return getattr({"intrinsics": intrinsics, "math": math, "builtins": builtins}[where], attr)
+    spaces = {"intrinsics": intrinsics, "math": math, "cmath": cmath, "builtins": builtins}
+    return getattr(spaces[where], attr)
 
 
 @pytest.mark.parametrize("op", [op for op in OPS if op.namespace], ids=lambda op: op.key)
@@ -98,7 +100,7 @@ def test_every_simulate_meaning_exists_and_is_exported(op):
             assert getattr(gpuaot, name) is meaning, name
         if op.namespace == "attribute":
             assert getattr(gpuaot, name.split(".")[0]) is meaning
-        if op.namespace == "math":
+        if op.namespace in ("math", "cmath"):
             assert callable(meaning)
 
 

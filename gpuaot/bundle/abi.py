@@ -96,6 +96,7 @@ FATBIN_SYMBOL = "gpuaot_fatbin"
 FATBIN_SIZE_SYMBOL = "gpuaot_fatbin_size"
 FATBIN_WRAPPER_SYMBOL = "__gpuaot_fatbin_wrapper"
 CPU_PROBE_SYMBOL = "gpuaot_rt_cpuid"  # the run time's CPU feature probe in the bundle
+POOL_PREFIX = "gpuaot_rt_pool_"  # the CPU worker pool (compiler.targets.cpu.pool)
 # What the bundle exports (a version-script pattern each); everything else stays local.
 EXPORTED = (
     f"{CPU_KERNEL_PREFIX}*",
@@ -103,4 +104,5 @@ EXPORTED = (
     f"{MANIFEST_SYMBOL}*",
     f"{FATBIN_SYMBOL}*",
     CPU_PROBE_SYMBOL,
+    f"{POOL_PREFIX}*",
 )

@@ -83,13 +83,8 @@ def from_json(cls, data: dict):
 
 
 class Record:
-    """A dataclass with ``to_json`` / ``from_json``, and read-only subscripts.
-
-    ``spec["cpu"]``, ``"ndim" in param`` and ``spec.get("gpu_only")`` read a record as its
-    JSON reads (an absent :func:`optional` field is missing): the transition for code that
-    still reads the manifest as JSON (``runtime/cpu.py``, some tests). New code uses
-    attributes.
-    """
+    """A dataclass with ``to_json`` / ``from_json``; read by attribute (``spec.cpu.sites``),
+    an absent :func:`optional` field reading as None."""
 
     def to_json(self) -> dict:
         return to_json(self)
@@ -97,26 +92,6 @@ class Record:
     @classmethod
     def from_json(cls, data: dict):
         return from_json(cls, data)
-
-    def __contains__(self, key) -> bool:
-        optional_field = _optional_fields(type(self)).get(key)
-        return optional_field is not None and not (optional_field and getattr(self, key) is None)
-
-    def __getitem__(self, key):
-        optional_field = _optional_fields(type(self)).get(key)
-        value = getattr(self, key) if optional_field is not None else None
-        if optional_field is None or (optional_field and value is None):
-            raise KeyError(key)
-        return value
-
-    def get(self, key, default=None):
-        return getattr(self, key) if key in self else default
-
-
-@functools.cache
-def _optional_fields(cls) -> dict[str, bool]:
-    """Each field's name → whether it is :func:`optional`."""
-    return {f.name: bool(f.metadata.get(_OPTIONAL)) for f in dataclasses.fields(cls)}
 
 
 __all__ = ["Record", "from_json", "optional", "to_json"]

@@ -20,7 +20,8 @@ VERSION = 2  # 2: CPU variants (cpu_variants; per-level symbols)
 # The scalar types a parameter or result can have: what the run time's ctypes table knows
 # (lang.types.SCALARS; a test keeps the two equal without importing numpy here).
 SCALAR_TYPES = frozenset(
-    ["bool", "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "f32", "f64"]
+    ["bool", "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64"]
+    + ["f16", "f32", "f64", "c64", "c128"]
 )
 
 

@@ -41,7 +41,7 @@ DECORATORS = {"kernel", "device", "device_only", "host", "overlay"}
 # ``enumerate`` only as a for-loop's iterable).
 BUILTINS = {
     "range", "enumerate", "len", "abs", "min", "max", "int", "float", "bool", "round", "divmod",
-    "pow",
+    "pow", "complex",
 }  # fmt: skip
 SKIP_DIRS = {"_gpuaot", "__pycache__", "build", "dist"}
 # gpuaot's modules whose @device functions packages may call (parsed, never imported).
@@ -51,7 +51,7 @@ _GPUAOT_DIR = Path(__file__).resolve().parents[1]
 
 @dataclass(frozen=True)
 class Symbol:
-    kind: str  # func, const, module, gpuaot, gpuaot_module, math, math_module, builtin
+    kind: str  # func, const, module, gpuaot, gpuaot_module, [c]math, [c]math_module, builtin
     value: object = None
 
 
@@ -164,8 +164,8 @@ class Package:
             dotted = imp[1]
             if dotted == "gpuaot":
                 return Symbol("gpuaot_module")
-            if dotted == "math":
-                return Symbol("math_module")
+            if dotted in ("math", "cmath"):
+                return Symbol(f"{dotted}_module")
             if dotted in self.modules:
                 return Symbol("module", self.modules[dotted])
             lib = self.library_module(dotted)
@@ -179,8 +179,8 @@ class Package:
             return Symbol("module", lib)
         if dotted == "gpuaot" or dotted.startswith("gpuaot."):
             return Symbol("gpuaot", attr)
-        if dotted == "math":
-            return Symbol("math", attr)
+        if dotted in ("math", "cmath"):
+            return Symbol(dotted, attr)
         target = self.modules.get(dotted)
         if target is None:
             return None
@@ -205,8 +205,8 @@ class Package:
                 if dotted in module.dotted_imports and dotted in LIBRARY_MODULES:
                     return Symbol("module", self.library_module(dotted))
                 return Symbol("gpuaot", node.attr)
-            if base.kind == "math_module":
-                return Symbol("math", node.attr)
+            if base.kind in ("math_module", "cmath_module"):
+                return Symbol(base.kind[: -len("_module")], node.attr)
             if base.kind == "module":
                 return self.resolve(base.value, node.attr)
         return None
@@ -246,7 +246,7 @@ class Package:
             sym = self.resolve_expr(module, node)
         finally:
             self._aliasing.discard(key)
-        if sym is None or sym.kind not in ("func", "gpuaot", "math"):
+        if sym is None or sym.kind not in ("func", "gpuaot", "math", "cmath"):
             return None
         if sym.value == "WARP_SIZE" or sym.value in MATH_CONSTANTS:
             return None

@@ -79,7 +79,7 @@ class _Folder(ast.NodeVisitor):
         raise _NotConstant()
 
     def visit_Constant(self, node):
-        if isinstance(node.value, (bool, int, float)):
+        if isinstance(node.value, (bool, int, float, complex)):
             return node.value
         raise _NotConstant()
 
@@ -100,7 +100,7 @@ class _Folder(ast.NodeVisitor):
             raise _NotConstant()
         if sym.kind == "const" and sym.value is not _UNFOLDABLE:
             return sym.value
-        if sym.kind == "math" and sym.value in MATH_CONSTANTS:
+        if sym.kind in ("math", "cmath") and sym.value in MATH_CONSTANTS:
             return MATH_CONSTANTS[sym.value]
         if sym.kind == "gpuaot" and sym.value == "WARP_SIZE":
             return 32

@@ -240,6 +240,13 @@ def _f32_result(args) -> bool:
     )
 
 
+def _f16_result(args) -> bool:
+    """Kernels compute in f16 when every argument is f16 or a literal and one is f16."""
+    return any(isinstance(a, np.float16) for a in args) and all(
+        isinstance(a, np.float16) or type(a) in (int, float) for a in args
+    )
+
+
 def _round_to_f32(q: Fraction) -> np.float32:
     """``q`` rounded once, to nearest even, to float32 (subnormals and overflow included)."""
     sign = -1 if q < 0 else 1
@@ -259,7 +266,10 @@ def _round_to_f32(q: Fraction) -> np.float32:
 
 
 def fma(a, b, c):
-    """``a * b + c`` with one rounding, as the GPU's ``fma.rn`` and C's ``fma`` compute it."""
+    """``a * b + c`` with one rounding, as the GPU's ``fma.rn`` and C's ``fma`` compute it.
+    On f16 (and literals) it is f16 math: the f32 fma, rounded to f16."""
+    if _f16_result((a, b, c)):
+        return np.float16(fma(*(np.float32(np.float16(v)) for v in (a, b, c))))
     f32 = _f32_result((a, b, c))
     x, y, z = (float(v) for v in (a, b, c))
     if not all(math.isfinite(v) for v in (x, y, z)):
@@ -279,7 +289,7 @@ def fma(a, b, c):
 
 def cbrt(x):
     """The real cube root; f32 stays f32, everything else is f64."""
-    return np.cbrt(x) if isinstance(x, np.float32) else np.cbrt(np.float64(x))
+    return np.cbrt(x) if isinstance(x, (np.float32, np.float16)) else np.cbrt(np.float64(x))
 
 
 def selp(cond, a, b):

@@ -12,13 +12,14 @@ others run thread after thread.
 
 from __future__ import annotations
 
+import cmath
 import math
 import threading
 import types
 
 import numpy as np
 
-from . import intrinsics
+from . import intrinsics, simcmath
 from .types import ArrayType, Scalar
 
 _BARRIER_NAMES = {n for n, v in vars(intrinsics).items() if getattr(v, "block_wide", False)}
@@ -73,20 +74,29 @@ def _dim3(v) -> tuple[int, int, int]:
 # ------------------------------------------------------------------ f32-preserving math
 
 
+def _narrow(args):
+    """np.float32 or np.float16 where kernels compute ``args`` so: every argument is of that
+    type, a narrower one, or a literal, and one is (f16 math computes in f32, rounded once
+    to f16); else None."""
+    if not args or not all(
+        isinstance(a, (np.float32, np.float16))
+        or (isinstance(a, (int, float)) and not isinstance(a, bool))
+        for a in args
+    ):
+        return None
+    if any(isinstance(a, np.float32) for a in args):
+        return np.float32
+    return np.float16 if any(isinstance(a, np.float16) for a in args) else None
+
+
 def _keep_f32(fn):
     def wrapped(*args):
+        narrow = _narrow(args)
+        if narrow is np.float16:  # a float literal is an f16 constant there
+            args = tuple(np.float16(a) if type(a) is float else a for a in args)
         result = fn(*(float(a) if isinstance(a, np.floating) else a for a in args))
-        if (
-            isinstance(result, float)
-            and args
-            and all(
-                isinstance(a, np.float32)
-                or (isinstance(a, (int, float)) and not isinstance(a, bool))
-                for a in args
-            )
-            and any(isinstance(a, np.float32) for a in args)
-        ):
-            return np.float32(result)
+        if isinstance(result, float) and narrow is not None:
+            return np.float32(result) if narrow is np.float32 else np.float16(np.float32(result))
         return result
 
     wrapped.__name__ = fn.__name__
@@ -123,6 +133,10 @@ def _shim(fn: types.FunctionType) -> types.FunctionType:
             g[k] = _MATH
         elif id(v) in _MATH_FUNCS:
             g[k] = _MATH_FUNCS[id(v)]
+        elif v is cmath:
+            g[k] = simcmath.CMATH
+        elif id(v) in simcmath.CMATH_FUNCS:
+            g[k] = simcmath.CMATH_FUNCS[id(v)]
     new = types.FunctionType(fn.__code__, g, fn.__name__, fn.__defaults__, fn.__closure__)
     new.__wrapped_code__ = fn.__code__
     _shimmed[id(fn)] = new

@@ -37,10 +37,12 @@ class Scalar(Type):
 
     def __init__(self, name: str, kind: str, bits: int, weak: bool = False):
         self.name = name
-        self.kind = kind  # 'b' bool, 'i' signed, 'u' unsigned, 'f' float
+        self.kind = kind  # 'b' bool, 'i' signed, 'u' unsigned, 'f' float, 'c' complex
         self.bits = bits
         self.weak = weak
-        np_name = {"b": "bool", "i": f"int{bits}", "u": f"uint{bits}", "f": f"float{bits}"}[kind]
+        np_name = {"b": "bool", "i": f"int{bits}", "u": f"uint{bits}", "f": f"float{bits}"}.get(
+            kind, f"complex{bits}"
+        )
         self.np_dtype = np.dtype(np_name)
 
     @property
@@ -50,6 +52,10 @@ class Scalar(Type):
     @property
     def is_float(self) -> bool:
         return self.kind == "f"
+
+    @property
+    def is_complex(self) -> bool:
+        return self.kind == "c"
 
     @property
     def is_signed(self) -> bool:
@@ -109,14 +115,20 @@ u32 = Scalar("u32", "u", 32)
 u64 = Scalar("u64", "u", 64)
 f32 = Scalar("f32", "f", 32)
 f64 = Scalar("f64", "f", 64)
+# numpy's float16, CUDA's __half: 2 bytes; each operation's result is rounded to it.
+f16 = Scalar("f16", "f", 16)
+# numpy's complex64 / complex128: two f32 / f64 (real, imaginary), 8 / 16 bytes.
+c64 = Scalar("c64", "c", 64)
+c128 = Scalar("c128", "c", 128)
 # The highest array rank (SPEC §2): what the manifest schema accepts, as numba-cuda's kernels use.
 MAX_RANK = 4
 INT_LIT = Scalar("int literal", "i", 64, weak=True)
 FLOAT_LIT = Scalar("float literal", "f", 64, weak=True)
+COMPLEX_LIT = Scalar("complex literal", "c", 128, weak=True)
 none = NoneType_()
 
 SCALARS: dict[str, Scalar] = {
-    t.name: t for t in (boolean, i8, i16, i32, i64, u8, u16, u32, u64, f32, f64)
+    t.name: t for t in (boolean, i8, i16, i32, i64, u8, u16, u32, u64, f16, f32, f64, c64, c128)
 }
 # The long spellings the SPEC also exports.
 ALIASES: dict[str, Scalar] = {
@@ -130,12 +142,16 @@ ALIASES: dict[str, Scalar] = {
     "uint32": u32,
     "uint64": u64,
     "float32": f32,
+    "float16": f16,
     "float64": f64,
+    "complex64": c64,
+    "complex128": c128,
 }
 BY_NAME: dict[str, Scalar] = {**SCALARS, **ALIASES}
 int8, int16, int32, int64 = i8, i16, i32, i64
 uint8, uint16, uint32, uint64 = u8, u16, u32, u64
-float32, float64 = f32, f64
+float16, float32, float64 = f16, f32, f64
+complex64, complex128 = c64, c128
 
 _arrays: dict[tuple, ArrayType] = {}
 _tuples: dict[tuple, TupleType] = {}
@@ -179,7 +195,7 @@ class _ArrayFactory:
         return "Array"
 
 
-_PY_SCALARS = {bool: boolean, int: i64, float: f64}
+_PY_SCALARS = {bool: boolean, int: i64, float: f64, complex: c128}
 Array = _ArrayFactory()
 
 
@@ -192,6 +208,8 @@ def parse_type(text: str) -> Type:
         return INT_LIT
     if text == "float literal":
         return FLOAT_LIT
+    if text == "complex literal":
+        return COMPLEX_LIT
     if text == "None":
         return none
     if text.startswith("Array[") and text.endswith("]"):
@@ -226,6 +244,8 @@ def materialize(t: Type) -> Type:
         return i64
     if t is FLOAT_LIT:
         return f64
+    if t is COMPLEX_LIT:
+        return c128
     if isinstance(t, TupleType):
         return tuple_of(materialize(i) for i in t.items)
     return t
@@ -240,6 +260,8 @@ def promote(a: Scalar, b: Scalar) -> Scalar:
     """
     if a is b:
         return a
+    if a.is_complex or b.is_complex:
+        return promote_complex(a, b)
     if a.weak and b.weak:
         return FLOAT_LIT if FLOAT_LIT in (a, b) else INT_LIT
     if a.weak or b.weak:
@@ -247,6 +269,8 @@ def promote(a: Scalar, b: Scalar) -> Scalar:
         if weak is FLOAT_LIT and not strong.is_float:
             return f64
         return i64 if strong is boolean else strong
+    if f16 in (a, b) and a.is_float != b.is_float:
+        return _promote_half_int(a, b)
     if a.is_float != b.is_float:
         return a if a.is_float else b
     if a.bits != b.bits:
@@ -254,6 +278,33 @@ def promote(a: Scalar, b: Scalar) -> Scalar:
     if a.kind == "b":
         return i64
     return a if a.kind == "u" else b
+
+
+def _promote_half_int(a: Scalar, b: Scalar) -> Scalar:
+    """f16 ⊕ an int (or bool), as numpy's ``result_type``: an 8-bit int or a bool keeps f16, a
+    16-bit one gives f32, a wider one f64 (the type that holds every value of both)."""
+    other = b if a is f16 else a
+    return f16 if other.bits <= 8 else f32 if other.bits == 16 else f64
+
+
+def promote_complex(a: Scalar, b: Scalar) -> Scalar:
+    """``a ⊕ b`` where one is complex, by the rules for floats: a complex with an int or a
+    bool keeps its type (as int ⊕ float gives the float; numpy would widen c64 with an i32
+    or i64 to c128), with f32 (or narrower) c64 stays c64, with f64 it is c128, and c64 with
+    c128 is c128. A complex literal is weak as a float literal is: ``z * 1j`` keeps c64;
+    ``x * 1j`` is c64 for an f32 ``x``, c128 for an f64 or an int.
+    """
+    if a.weak and b.weak:
+        return COMPLEX_LIT
+    if a.weak or b.weak:
+        weak, strong = (a, b) if a.weak else (b, a)
+        if strong.is_complex:
+            return strong
+        return c64 if strong.is_float and strong.bits <= 32 else c128  # 1j with a real
+    if a.is_complex and b.is_complex:
+        return a if a.bits >= b.bits else b
+    z, other = (a, b) if a.is_complex else (b, a)
+    return c128 if other.is_float and other.bits > 32 else z
 
 
 def unify(a: Type, b: Type) -> Type | None:
@@ -265,6 +316,8 @@ def unify(a: Type, b: Type) -> Type | None:
     if a is b:
         return a
     if isinstance(a, Scalar) and isinstance(b, Scalar):
+        if a.is_complex or b.is_complex:
+            return _unify_complex(a, b)
         if a.weak or b.weak:
             if a.weak and b.weak:
                 return FLOAT_LIT if FLOAT_LIT in (a, b) else INT_LIT
@@ -284,4 +337,15 @@ def unify(a: Type, b: Type) -> Type | None:
         if any(i is None for i in items):
             return None
         return tuple_of(items)
+    return None
+
+
+def _unify_complex(a: Scalar, b: Scalar) -> Scalar | None:
+    """A variable holding a complex and another number: complexes widen with complexes, and a
+    real literal joins one (``z = 0.0`` then ``z = w * w``); a real type conflicts."""
+    if a.is_complex and b.is_complex:
+        return promote_complex(a, b)
+    z, other = (a, b) if a.is_complex else (b, a)
+    if other.weak and other is not boolean:
+        return COMPLEX_LIT if z.weak else z
     return None

@@ -19,8 +19,12 @@ from ..bundle.abi import STRIDED_LAYOUT
 from ..bundle.manifest import Kernel, Param, Specialization
 from ..lang.types import BY_NAME
 from . import arrays
+from .ccomplex import C64, C128
+from .half import CHalf
 
 _CTYPES = {
+    "c64": C64,
+    "c128": C128,
     "bool": ctypes.c_bool,
     "i8": ctypes.c_int8,
     "i16": ctypes.c_int16,
@@ -32,10 +36,11 @@ _CTYPES = {
     "u64": ctypes.c_uint64,
     "f32": ctypes.c_float,
     "f64": ctypes.c_double,
+    "f16": CHalf,  # its 16 bits (runtime/half.py)
 }
 
 
-_PLAIN_SCALARS = (bool, int, float)
+_PLAIN_SCALARS = (bool, int, float, complex)
 
 
 def device_of(name: str, args) -> str:
@@ -53,25 +58,25 @@ def device_of(name: str, args) -> str:
     return "gpu" if cuda else "cpu"
 
 
-# id(spec) -> (spec, (arity, [(index, dtype, ndim) of each array parameter]))
-_matchers: dict[int, tuple[Specialization, tuple]] = {}
+# id(params) -> (params, (arity, [(index, dtype, ndim) of each array parameter])): per
+# parameter list of a loaded manifest (a specialisation's, a host function's)
+_matchers: dict[int, tuple[tuple[Param, ...], tuple]] = {}
 
 
-def _matcher(spec: Specialization):
-    hit = _matchers.get(id(spec))
-    if hit is not None and hit[0] is spec:
+def _matcher(params: tuple[Param, ...]):
+    hit = _matchers.get(id(params))
+    if hit is not None and hit[0] is params:
         return hit[1]
-    params = spec.params
     arrays = [(k, BY_NAME[p.dtype].np_dtype, p.ndim) for k, p in enumerate(params) if p.is_array]
     m = (len(params), arrays)
     if len(_matchers) > 4096:  # bundles rebuilt and reloaded in one process (tests)
         _matchers.clear()
-    _matchers[id(spec)] = (spec, m)
+    _matchers[id(params)] = (params, m)
     return m
 
 
-def _spec_matches(spec: Specialization, args) -> bool:
-    m = _matcher(spec)
+def _matches(params: tuple[Param, ...], args) -> bool:
+    m = _matcher(params)
     if m[0] != len(args):
         return False
     for k, dtype, ndim in m[1]:
@@ -88,22 +93,17 @@ def _spec_matches(spec: Specialization, args) -> bool:
 def select_specialization(name: str, entry: Kernel, args) -> Specialization:
     """The first of ``entry``'s specialisations the arguments match; else a ``TypeError``
     that says which argument is wrong (one specialisation) or what was compiled."""
-    if isinstance(entry, dict):
-        # runtime/cpu.py checks a host function's arguments as {"specializations":
-        # [{"params": params}]}; until it calls check_arguments, take that shape too.
-        check_arguments(name, entry["specializations"][0]["params"], args)
-        return entry["specializations"][0]
     specs = entry.specializations
     for s in specs:
-        if _spec_matches(s, args):
+        if _matches(s.params, args):
             return s
     _refuse(name, [s.params for s in specs], args)
 
 
-def check_arguments(name: str, params, args) -> None:
-    """A ``TypeError`` unless ``args`` match one parameter list (a host function's)."""
-    params = tuple(_as_param(p) for p in params)
-    if not _spec_matches(Specialization(params, None, None, None), args):
+def check_arguments(name: str, params: tuple[Param, ...], args) -> None:
+    """A host function's arguments against its one parameter list: the same check, and the
+    same ``TypeError``, as a kernel with one specialisation gets."""
+    if not _matches(params, args):
         _refuse(name, [params], args)
 
 
@@ -142,21 +142,11 @@ def _describe(a) -> str:
     return type(a).__name__
 
 
-def _as_param(p) -> Param:
-    """A manifest parameter, or its JSON without ``abi`` (what tests/test_device_arrays.py
-    passes, until it makes ``Param`` records)."""
-    if not isinstance(p, dict):
-        return p
-    array = {k: p[k] for k in ("dtype", "ndim", "layout") if k in p}
-    return Param(p["name"], p["type"], tuple(p.get("abi", ())), **array)
-
-
-def marshal(name: str, params, args, *, device: str = "cpu"):
+def marshal(name: str, params: tuple[Param, ...], args, *, device: str = "cpu"):
     """Flat values for the kernel ABI (``bundle/abi.py``): ctypes objects, kept alive by the
     returned list."""
     values: list = []
     for p, a in zip(params, args):
-        p = _as_param(p)
         if p.is_array:
             values.extend(_array_parts(name, p, a, device))
         else:
@@ -168,12 +158,19 @@ def _scalar(name: str, p: Param, a):
     if isinstance(a, (np.ndarray,)) or arrays.is_cuda_array(a):
         raise TypeError(f"{name}(): argument '{p.name}' must be a {p.type} scalar, got an array")
     t = BY_NAME[p.type]
-    if not isinstance(a, (bool, int, float, np.number, np.bool_)):
+    if not isinstance(a, (bool, int, float, complex, np.number, np.bool_)):
         raise TypeError(
             f"{name}(): argument '{p.name}' must be a number ({p.type}), got {type(a).__name__}"
         )
     if t.is_int and isinstance(a, (float, np.floating)):
         raise TypeError(f"{name}(): argument '{p.name}' is {p.type}; got a float")
+    if isinstance(a, (complex, np.complexfloating)) and not t.is_complex:
+        raise TypeError(f"{name}(): argument '{p.name}' is {p.type}; got a complex")
+    if _CTYPES[p.type] is CHalf:
+        return CHalf.of(t(a))
+    if t.is_complex:
+        z = t(a).item()
+        return _CTYPES[p.type](z.real, z.imag)
     return _CTYPES[p.type](t(a).item())
 
 

@@ -13,16 +13,27 @@ from __future__ import annotations
 import _thread
 import ctypes
 import os
-import queue
-import threading
 import time
 
 import numpy as np
 
+from ..bundle.abi import (
+    CPU_DIMS,
+    DATA_POINTER,
+    EXC_RECORD_FIELDS,
+    EXC_RECORD_WORDS,
+    EXTENT,
+    STRIDED_LAYOUT,
+    array_abi,
+)
+from ..bundle.manifest import CpuCode, HostFunction, Specialization
 from ..lang.types import BY_NAME, parse_type
-from .args import _CTYPES, _scalar, marshal, pointer_array, select_specialization
+from . import pool as _pool
+from .args import _CTYPES, _scalar, check_arguments, marshal, pointer_array
 from .bundle import Bundle
-from .exceptions import EXC_WORDS, raise_device_exception
+from .exceptions import raise_device_exception
+from .half import CHalf, from_bits
+from .pool import current_cpu, native_pool
 
 _cores: int | None = None
 
@@ -31,6 +42,10 @@ def _workers() -> int:
     env = os.environ.get("GPUAOT_NUM_THREADS")
     if env and env.isdigit() and int(env) > 0:
         return int(env)
+    return _usable_cores()
+
+
+def _usable_cores() -> int:
     global _cores
     if _cores is None:  # a system call: once per process (reset after fork)
         try:
@@ -40,102 +55,26 @@ def _workers() -> int:
     return _cores
 
 
-class _Helpers:
-    """Daemon threads that run chunks of a launch; the launching thread runs one itself.
-
-    One shared queue, so launches from several Python threads share the helpers; a job is
-    ``(fn, args, done, stamps)``: ``done``, a lock the launcher holds, is released when it
-    ends; ``stamps`` gets the clock (``perf_counter_ns``) when it started and ended.
-
-    Linux wakes a thread on the CPU of the thread that woke it when it can ("wake affine"),
-    and the launcher keeps that CPU busy with its own chunk: in about half of all processes
-    the helper then waited for it, every launch, while the other cores idled (measured: a
-    2048² stencil took 1.15 ms instead of 0.6 ms on 2 cores). So the helpers are kept off
-    the launcher's CPU (:meth:`keep_off`), which costs one affinity call when it moves.
-    """
-
-    def __init__(self) -> None:
-        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self.count = 0
-        self.lock = threading.Lock()
-        self.tids: list[int] = []  # the helpers' native thread ids, as they start
-        self.avoid = (-1, 0)  # the CPU the helpers are kept off, and how many were moved
-
-    def ensure(self, n: int) -> None:
-        if self.count >= n:
-            return
-        with self.lock:
-            while self.count < n:
-                threading.Thread(
-                    target=self._work,
-                    args=(self.jobs, self.tids),
-                    daemon=True,
-                    name=f"gpuaot-{self.count}",
-                ).start()
-                self.count += 1
-
-    def keep_off(self, cpu: int) -> None:
-        tids = list(self.tids)  # (a helper just started may not be in it yet: next time)
-        if cpu < 0 or (cpu, len(tids)) == self.avoid:
-            return
-        self.avoid = (cpu, len(tids))
-        try:
-            allowed = os.sched_getaffinity(0) - {cpu}
-            if allowed:
-                for tid in tids:
-                    os.sched_setaffinity(tid, allowed)
-        except (AttributeError, OSError):  # not Linux, or a thread that is gone
-            pass
-
-    @staticmethod
-    def _work(jobs: queue.SimpleQueue, tids: list) -> None:
-        tids.append(threading.get_native_id())
-        clock = time.perf_counter_ns
-        while True:
-            fn, args, done, stamps = jobs.get()
-            try:
-                stamps[0] = clock()
-                fn(*args)
-            finally:
-                stamps[1] = clock()
-                done.release()
-
-
-def _current_cpu_fn():
-    try:
-        fn = ctypes.CDLL(None).sched_getcpu
-    except (AttributeError, OSError):  # pragma: no cover - not glibc
-        return lambda: -1
-    fn.restype = ctypes.c_int
-    fn.argtypes = []
-    return fn
-
-
-_current_cpu = _current_cpu_fn()
-_helpers = _Helpers()
-
-
 def _after_fork() -> None:
-    global _helpers, _cores
-    _helpers = _Helpers()  # the parent's threads do not exist in the child
-    _cores = None
+    global _cores
+    _cores = None  # (the helper threads: runtime.pool)
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork)
 
 
-def run_kernel(bundle: Bundle, name: str, spec: dict, grid, block, args) -> None:
+def run_kernel(bundle: Bundle, name: str, spec: Specialization, grid, block, args) -> None:
     """Launch a selected specialisation on the CPU (the hot path: see the plan notes below)."""
-    if spec["cpu"] is None:
-        reason = spec.get("gpu_only") or "it was built with --no-cpu"
+    if spec.cpu is None:
+        reason = spec.gpu_only or "it was built with --no-cpu"
         raise TypeError(f"kernel '{name}' has no CPU implementation: {reason}")
     plan = _plans.get(id(spec))
     if plan is None or plan.spec is not spec:
         plan = _cpu_plan(bundle, spec)
     flat = plan.flatten(name, args)
     if flat is None:  # anything unusual: the general path checks it and raises
-        launch_cpu(bundle, name, spec["cpu"], marshal(name, spec["params"], args), grid, block)
+        launch_cpu(bundle, name, spec.cpu, marshal(name, spec.params, args), grid, block)
         return
     try:
         values, argv = plan.free.pop()  # reused: argv already points into values
@@ -150,14 +89,14 @@ def run_kernel(bundle: Bundle, name: str, spec: dict, grid, block, args) -> None
     else:
         exc = _run_cpu(plan.fn, argv, grid, block, plan)
     plan.free.append((values, argv))
-    if exc[0]:
+    if exc[_STATUS]:
         raise_device_exception("kernel", name, plan.sites, exc)
 
 
-def launch_cpu(bundle: Bundle, name: str, cpu: dict, values: list, grid, block) -> None:
+def launch_cpu(bundle: Bundle, name: str, cpu: CpuCode, values: list, grid, block) -> None:
     exc = _run_cpu(bundle.cpu_symbol(cpu), pointer_array(values), grid, block)
-    if exc[0]:
-        raise_device_exception("kernel", name, cpu["sites"], exc)
+    if exc[_STATUS]:
+        raise_device_exception("kernel", name, cpu.sites, exc)
 
 
 # ---------------------------------------------------------------------- CPU launch path
@@ -171,33 +110,39 @@ def launch_cpu(bundle: Bundle, name: str, cpu: dict, values: list, grid, block) 
 # pays for waking the helpers (``_PARALLEL_NS``); a kernel's first launch uses its thread
 # count instead.
 
+_ABI_CTYPES = {DATA_POINTER: ctypes.c_void_p, EXTENT: ctypes.c_int64}  # an array's values
 _PARALLEL_NS = 40_000  # ≈ 3x the hand-off to a helper thread and back (measured: 10-15 µs)
 _PARALLEL_THREADS = 4096  # before a kernel has been timed
 
 
 class _CpuPlan:
     __slots__ = tuple(
-        "spec fn sites params Args Argv offsets free ns_per_thread lead_ns helper_ns private".split()
+        "spec fn sites params Args Argv offsets free ns_per_thread lead_ns helper_ns private"
+        " lib addr".split()
     )
 
-    def __init__(self, bundle: Bundle, spec: dict):
+    def __init__(self, bundle: Bundle, spec: Specialization):
+        assert spec.cpu is not None  # run_kernel checked
         self.spec = spec
         self.free: list = []  # (Args, argv) pairs of finished launches, for the next ones
-        self.fn = bundle.cpu_symbol(spec["cpu"])
-        self.sites = spec["cpu"]["sites"]
+        self.fn = bundle.cpu_symbol(spec.cpu)
+        self.lib = bundle.lib  # (whose worker pool: see _pool_run)
+        self.addr = ctypes.cast(self.fn, ctypes.c_void_p).value
+        self.sites = spec.cpu.sites
         fields: list = []
         self.params = []
         slots = []  # each parameter's first slot in the flat values
-        for p in spec["params"]:
+        for p in spec.params:
             slots.append(len(fields))
-            if "ndim" in p:
-                strided = p["layout"] == "A"
-                self.params.append((p, BY_NAME[p["dtype"]].np_dtype, p["ndim"], strided, None))
-                fields.append(ctypes.c_void_p)
-                fields.extend([ctypes.c_int64] * (p["ndim"] * (2 if strided else 1)))
+            if p.is_array:
+                strided = p.layout == STRIDED_LAYOUT
+                self.params.append((p, BY_NAME[p.dtype].np_dtype, p.ndim, strided, None))
+                fields.extend(_ABI_CTYPES[v] for v in array_abi(p.ndim, p.layout))
             else:
-                self.params.append((p, None, 0, False, BY_NAME[p["type"]].np_dtype.type))
-                fields.append(_CTYPES[p["type"]])
+                t = BY_NAME[p.type]  # a complex or an f16 always goes through _scalar (a struct)
+                struct = issubclass(_CTYPES[p.type], ctypes.Structure)
+                self.params.append((p, None, 0, False, None if struct else t.np_dtype.type))
+                fields.append(_CTYPES[p.type])
         names = [(f"f{k}", t) for k, t in enumerate(fields)]
         self.Args = type("Args", (ctypes.Structure,), {"_fields_": names})
         self.offsets = [getattr(self.Args, f).offset for f, _ in names]
@@ -241,7 +186,7 @@ _c_char = ctypes.c_char
 _plans: dict[int, _CpuPlan] = {}
 
 
-def _cpu_plan(bundle: Bundle, spec: dict) -> _CpuPlan:
+def _cpu_plan(bundle: Bundle, spec: Specialization) -> _CpuPlan:
     if len(_plans) > 4096:  # bundles rebuilt and reloaded in one process (tests)
         _plans.clear()
     plan = _plans[id(spec)] = _CpuPlan(bundle, spec)
@@ -250,16 +195,55 @@ def _cpu_plan(bundle: Bundle, spec: dict) -> _CpuPlan:
 
 def _run_cpu(fn, argv, grid, block, plan: _CpuPlan | None = None):
     """Run every block, split over threads where that pays; returns the exception record."""
-    rec = _Record(*grid, *block)  # dims (6 words), then the exception record (EXC_WORDS)
+    rec = _Record(*grid, *block)  # abi.CPU_DIMS, then the exception record
     exc = ctypes.byref(rec, _EXC_OFFSET)
     nblocks = grid[0] * grid[1] * grid[2]
     per_block = block[0] * block[1] * block[2]
-    chunks = _shares(plan, nblocks, _parallel(plan, grid, block), per_block)
+    workers = _parallel(plan, grid, block)
+    if workers > 1 and plan is not None:
+        elapsed = _pool_run(plan, workers, plan.addr, ctypes.addressof(argv), 0, None, rec)
+        if elapsed is not None:
+            return _learned(plan, rec, elapsed, nblocks * per_block // workers)
+    chunks = _shares(plan, nblocks, workers, per_block)
     i64 = ctypes.c_int64
     jobs = [(fn, (argv, rec, i64(a), i64(b), exc), (b - a) * per_block) for a, b in chunks]
     elapsed = _dispatch(jobs, plan)
     a, b = chunks[0]
     return _learned(plan, rec, elapsed, (b - a) * per_block)
+
+
+# With the native worker pool (``runtime.pool``: every bundle has one, older ones do not) a
+# launch is cut into ever shorter runs of blocks ("guided": each 1 / (2 * threads) of what is
+# left, at least 1 / (_POOL_GRAIN * threads) of the launch) that whoever is free takes: a late
+# worker costs the launch one run at most, and the threads finish within one short run of
+# each other. Workers that have just run a job spin ``_SPIN_NS`` for the next launch, unless
+# there are more threads than usable cores. The pool runs one launch at a time: a launch
+# while another Python thread's runs takes the queued helpers below.
+
+_POOL_GRAIN = 32
+_SPIN_NS = 100_000
+
+
+def _pool_run(plan: _CpuPlan, workers: int, fn: int, argv: int, stride: int, parts, rec):
+    """The launch's blocks on the pool: guided where ``parts`` is None, else in ``parts``
+    jobs, ``_split``'s runs, job k with the argument vector at ``argv + k * stride``. The ns
+    it took; None where there is no pool or it is busy (nothing has run)."""
+    pool = native_pool(plan.lib)
+    nblocks = rec[0] * rec[1] * rec[2]
+    if parts is None:  # (n: the fewest blocks a job holds)
+        n, guided = -(-nblocks // (_POOL_GRAIN * workers)), True
+    else:
+        n, guided = parts, False
+    if pool is None or (not guided and n > pool.max_jobs):
+        return None
+    at = ctypes.addressof(rec)
+    spin = _SPIN_NS if workers <= _usable_cores() else 0
+    clock = time.perf_counter_ns
+    t0 = clock()
+    cpu = current_cpu()
+    if not pool.run(fn, argv, stride, at, at + _EXC_OFFSET, nblocks, n, guided, workers, spin, cpu):
+        return None
+    return clock() - t0
 
 
 def _parallel(plan: _CpuPlan | None, grid, block, parts: int | None = None) -> int:
@@ -318,15 +302,16 @@ def _dispatch(jobs: list, plan: _CpuPlan | None = None) -> int:
         t0 = clock()
         fn(*args)
         return clock() - t0
-    _helpers.ensure(len(jobs) - 1)
-    _helpers.keep_off(_current_cpu())
+    helpers = _pool.helpers  # (replaced in a forked child)
+    helpers.ensure(len(jobs) - 1)
+    helpers.keep_off(current_cpu())
     waits = []
     try:
         for fn, args, n in jobs[1:]:
             done = _thread.allocate_lock()
             done.acquire()
             stamps = [0, 0]
-            _helpers.jobs.put((fn, args, done, stamps))
+            helpers.jobs.put((fn, args, done, stamps))
             waits.append((done, stamps, n))
         fn, args, _n = jobs[0]  # the calling thread takes the first job
         t1 = clock()
@@ -352,17 +337,20 @@ def _learn_helpers(plan: _CpuPlan, t1: int, waits: list) -> None:
 
 def _learned(plan: _CpuPlan | None, rec, elapsed: int, mine: int):
     """The exception record; and the plan's time per thread, from this thread's share."""
-    raised = rec[6]
+    raised = rec[_DIMS + _STATUS]
     if plan is not None and not raised and mine:
         ns = elapsed / mine
         est = plan.ns_per_thread
         plan.ns_per_thread = ns if est is None else (est + ns) / 2
-    return rec[6:] if raised else _NO_EXCEPTION
+    return rec[_DIMS:] if raised else _NO_EXCEPTION
 
 
-_Record = ctypes.c_int64 * (6 + EXC_WORDS)
-_EXC_OFFSET = 48  # 6 words of dims
-_NO_EXCEPTION = (0,) * EXC_WORDS
+# One int64 buffer per launch: the entry's ``dims`` (abi.CPU_DIMS), then its ``exc``.
+_DIMS = len(CPU_DIMS)
+_STATUS = EXC_RECORD_FIELDS.index("status")  # nonzero once a thread has raised
+_Record = ctypes.c_int64 * (_DIMS + EXC_RECORD_WORDS)
+_EXC_OFFSET = _DIMS * ctypes.sizeof(ctypes.c_int64)
+_NO_EXCEPTION = (0,) * EXC_RECORD_WORDS
 
 
 def _split(n: int, parts: int) -> list[tuple[int, int]]:
@@ -411,10 +399,10 @@ _PRIVATE_CHUNKS = 64
 _PRIVATE_CHUNK_THREADS = 4096  # the fewest threads worth a chunk of their own
 
 
-def _private_table(bundle: Bundle, spec: dict, slots: list[int]):
+def _private_table(bundle: Bundle, spec: Specialization, slots: list[int]):
     """``(entry, lanes, [(param, op, slot)])`` where the kernel exports a private entry."""
-    cpu = spec["cpu"]
-    name = cpu["symbols"].get(bundle.cpu_level or "")
+    assert spec.cpu is not None
+    name = spec.cpu.symbols.get(bundle.cpu_level or "")
     if name is None or "." not in name:
         return None
     base, _, tag = name.rpartition(".")
@@ -509,10 +497,16 @@ def _run_private(plan: _CpuPlan, argv, grid, block, arrays: list):
             entry(vp(base + k * stride), rec, i64(a), i64(b), exc)
 
     workers = _parallel(plan, grid, block, parts)
-    groups = _shares(plan, parts, workers, max(1, nblocks * per_block // parts))
-    jobs = [(run, (f, e), (bounds[e - 1][1] - bounds[f][0]) * per_block) for f, e in groups]
-    elapsed = _dispatch(jobs, plan)
-    mine = jobs[0][2]
+    elapsed = None
+    if workers > 1:  # each chunk a job of the pool's
+        at = ctypes.cast(entry, vp).value
+        elapsed = _pool_run(plan, workers, at, base, stride, parts, rec)
+        mine = nblocks * per_block // workers
+    if elapsed is None:
+        groups = _shares(plan, parts, workers, max(1, nblocks * per_block // parts))
+        jobs = [(run, (f, e), (bounds[e - 1][1] - bounds[f][0]) * per_block) for f, e in groups]
+        elapsed = _dispatch(jobs, plan)
+        mine = jobs[0][2]
     for (a, op, _slot), c in zip(arrays, copies):
         flat = a.reshape(-1)
         # (chunk, lane) pairs in order, each a copy of the array
@@ -526,19 +520,18 @@ def _run_private(plan: _CpuPlan, argv, grid, block, arrays: list):
     return _learned(plan, rec, elapsed, mine)
 
 
-def call_host_function(bundle: Bundle, name: str, entry: dict, args):
+def call_host_function(bundle: Bundle, name: str, entry: HostFunction, args):
     """Call a ``@host`` function's exported symbol; its return value as numpy scalars."""
-    params = entry["params"]
-    select_specialization(name, {"specializations": [{"params": params}]}, args)
-    values = marshal(name, params, args)
-    ret_t = parse_type(entry["returns"])
+    check_arguments(name, entry.params, args)  # as a kernel's specialisation is matched
+    values = marshal(name, entry.params, args)
+    ret_t = parse_type(entry.returns)
     ret = _ret_buffer(ret_t)
-    exc = (ctypes.c_int64 * EXC_WORDS)()
+    exc = (ctypes.c_int64 * EXC_RECORD_WORDS)()
     bundle.cpu_symbol(entry)(
         pointer_array(values), ctypes.byref(ret) if ret is not None else None, exc
     )
-    if exc[0]:
-        raise_device_exception("host function", name, entry["sites"], exc)
+    if exc[_STATUS]:
+        raise_device_exception("host function", name, entry.sites, exc)
     return _from_ctypes(ret, ret_t)
 
 
@@ -562,4 +555,8 @@ def _from_ctypes(ret, t):
     if hasattr(t, "items"):
         return tuple(_from_ctypes(getattr(ret, f"f{k}"), i) for k, i in enumerate(t.items))
     # a top-level scalar is a ctypes object; a struct's field reads as a Python value
+    if t.is_complex:
+        return t.np_dtype.type(complex(ret.real, ret.imag))
+    if isinstance(ret, CHalf):
+        return from_bits(ret.bits)
     return t.np_dtype.type(getattr(ret, "value", ret))

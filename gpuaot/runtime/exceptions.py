@@ -21,9 +21,8 @@ from __future__ import annotations
 import builtins
 import importlib
 
-from ..bundle.abi import EXC_RECORD_FIELDS, EXC_RECORD_WORDS
+from ..bundle.abi import EXC_RECORD_FIELDS
 
-EXC_WORDS = EXC_RECORD_WORDS  # the name runtime.cpu imports
 _SITE = EXC_RECORD_FIELDS.index("site")
 _TID = EXC_RECORD_FIELDS.index("tid.x")
 _BID = EXC_RECORD_FIELDS.index("bid.x")

@@ -9,7 +9,18 @@ from __future__ import annotations
 import ast
 
 from ...errors import CompileError
-from ...lang.types import BY_NAME, MAX_RANK, Scalar, TupleType, Type, array_of, boolean, f64, i64
+from ...lang.types import (
+    BY_NAME,
+    MAX_RANK,
+    Scalar,
+    TupleType,
+    Type,
+    array_of,
+    boolean,
+    c128,
+    f64,
+    i64,
+)
 from ..discover import FuncInfo, Package
 from .nesting import expr_too_deep, python_parser_depth, with_recursion_room
 from .rules import Reject
@@ -57,11 +68,11 @@ def parse_annotation(pkg: Package, func: FuncInfo, node: ast.expr) -> Type:
         if node is None or expr_too_deep(node):
             shown = text if len(text) <= 60 else text[:57] + "..."
             raise Reject(f"cannot read the annotation {shown!r}")
-    if isinstance(node, ast.Name) and node.id in ("int", "float", "bool"):
+    if isinstance(node, ast.Name) and node.id in ("int", "float", "bool", "complex"):
         if pkg.resolve(mod, node.id) is not None and pkg.resolve(mod, node.id).kind != "builtin":
             pass
         else:
-            return {"int": i64, "float": f64, "bool": boolean}[node.id]
+            return {"int": i64, "float": f64, "bool": boolean, "complex": c128}[node.id]
     if isinstance(node, ast.Subscript):
         base = pkg.resolve_expr(mod, node.value)
         if base is None or base.kind != "gpuaot" or base.value != "Array":
@@ -94,7 +105,7 @@ def castable(src: Type, dst: Type) -> bool:
     if src is dst:
         return True
     if isinstance(src, Scalar) and isinstance(dst, Scalar):
-        return True
+        return dst.is_complex or not src.is_complex  # z.real, not z, makes a real
     if isinstance(src, TupleType) and isinstance(dst, TupleType):
         return len(src.items) == len(dst.items) and all(
             castable(a, b) for a, b in zip(src.items, dst.items)

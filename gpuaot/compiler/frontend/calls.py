@@ -15,7 +15,7 @@ from ...errors import CompileError
 from ...lang.types import ArrayType, TupleType, Type, none
 from .. import ops
 from ..discover import FuncInfo
-from ..ops import alloc_args, warp
+from ..ops import alloc_args, cmathfns, warp
 from . import fnargs
 from .annotations import annotated_params, castable, parse_annotation
 from .rules import Reject, Stop
@@ -65,6 +65,8 @@ class CallTyping:
             raise Reject("*args is not supported in kernel calls")
         if warp.is_this_grid_sync(self, node):  # ga.this_grid().sync(): the grid barrier
             return self.call_op(node, ops.get(warp.GRID_SYNC), "this_grid().sync")
+        if cmathfns.is_conjugate(self, node):  # z.conjugate()
+            return self.call_op(node, ops.get(cmathfns.CONJUGATE), "conjugate")
         sym = fnargs.callee(self, node.func)  # a variable holding a function calls it
         if sym is None:
             raise Reject(
@@ -79,10 +81,10 @@ class CallTyping:
                     self.expr(a)
                 raise Reject(f"{sym.value}() is only allowed as a for-loop's iterable")
             return self.call_op(node, ops.lookup("builtin", sym.value), sym.value)
-        if sym.kind == "math":
-            op = ops.lookup("math", sym.value)
+        if sym.kind in ("math", "cmath"):
+            op = ops.lookup(sym.kind, sym.value)
             if op is None:
-                raise Reject(f"math.{sym.value} is not supported in kernels")
+                raise Reject(f"{sym.kind}.{sym.value} is not supported in kernels")
             return self.call_op(node, op, sym.value)
         if sym.kind == "gpuaot":
             op = ops.lookup("gpuaot", sym.value)

@@ -68,11 +68,17 @@ def scalar(t: Type, what: str) -> Scalar:
     return t
 
 
-def numeric(t: Type, what: str) -> Scalar:
+def numeric(t: Type, what: str, complex_ok: bool = False) -> Scalar:
+    """A number (not a bool); a complex one only where ``complex_ok`` (arithmetic, abs)."""
     t = scalar(t, what)
     if t is boolean:
         raise Reject(
             f"{what} is a bool; arithmetic needs a number", hint="cast it first: int(flag)"
+        )
+    if t.is_complex and not complex_ok:
+        raise Reject(
+            f"{what} must be a real number, not {t.name}",
+            hint="take z.real, z.imag or abs(z); cmath.* take complex numbers",
         )
     return t
 
@@ -80,8 +86,13 @@ def numeric(t: Type, what: str) -> Scalar:
 def binop_type(op: ast.operator, lt: Type, rt: Type) -> Type:
     sym = OP_SYMBOL.get(type(op), type(op).__name__)
     if isinstance(op, ARITH):
-        a = numeric(lt, f"left operand of '{sym}'")
-        b = numeric(rt, f"right operand of '{sym}'")
+        a = numeric(lt, f"left operand of '{sym}'", complex_ok=True)
+        b = numeric(rt, f"right operand of '{sym}'", complex_ok=True)
+        if (a.is_complex or b.is_complex) and isinstance(op, (ast.FloorDiv, ast.Mod, ast.Pow)):
+            raise Reject(
+                f"'{sym}' is not supported on complex numbers in kernels",
+                hint="'**': cmath.exp(w * cmath.log(z))" if sym == "**" else None,
+            )
         if isinstance(op, ast.Div) and a.is_int and b.is_int:
             return FLOAT_LIT if a.weak and b.weak else f64
         return promote(a, b)
@@ -90,7 +101,7 @@ def binop_type(op: ast.operator, lt: Type, rt: Type) -> Type:
         b = scalar(rt, f"right operand of '{sym}'")
         if a is boolean and b is boolean and not isinstance(op, (ast.LShift, ast.RShift)):
             return boolean
-        if a.is_float or b.is_float or a is boolean or b is boolean:
+        if not a.is_int or not b.is_int:  # floats, complexes and a bool with an int
             raise Reject(f"'{sym}' needs integer operands, not {a.name} and {b.name}")
         return promote(a, b)
     raise Reject(f"operator '{sym}' is not supported in kernels")
@@ -107,7 +118,7 @@ def unary_type(op: ast.unaryop, t: Type) -> Type:
                 f"'~' needs an integer operand, not {s.name}", hint="for a bool, use 'not'"
             )
         return s
-    return numeric(t, "operand of unary '-'/'+'")
+    return numeric(t, "operand of unary '-'/'+'", complex_ok=True)
 
 
 def compare_type(op: ast.cmpop, lt: Type, rt: Type) -> Type:
@@ -117,7 +128,16 @@ def compare_type(op: ast.cmpop, lt: Type, rt: Type) -> Type:
     b = scalar(rt, "right side of the comparison")
     if (a is boolean) != (b is boolean) and not isinstance(op, (ast.Eq, ast.NotEq)):
         raise Reject(f"cannot order {a.name} and {b.name}")
+    if (a.is_complex or b.is_complex) and not isinstance(op, (ast.Eq, ast.NotEq)):
+        raise Reject(
+            f"complex numbers have no order: '{_CMP_SYMBOL[type(op)]}' between {a.name} and "
+            f"{b.name}",
+            hint="compare abs(z) or z.real; complex numbers compare with == and != only",
+        )
     return boolean
+
+
+_CMP_SYMBOL = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
 
 
 def compare_operand_type(lt: Scalar, rt: Scalar) -> Scalar:

@@ -349,8 +349,9 @@ class StatementTyping:
             )
             return
         self.array_index(target, base_t)
-        if not isinstance(t, Scalar):
-            self.error(f"cannot store a {t.name} in an array of {base_t.dtype.name}", value)
+        if not isinstance(t, Scalar) or not castable(t, base_t.dtype):
+            hint = "store z.real, z.imag or abs(z)" if isinstance(t, Scalar) else None
+            self.error(f"cannot store a {t.name} in an array of {base_t.dtype.name}", value, hint)
         self.tf.expr_types[target] = base_t.dtype
 
 

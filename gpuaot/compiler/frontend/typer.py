@@ -19,6 +19,7 @@ import ast
 
 from ...errors import CompileError, Location
 from ...lang.types import (
+    COMPLEX_LIT,
     FLOAT_LIT,
     INT_LIT,
     ArrayType,
@@ -35,7 +36,7 @@ from ...lang.types import (
 from .. import ops
 from ..discover import UNFOLDABLE, FuncInfo, Package
 from ..methods import DIM3, MethodTable, table_for
-from . import rules
+from . import complex_rules, rules
 from .annotations import annotated_params, castable, parse_annotation
 from .calls import CallTyping, TargetUnavailable
 from .definite import unassigned_reads
@@ -223,6 +224,8 @@ class Typer(StatementTyping, CallTyping):
             return INT_LIT
         if isinstance(v, float):
             return FLOAT_LIT
+        if isinstance(v, complex):
+            return COMPLEX_LIT
         if isinstance(v, str):
             raise Reject("strings are only allowed as exception messages")
         raise Reject(f"{type(v).__name__} constants are not supported in kernels")
@@ -252,7 +255,7 @@ class Typer(StatementTyping, CallTyping):
                     "module-level names used in kernels must be numbers, bools or tuples of them",
                 )
             return self.constant(node, sym.value)
-        if sym.kind == "math" and sym.value in ("pi", "e", "inf", "nan", "tau"):
+        if sym.kind in ("math", "cmath") and sym.value in ("pi", "e", "inf", "nan", "tau"):
             from ..folding import MATH_CONSTANTS
 
             return self.constant(node, MATH_CONSTANTS[sym.value])
@@ -274,16 +277,20 @@ class Typer(StatementTyping, CallTyping):
                 return tuple_of([i64] * base_t.ndim)
             if isinstance(base_t, ArrayType) and node.attr in ("size", "ndim"):
                 return self.call_op(node, ops.get(f"array.{node.attr}"), node.attr)
+            if complex_rules.is_part(base_t, node.attr):  # z.real, z.imag
+                return self.call_op(node, ops.get(f"complex.{node.attr}"), node.attr)
             raise Reject(
                 f"a {base_t.name} has no attribute '{node.attr}' in kernels",
                 "arrays have .shape, .size and .ndim" if isinstance(base_t, ArrayType) else None,
             )
-        if isinstance(node.value, (ast.Call, ast.Subscript)):
+        if isinstance(node.value, (ast.Call, ast.Subscript, ast.BinOp, ast.UnaryOp)):
             base_t = self.expr(node.value)
             if isinstance(base_t, ArrayType) and node.attr == "shape":
                 return tuple_of([i64] * base_t.ndim)
             if isinstance(base_t, ArrayType) and node.attr in ("size", "ndim"):
                 return self.call_op(node, ops.get(f"array.{node.attr}"), node.attr)
+            if complex_rules.is_part(base_t, node.attr):
+                return self.call_op(node, ops.get(f"complex.{node.attr}"), node.attr)
             raise Reject(f"a {base_t.name} has no attribute '{node.attr}'")
         # thread_idx.x and friends
         base = self.pkg.resolve_expr(self.mod, node.value)
@@ -351,6 +358,9 @@ class Typer(StatementTyping, CallTyping):
         if isinstance(op, (ast.FloorDiv, ast.Mod)) and isinstance(t, Scalar) and t.is_int:
             if self.static_int(divisor) in (None, 0):
                 self.add_site(node, "ZeroDivisionError", "integer division or modulo by zero")
+        if isinstance(op, ast.Div) and isinstance(t, Scalar) and t.is_complex:
+            if not complex_rules.nonzero_constant(divisor):  # as CPython (and numba)
+                self.add_site(node, "ZeroDivisionError", "complex division by zero")
 
     def e_unaryop(self, node: ast.UnaryOp) -> Type:
         return rules.unary_type(node.op, self.expr(node.operand))
@@ -386,6 +396,8 @@ def _const_type(value) -> Type:
         return INT_LIT
     if isinstance(value, float):
         return FLOAT_LIT
+    if isinstance(value, complex):
+        return COMPLEX_LIT
     if isinstance(value, tuple):
         return tuple_of(_const_type(v) for v in value)
     raise Reject(f"constant {value!r} has no kernel type")

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from llvmlite import ir
 
-from ...lang.types import ArrayType, Scalar, TupleType, Type, array_of, boolean, none
+from ...bundle.abi import DATA_POINTER, EXTENT, STRIDED_LAYOUT, array_abi
+from ...lang.types import ArrayType, Scalar, TupleType, Type, array_of, boolean, f32, none
+from .complexes import ComplexEmitter
 
 I1 = ir.IntType(1)
 I8 = ir.IntType(8)
@@ -24,8 +27,11 @@ I32 = ir.IntType(32)
 I64 = ir.IntType(64)
 F32 = ir.FloatType()
 F64 = ir.DoubleType()
+F16 = ir.HalfType()
+_FLOATS = {16: F16, 32: F32, 64: F64}
 PTR = ir.PointerType()
 VOID = ir.VoidType()
+_ABI_TYPES = {DATA_POINTER: PTR, EXTENT: I64}  # an array parameter's values (bundle.abi)
 
 
 @dataclass
@@ -41,13 +47,6 @@ class ArrayValue:
         return [self.data, *self.shape, *(self.strides or [])]
 
 
-def flat_types(t: Type) -> list[str]:
-    """How a parameter travels in the kernel ABI (also the manifest's description of it)."""
-    if isinstance(t, ArrayType):
-        return ["ptr"] + ["i64"] * t.ndim * (2 if t.layout == "A" else 1)
-    return [t.name]
-
-
 FAST_NO_CONTRACT = ("nnan", "ninf", "nsz", "arcp", "afn", "reassoc")
 
 
@@ -58,8 +57,9 @@ def fast_math_flags(fastmath: bool, fma: bool) -> tuple[str, ...]:
     return ("fast",) if fma else FAST_NO_CONTRACT
 
 
-class Emitter:
-    """Types, constants, casts and arithmetic shared by every target."""
+class Emitter(ComplexEmitter):
+    """Types, constants, casts and arithmetic shared by every target (complex numbers:
+    :mod:`.complexes`)."""
 
     def __init__(self, module: ir.Module, fastmath: bool = False, fma: bool = True):
         self.module = module
@@ -77,7 +77,9 @@ class Emitter:
             if t is boolean:
                 return I1
             if t.is_float:
-                return F32 if t.bits == 32 else F64
+                return _FLOATS[t.bits]
+            if t.is_complex:
+                return self.complex_type(t)
             return ir.IntType(t.bits)
         if isinstance(t, TupleType):
             return ir.LiteralStructType([self.lltype(i) for i in t.items])
@@ -90,9 +92,9 @@ class Emitter:
         return I8 if t is boolean else self.lltype(t)
 
     def param_types(self, t: Type) -> list[ir.Type]:
+        """How a parameter travels: ``abi.array_abi``'s values for an array, else itself."""
         if isinstance(t, ArrayType):
-            n = t.ndim * (2 if t.layout == "A" else 1)
-            return [PTR] + [I64] * n
+            return [_ABI_TYPES[v] for v in array_abi(t.ndim, t.layout)]
         return [self.lltype(t)]
 
     def const(self, t: Type, value) -> ir.Constant:
@@ -101,11 +103,16 @@ class Emitter:
             return ir.Constant(lt, [self.const(i, v) for i, v in zip(t.items, value)])
         if t is boolean:
             return ir.Constant(I1, int(bool(value)))
+        if t.is_complex:
+            return self.complex_const(t, value)
         if isinstance(lt, ir.IntType):
             v = int(value) & ((1 << lt.width) - 1)
             if v >= 1 << (lt.width - 1):
                 v -= 1 << lt.width
             return ir.Constant(lt, v)
+        if lt == F16:  # llvmlite packs it with struct's 'e', which refuses what overflows
+            with np.errstate(over="ignore"):
+                value = float(np.float16(value))
         return ir.Constant(lt, float(value))
 
     def zero(self, t: Type) -> ir.Constant:
@@ -123,9 +130,13 @@ class Emitter:
                 out = b.insert_value(out, self.cast(b, b.extract_value(v, k), s, d), k)
             return out
         assert isinstance(src, Scalar) and isinstance(dst, Scalar), (src, dst)
+        if src.is_complex or dst.is_complex:
+            return self.complex_cast(b, v, src, dst)
         st, dt = self.lltype(src), self.lltype(dst)
         if dst is boolean:
             return self.truth(b, v, src)
+        if F16 in (st, dt):
+            return self.half_cast(b, v, src, dst)
         if src is boolean:
             return b.uitofp(v, dt) if dst.is_float else b.zext(v, dt)
         if src.is_float and dst.is_float:
@@ -150,6 +161,8 @@ class Emitter:
         saturating intrinsics (defined for every input, NaN gives 0), then truncate. Exact
         for |x| < 2**63 (and up to 2**64 for u64); larger magnitudes saturate.
         """
+        if v.type == F16:
+            v = b.fpext(v, F32)  # exact
         sfx = "f32" if v.type == F32 else "f64"
         r = b.call(self.declare(f"llvm.fptosi.sat.i64.{sfx}", I64, [v.type]), [v])
         if dst.bits == 64 and not dst.is_signed:
@@ -160,9 +173,28 @@ class Emitter:
         lt = self.lltype(dst)
         return r if lt.width == 64 else b.trunc(r, lt)
 
+    def half_cast(self, b: ir.IRBuilder, v: ir.Value, src: Scalar, dst: Scalar) -> ir.Value:
+        """To or from f16 as CUDA's ``__half`` conversions (and numpy's casts): from f16, exact
+        to f32, then on; to f16, one rounding to nearest even from f32 or f64 (``fptrunc``,
+        never through f32 from f64, which would round twice). An int or bool goes through f32:
+        exact below 2**24, and from there on the f32 and the f16 are both beyond f16's range.
+        """
+        if src.bits == 16 and src.is_float:
+            return self.cast(b, b.fpext(v, F32), f32, dst)
+        if src.is_float:
+            return b.fptrunc(v, F16)
+        return b.fptrunc(self.cast(b, v, src, f32), F16)
+
+    def in_f32(self, b: ir.IRBuilder, fn, args: list) -> ir.Value:
+        """``fn`` (of a list of f32 values) on f16 ``args``, computed in f32 and rounded to f16
+        once: how f16 math, ``//``, ``%`` and ``**`` compute, as numpy's float16 loops do."""
+        return b.fptrunc(fn([b.fpext(a, F32) for a in args]), F16)
+
     def truth(self, b: ir.IRBuilder, v: ir.Value, t: Scalar) -> ir.Value:
         if t is boolean:
             return v
+        if t.is_complex:
+            return self.complex_truth(b, v)
         if t.is_float:
             return b.fcmp_unordered("!=", v, ir.Constant(v.type, 0.0))
         return b.icmp_unsigned("!=", v, ir.Constant(v.type, 0))
@@ -170,11 +202,14 @@ class Emitter:
     # ------------------------------------------------------------------ arithmetic
 
     def arith(self, b: ir.IRBuilder, op: str, x, y, t: Scalar):
+        if t.is_complex:
+            return self.complex_arith(b, op, x, y, t)
         if t.is_float:
             if op == "/":
                 return b.fdiv(x, y, flags=self.flags)
             fn = {"+": b.fadd, "-": b.fsub, "*": b.fmul}[op]
-            return fn(x, y, flags=self.arith_flags)
+            # f16 never contracts: each result rounds to f16, as numpy's (and __hadd_rn).
+            return fn(x, y, flags=self.flags if x.type == F16 else self.arith_flags)
         fn = {"+": b.add, "-": b.sub, "*": b.mul}[op]
         return fn(x, y)
 
@@ -249,10 +284,14 @@ class Emitter:
 
     def float_mod(self, b: ir.IRBuilder, x, y):
         """Python's ``x % y`` on floats; ``x % 0.0`` is NaN (numpy's answer; Python raises)."""
+        if x.type == F16:
+            return self.in_f32(b, lambda v: self.float_mod(b, *v), [x, y])
         return self._float_divmod(b, x, y)[1]
 
     def float_floordiv(self, b: ir.IRBuilder, x, y):
         """Python's ``x // y`` on floats; ``x // 0.0`` is ``x / 0.0`` (numpy's answer)."""
+        if x.type == F16:
+            return self.in_f32(b, lambda v: self.float_floordiv(b, *v), [x, y])
         f = self.flags
         zero = ir.Constant(x.type, 0.0)
         div, _ = self._float_divmod(b, x, y)
@@ -302,6 +341,8 @@ class Emitter:
         return b.select(b.icmp_signed("<", y, zero), zero, result)
 
     def compare(self, b: ir.IRBuilder, op: str, x, y, t: Scalar):
+        if t.is_complex:
+            return self.complex_compare(b, op, x, y)
         if t.is_float:
             if op == "!=":
                 return b.fcmp_unordered("!=", x, y)
@@ -313,7 +354,7 @@ class Emitter:
     def intrinsic(self, b: ir.IRBuilder, name: str, args: list, ret=None):
         """Call an overloaded LLVM intrinsic (``llvm.fabs`` → ``llvm.fabs.f32``)."""
         ty = args[0].type
-        suffix = {F32: "f32", F64: "f64"}.get(ty) or f"i{ty.width}"
+        suffix = {F16: "f16", F32: "f32", F64: "f64"}.get(ty) or f"i{ty.width}"
         full = f"{name}.{suffix}"
         fn = self.module.globals.get(full)
         if fn is None:
@@ -345,10 +386,13 @@ class Emitter:
 
     # ------------------------------------------------------------------ memory
 
+    def array_parameter(self, arr: ArrayValue) -> None:
+        """An array parameter's parts are in hand (a target may annotate them)."""
+
     def element_pointer(self, b: ir.IRBuilder, arr: ArrayValue, indices: list):
         t = arr.type
         mt = self.memtype(t.dtype)
-        if t.layout == "A":
+        if t.layout == STRIDED_LAYOUT:
             offset = ir.Constant(I64, 0)
             for idx, stride in zip(indices, arr.strides):
                 offset = b.add(offset, b.mul(idx, stride))

@@ -11,7 +11,17 @@ tests/test_ops_registry.py checks each op's simulate meaning exists in ``gpuaot.
 
 from __future__ import annotations
 
-from . import alloc, atomics, bits, builtin, indexing, mathfns, select, warp  # noqa: F401  (declare)
+from . import (  # noqa: F401  (declare)
+    alloc,
+    atomics,
+    bits,
+    builtin,
+    cmathfns,
+    indexing,
+    mathfns,
+    select,
+    warp,
+)
 from .registry import BASE, IN_PLACE, TARGETS, Op, Typed, all_ops, declare, get, lookup, table_keys
 
 __all__ = [

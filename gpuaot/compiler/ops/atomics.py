@@ -1,6 +1,6 @@
 """CUDA-style relaxed atomics on an array element; each returns the old value.
 
-    ga.atomic_add(a, i, v)          -> atomic.add: a's element type; atomicrmw add/fadd
+    ga.atomic_add(a, i, v)          -> atomic.add: a's element type; atomicrmw add/fadd (f16 too)
     ga.atomic_cas(a, i, expected, v) -> atomic.cas: cmpxchg (floats through their bits)
     ga.atomic_inc(a, (i, j), v)     -> atomic.inc: u32/u64, CUDA's ``old >= v ? 0 : old + 1``
 
@@ -43,8 +43,15 @@ def _type_atomic(nargs: int, usage: str):
         if isinstance(idx, ast.Tuple):
             tc.tf.expr_types[idx] = tuple_of([tc.tf.expr_types[e] for e in elts])
         for v in node.args[2:]:
-            rules.scalar(tc.expr(v), f"value of {name}()")
-        if arr.dtype is boolean or arr.dtype.bits < 32:
+            if rules.scalar(tc.expr(v), f"value of {name}()").is_complex or arr.dtype.is_complex:
+                raise Reject(f"{name}() does not take complex numbers")
+        half = arr.dtype.is_float and arr.dtype.bits == 16
+        if half and name != "atomic_add":  # CUDA's one atomic on __half: atomicAdd
+            raise Reject(
+                f"{name}() does not take f16 elements (atomic_add does)",
+                "accumulate in an f32 array (atomics work on 32- and 64-bit elements)",
+            )
+        if not half and (arr.dtype is boolean or arr.dtype.bits < 32):
             raise Reject(f"atomics work on 32- and 64-bit elements, not {arr.dtype.name}")
         op = name[len("atomic_") :]
         if op in RMW and RMW[op][_element_class(arr.dtype)] is None:

@@ -24,7 +24,7 @@ from ...lang.types import (
     materialize,
     tuple_of,
 )
-from ..frontend import rules
+from ..frontend import complex_rules, rules
 from ..frontend.rules import Reject
 from .registry import BASE, IN_PLACE, Op, Typed, declare
 
@@ -44,7 +44,9 @@ def _type_scalar_cast(tc, node, name):
     if len(args) != 1:
         raise Reject(f"{name}() takes one argument")
     rules.scalar(args[0], f"argument of {name}()")
-    return {"int": i64, "float": f64, "bool": boolean}[name]
+    result = {"int": i64, "float": f64, "bool": boolean}[name]
+    complex_rules.check_cast(args[0], result, name)
+    return result
 
 
 def _type_cast(tc, node, name):
@@ -53,6 +55,7 @@ def _type_cast(tc, node, name):
     if len(args) != 1:
         raise Reject(f"{name}() takes one value")
     rules.scalar(args[0], f"argument of {name}()")
+    complex_rules.check_cast(args[0], BY_NAME[name], name)
     return Typed(BY_NAME[name], BY_NAME[name])
 
 
@@ -73,13 +76,16 @@ def _type_abs(tc, node, name):
     args = _types(tc, node)
     if len(args) != 1:
         raise Reject("abs() takes one number")
-    return rules.numeric(args[0], "argument of abs()")
+    return complex_rules.part_type(rules.numeric(args[0], "argument of abs()", complex_ok=True))
 
 
 def _lower_abs(fl, node, call, rt):
     b, em = fl.b, fl.em
     a = node.args[0]
-    return em.abs(b, em.cast(b, fl.expr(a), materialize(fl.type(a)), rt), rt)
+    at = materialize(fl.type(a))
+    if at.is_complex:  # the magnitude: hypot of the parts
+        return em.cast(b, em.complex_abs(b, fl.expr(a), at), complex_rules.part_type(at), rt)
+    return em.abs(b, em.cast(b, fl.expr(a), at, rt), rt)
 
 
 def _type_min_max(tc, node, name):

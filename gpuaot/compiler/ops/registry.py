@@ -50,7 +50,7 @@ class Op:
     @property
     def spelling(self) -> str:
         """How a kernel writes it: ``ga.popc``, ``math.sqrt``, ``abs``, ``thread_idx.x``."""
-        prefix = {"math": "math.", "gpuaot": "ga."}.get(self.namespace or "", "")
+        prefix = {"math": "math.", "cmath": "cmath.", "gpuaot": "ga."}.get(self.namespace or "", "")
         return prefix + self.names[0] if self.names else self.key
 
     def lowering(self, target: str) -> Callable:

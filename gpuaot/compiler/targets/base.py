@@ -3,6 +3,7 @@
     t = CPUTarget.from_options(opts)       # None where the build does not select it
     units, gpu_only = type_units(pkg, opts, t, diag)   # through t.method_table()
     out = t.build(units, ctx)              # lowers, compiles (cached), returns its part
+    finish = t.start(units, ctx); out = finish()   # the same in two halves (the driver's)
     out.objects, out.image, out.images     # host objects to link / a device image + records
     t.emit(unit, "opt")                    # one stage of one unit, as ``gpuaot emit`` prints it
 
@@ -37,6 +38,7 @@ What a target adds to the lowering is its emitter (:meth:`Target.emitter`), a su
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -76,11 +78,14 @@ class Stage:
 
 @dataclass
 class BuildContext:
-    """What a target's build may use of the driver's: the cache, the parallelism, progress."""
+    """What a target's build may use of the driver's: the cache, the parallelism, progress,
+    and the build's one pool of worker processes (``jobs.Workers``; None: each stage starts
+    its own)."""
 
     cache: Cache
     jobs: int
     progress: Any = None  # callable(str) or None
+    workers: Any = None  # jobs.Workers or None
 
 
 @dataclass
@@ -155,6 +160,15 @@ class Target(ABC):
     @abstractmethod
     def build(self, units: list[Unit], ctx: BuildContext) -> TargetOutput:
         """Lower and compile every unit, through the cache (``jobs.cached_stage``)."""
+
+    def start(self, units: list[Unit], ctx: BuildContext) -> Callable[[], TargetOutput]:
+        """:meth:`build` in two halves: lower and queue the compiles on ``ctx.workers``
+        (``jobs.start_stage``), then return what waits for them and assembles the output.
+        The driver starts every target before it waits for any, so the workers compile one
+        target's units while this process lowers the next one's. By default: the whole
+        build now."""
+        out = self.build(units, ctx)
+        return lambda: out
 
     @abstractmethod
     def emit(self, unit: Unit, stage: str) -> str:

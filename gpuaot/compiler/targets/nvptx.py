@@ -8,12 +8,14 @@
     .visible .entry saxpy(
     ...
 
-What ``compile_ptx`` does, in order: parse; force the NVPTX triple and data layout; link
+What ``compile_ptx`` does, in order: parse; force the NVPTX triple and data layout; give
+``sin(x)`` and ``cos(x)`` of one ``x`` one ``__nv_sincosf`` (:mod:`.nvptx_sincos`); link
 libdevice only if the module calls an ``__nv_*`` function; add the ``nvvm-reflect-ftz``
 module flag; give every definition that is neither a kernel nor in ``keep`` internal
 linkage (so unused libdevice goes and device helpers inline); run LLVM's default O1-O3
 module pipeline; mark every loop as already unrolled (:func:`mark_loops_unrolled`); emit
-PTX with a target machine for ``arch``.
+PTX with a target machine for ``arch``; scale by ``mul.wide`` what LLVM shifts in 64 bits
+(:mod:`.ptx_peephole`).
 
 Facts verified with llvmlite 0.50 / LLVM 22.1 and ptxas 12.9 (each has a test in
 ``tests/gpu_toolchain/test_nvptx.py``):
@@ -25,6 +27,10 @@ Facts verified with llvmlite 0.50 / LLVM 22.1 and ptxas 12.9 (each has a test in
   upgrades it on parse, but gpuaot emits the calling convention.)
 - **Triple and layout**: ``nvptx64-nvidia-cuda`` emits ``.address_size 64``; the target
   machine's layout is ``NVPTX_DATA_LAYOUT`` (LLVM 22 adds ``p6:32:32`` for tensor memory).
+  With ``-nvptx-short-ptr`` (set by ``init_llvm``) shared, constant and local pointers
+  (``p3``, ``p4``, ``p5``) are 32 bits, as NVVM makes them: each space is far below 4 GiB,
+  and a 64-bit one costs two registers and wide arithmetic for every shared index (a
+  generic pointer stays 64 bits). It is an NVPTX option: the CPU target ignores it.
 - **PTX ISA version**: with no ``+ptxNN`` feature LLVM picks the lowest ISA the SM allows:
   sm_75 → ``.version 6.3``, sm_80 → 7.0, sm_90 → 7.8. The cu12 ptxas accepts all three, and
   assembles sm_75 PTX for sm_80 and sm_90 too (the reverse is refused: ".target is higher").
@@ -77,21 +83,29 @@ from collections.abc import Iterable
 import llvmlite.binding as llvm
 from llvmlite import ir
 
+from gpuaot.compiler.targets.ir_text import blocks as ir_blocks
+from gpuaot.compiler.targets.ir_text import function_bodies, successors
+from gpuaot.compiler.targets.nvptx_sincos import SINCOS_KINDS, merge_sincos
 from gpuaot.compiler.targets.nvtools import check_arch, find_libdevice
+from gpuaot.compiler.targets.ptx_peephole import widen_shifts
 from gpuaot.errors import BuildError, InternalError
 
 NVPTX_TRIPLE = "nvptx64-nvidia-cuda"
 # What LLVM 22's NVPTX target machine reports for 64-bit CUDA (checked by a test, so an
 # llvmlite upgrade that changes it fails loudly instead of mis-sizing types).
-NVPTX_DATA_LAYOUT = "e-p6:32:32-i64:64-i128:128-i256:256-v16:16-v32:32-n16:32:64"
+NVPTX_DATA_LAYOUT = (
+    "e-p3:32:32-p4:32:32-p5:32:32-p6:32:32-p7:32:32"  # -nvptx-short-ptr
+    "-i64:64-i128:128-i256:256-v16:16-v32:32-n16:32:64"
+)
 
 # Module-flag behaviour 4 ("Override") so that the flag module wins over libdevice, which has
 # none; NVVMReflect reads the value for __nvvm_reflect("__CUDA_FTZ").
 _MODULE_FLAG_OVERRIDE = 4
 _LIBDEVICE_PREFIX = "__nv_"
 # Part of every PTX cache key: bump it when these steps change the PTX made from the same IR
-# (the compiler's version stays the same between releases). 2: mark_loops_unrolled.
-PIPELINE_REVISION = 2
+# (the compiler's version stays the same between releases). 2: mark_loops_unrolled; 3: one
+# sincos for sin and cos of one value; 4: 32-bit shared/local pointers, ptx_peephole.
+PIPELINE_REVISION = 4
 
 
 @functools.cache
@@ -103,10 +117,13 @@ def init_llvm() -> None:
     ``sqrtf``, ``hypotf``, ``normf``, ``acoshf``, ``asinhf``, ``jnf`` into approximations.
     It is a process-wide LLVM option, so it is set once and never changed (an approximate
     square root is the lowering's choice: ``llvm.sqrt.f32`` with ``afn``).
+    And makes shared, constant and local pointers 32 bits (``-nvptx-short-ptr``, read when an
+    NVPTX target machine is made: set before the first one).
     """
     llvm.initialize_all_targets()
     llvm.initialize_all_asmprinters()
     llvm.set_option("gpuaot", "-nvvm-reflect-add=__CUDA_PREC_SQRT=1")
+    llvm.set_option("gpuaot", "-nvptx-short-ptr")
 
 
 def nvptx_target_machine(arch: str, opt_level: int = 3) -> llvm.TargetMachine:
@@ -164,6 +181,24 @@ def _internalize(mod: llvm.ModuleRef, keep: set[str]) -> None:
         value.linkage = llvm.Linkage.internal
 
 
+def _merge_sincos(mod: llvm.ModuleRef, ir_text: str, tm: llvm.TargetMachine) -> llvm.ModuleRef:
+    """``mod`` with sin and cos of one value computed by one sincos (:mod:`.nvptx_sincos`):
+    looked for after SROA on a copy, so that a module with nothing to merge is untouched."""
+    declared = {f.name for f in mod.functions if f.is_declaration}
+    if not any({sin, cos} <= declared for sin, cos, *_ in SINCOS_KINDS.values()):
+        return mod
+    probe = _parse(ir_text)
+    probe.triple, probe.data_layout = mod.triple, mod.data_layout
+    pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(speed_level=1))
+    fpm = llvm.create_new_function_pass_manager()
+    fpm.add_sroa_pass()
+    for f in probe.functions:
+        if not f.is_declaration:
+            fpm.run(f, pb)
+    merged = merge_sincos(str(probe))
+    return mod if merged is None else _parse(merged)
+
+
 def _optimize(mod: llvm.ModuleRef, tm: llvm.TargetMachine, opt_level: int) -> None:
     pto = llvm.create_pipeline_tuning_options(speed_level=opt_level)
     pb = llvm.create_pass_builder(tm, pto)
@@ -195,6 +230,7 @@ def optimized_module(
     if missing:
         raise InternalError(f"kernels not defined in the module: {', '.join(missing)}")
 
+    mod = _merge_sincos(mod, ir_text, tm)
     if any(f.is_declaration and f.name.startswith(_LIBDEVICE_PREFIX) for f in mod.functions):
         _link_libdevice(mod)
     mod.link_in(_reflect_flags_module(ftz=fastmath))
@@ -203,33 +239,12 @@ def optimized_module(
     return tm, mark_loops_unrolled(mod)
 
 
-# The printed IR that mark_loops_unrolled reads: a block label at the start of a line, a
-# successor as "label %name" (only terminators say "label"), a loop ID attached to a
-# terminator, a numbered metadata node.
-_NAME = r'(?:"(?:[^"\\]|\\.)*"|[-\w$.]+)'
-_BLOCK_LABEL = re.compile(rf"^({_NAME}):")
-_SUCCESSOR = re.compile(rf"label %({_NAME})")
+# The printed IR that mark_loops_unrolled reads besides the blocks (:mod:`.ir_text`): a loop ID
+# attached to a terminator, a numbered metadata node.
 _LOOP_ID = re.compile(r"!llvm\.loop !(\d+)")
 _NODE = re.compile(r"^!(\d+) = (?:distinct )?!\{(.*)\}$")
 _NUMBERED = re.compile(r"^!(\d+) = ")
 _UNROLL_DISABLE = '!{!"llvm.loop.unroll.disable"}'
-
-
-def _blocks(body: range, lines: list[str]) -> dict[str, list[int]]:
-    """One function's blocks in order: label → its line numbers (the entry block may have
-    no label: its key is "")."""
-    blocks: dict[str, list[int]] = {"": []}
-    current = ""
-    for k in body:
-        label = _BLOCK_LABEL.match(lines[k])
-        if label:
-            current = label.group(1)
-            blocks[current] = []
-        elif lines[k].strip():
-            blocks[current].append(k)
-    if not blocks[""]:
-        del blocks[""]
-    return blocks
 
 
 def _latches(blocks: dict[str, list[int]], lines: list[str]) -> set[str]:
@@ -242,8 +257,7 @@ def _latches(blocks: dict[str, list[int]], lines: list[str]) -> set[str]:
     extra mark is harmless. Block order is not used: after O3 a loop exit can be printed
     before the loop.
     """
-    # A terminator may span lines (switch): a block's successors are every "label %x" in it.
-    succ = {b: [s for k in ks for s in _SUCCESSOR.findall(lines[k])] for b, ks in blocks.items()}
+    succ = successors(blocks, lines)
     entry = next(iter(blocks))
     on_path, done, latches = {entry}, set(), set()
     stack = [(entry, iter(succ[entry]))]
@@ -281,8 +295,8 @@ def mark_loops_unrolled(mod: llvm.ModuleRef) -> llvm.ModuleRef:
         disable, fresh = fresh, fresh + 1
         added.append(f"!{disable} = {_UNROLL_DISABLE}")
     changed = False
-    for body in _function_bodies(lines):
-        blocks = _blocks(body, lines)
+    for body in function_bodies(lines):
+        blocks = ir_blocks(body, lines)
         for latch in _latches(blocks, lines):
             end = blocks[latch][-1]  # the terminator's last line, where attachments go
             loop_id = _LOOP_ID.search(lines[end])
@@ -310,17 +324,6 @@ def _numbered_nodes(lines: list[str]):
                 yield k, m
 
 
-def _function_bodies(lines: list[str]):
-    """The line numbers of each function definition's body."""
-    start = None
-    for k, line in enumerate(lines):
-        if line.startswith("define ") and line.endswith("{"):
-            start = k + 1
-        elif line == "}" and start is not None:
-            yield range(start, k)
-            start = None
-
-
 def compile_ptx(
     ir_text: str,
     kernel_names: list[str],
@@ -341,7 +344,7 @@ def compile_ptx(
     tm, mod = optimized_module(
         ir_text, kernel_names, arch, fastmath=fastmath, opt_level=opt_level, keep=keep
     )
-    ptx = tm.emit_assembly(mod)
+    ptx = widen_shifts(tm.emit_assembly(mod))
     entries = set(re.findall(r"^\.visible \.entry (\S+?)\(", ptx, re.MULTILINE))
     lost = [k for k in kernel_names if k not in entries]
     if lost:

@@ -19,7 +19,7 @@ Python's integer semantics are kept: nothing here adds ``nsw``/``nuw`` or fast-m
 from __future__ import annotations
 
 from ...lower.emitter import I1
-from .emitter import HIDDEN, REPORT, CPUEmitter, _return_undef
+from .emitter import HIDDEN, REPORT, CPUEmitter, return_undef
 from .entry import host_entry, kernel_entry
 from .link import EXPORTS, find_cc, link_shared
 from .pipeline import JAM_COUNT, JAM_MARK, PIPELINE, new_module, optimize
@@ -47,5 +47,5 @@ __all__ = [
     "JAM_MARK",
     "PIPELINE",
     "XSplit",
-    "_return_undef",
+    "return_undef",
 ]

@@ -36,11 +36,19 @@ from __future__ import annotations
 
 from llvmlite import ir
 
+from ....bundle.abi import (
+    CPU_DIMS,
+    STRIDED_LAYOUT,
+    array_abi,
+    cpu_kernel_symbol,
+    host_function_symbol,
+)
 from ....lang.types import ArrayType, materialize, none
 from ...frontend.typed import TypedFunction
 from ...lower.emitter import I1, I64, PTR, VOID
 from ...lower.lowering import FunctionLowering, ModuleBuilder
 from . import privatize
+from .emitter import HIDDEN
 from .nest import Nest
 from .order import Order, has_loop
 from .xsplit import XSplit, _smax, _smin
@@ -57,7 +65,7 @@ def _load_args(b: ir.IRBuilder, args_ptr, types: list[ir.Type]) -> list[ir.Value
 def kernel_entry(mb: ModuleBuilder, tf: TypedFunction) -> str:
     body = mb.function(tf, name=f"{tf.symbol}.body")
     body.attributes.add("alwaysinline")
-    name = f"gpuaot_cpu_{tf.symbol}"
+    name = cpu_kernel_symbol(tf.symbol)
     types = [materialize(t) for t in tf.arg_types]
     fn, b, nest = _entry(mb, name, types, body)
     arrays = _arrays(types, nest.vals)
@@ -99,7 +107,8 @@ def _entry(mb: ModuleBuilder, name: str, types: list, body: ir.Function):
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     vals = _load_args(b, args_ptr, [p for t in types for p in mb.em.param_types(t)])
     dims = [
-        b.load(b.gep(dims_ptr, [ir.Constant(I64, k)], source_etype=I64), typ=I64) for k in range(6)
+        b.load(b.gep(dims_ptr, [ir.Constant(I64, k)], source_etype=I64), typ=I64)
+        for k in range(len(CPU_DIMS))
     ]
     order = Order.analyse(body, len(vals))
     split = XSplit.analyse(body, len(vals) + 1 + order.inner)
@@ -118,7 +127,7 @@ def _private_entry(mb, tf, name: str, types: list, body: ir.Function, found: lis
     vals, dims = outer.vals, outer.dims
     loops = ir.Function(
         mb.module,
-        ir.FunctionType(VOID, [v.type for v in vals] + [I64] * 8 + [PTR]),
+        ir.FunctionType(VOID, [v.type for v in vals] + [I64] * (len(CPU_DIMS) + 2) + [PTR]),
         f"{name}{privatize.PRIVATE_SUFFIX}.loops",
     )
     loops.linkage = "internal"
@@ -128,7 +137,8 @@ def _private_entry(mb, tf, name: str, types: list, body: ir.Function, found: lis
     b.call(loops, [*vals, *dims, outer.begin, outer.end, outer.exc])
     b.ret_void()
     n = len(vals)
-    lv, ld, (lbegin, lend, lexc) = loops.args[:n], loops.args[n : n + 6], loops.args[n + 6 :]
+    nd = len(CPU_DIMS)
+    lv, ld, (lbegin, lend, lexc) = loops.args[:n], loops.args[n : n + nd], loops.args[n + nd :]
     nest = Nest(loops, lexc, list(lv), list(ld), lbegin, lend, body, outer.order, outer.split)
     b = ir.IRBuilder(loops.append_basic_block("entry"))
     lanes = privatize.lane_count(body)
@@ -152,9 +162,9 @@ def _arrays(types: list, vals: list) -> list[tuple]:
     for t in types:
         if isinstance(t, ArrayType):
             n = t.ndim
-            strides = vals[k + 1 + n : k + 1 + 2 * n] if t.layout == "A" else None
+            strides = vals[k + 1 + n : k + 1 + 2 * n] if t.layout == STRIDED_LAYOUT else None
             out.append((k, t, vals[k], vals[k + 1 : k + 1 + n], strides))
-            k += 1 + n * (2 if t.layout == "A" else 1)
+            k += len(array_abi(n, t.layout))
         else:
             k += 1
     return out
@@ -201,15 +211,15 @@ def _disjoint(b: ir.IRBuilder, arrays: list) -> ir.Value:
 
 def host_entry(mb: ModuleBuilder, tf: TypedFunction) -> str:
     body = mb.function(tf, name=f"{tf.symbol}.body")
-    name = f"gpuaot_host_{tf.symbol}"
+    name = host_function_symbol(tf.symbol)
     fn = ir.Function(mb.module, ir.FunctionType(VOID, [PTR, PTR, PTR]), name)
     args_ptr, ret_ptr, exc = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     params = [p for t in tf.arg_types for p in mb.em.param_types(materialize(t))]
     vals = _load_args(b, args_ptr, params)
-    zero = ir.Constant(I64, 0)
-    one = ir.Constant(I64, 1)
-    hidden = [exc, zero, zero, zero, zero, zero, zero, one, one, one, one, one, one]
+    # one thread of one block: its indices 0, the block's and grid's sizes 1
+    zero, one = ir.Constant(I64, 0), ir.Constant(I64, 1)
+    hidden = [exc if h == "exc" else zero if h[:3] in ("tid", "bid") else one for h in HIDDEN]
     result = b.call(body, [*vals, *hidden])
     if materialize(tf.return_type) is not none:
         b.store(result, ret_ptr)

@@ -2,9 +2,11 @@
 
     link_shared([obj1, obj2, rt], out)   # the system C compiler links the bundle
 
+The link also compiles the CPU worker pool's C source (:mod:`.pool`) into the bundle.
+
 A version script exports only the entry points and the embedded data (``gpuaot_cpu_*``,
-``gpuaot_host_*``, ``gpuaot_manifest*``, ``gpuaot_fatbin*``, the CPU probe); everything else
-stays local to the bundle.
+``gpuaot_host_*``, ``gpuaot_manifest*``, ``gpuaot_fatbin*``, the CPU probe, the pool's
+``gpuaot_rt_pool_*``); everything else stays local to the bundle.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import tempfile
 
 from ....bundle import abi
 from ....errors import BuildError
+from .pool import POOL_FILE, pool_source
 
 EXPORTS = "{\n  global: " + "; ".join(abi.EXPORTED) + ";\n  local: *;\n};\n"
 
@@ -47,6 +50,8 @@ def link_shared(objects: list[bytes], out_path: str) -> None:
         script = os.path.join(tmp, "exports.map")
         with open(script, "w") as f:
             f.write(EXPORTS)
+        with open(os.path.join(tmp, POOL_FILE), "w") as f:
+            f.write(pool_source())
         cmd = [
             *cc.split(),
             "-shared",
@@ -54,6 +59,8 @@ def link_shared(objects: list[bytes], out_path: str) -> None:
             "-o",
             tmp_out,
             *names,
+            "-O2",  # (compiles the pool's C source: named relative to cwd, so reproducible)
+            POOL_FILE,
             "-Wl,--as-needed",
             f"-Wl,--version-script={script}",
             "-lm",

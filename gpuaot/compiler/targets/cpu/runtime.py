@@ -10,9 +10,10 @@ from __future__ import annotations
 from llvmlite import ir
 
 from ....bundle import cpus
+from ....bundle.abi import EXC_RECORD_FIELDS
 from ...lower.emitter import I64, PTR, VOID
 from .. import cpu_variant
-from .emitter import REPORT
+from .emitter import RAISER, REPORT
 from .pipeline import new_module
 
 
@@ -23,15 +24,20 @@ def runtime_module() -> ir.Module:
     mod = new_module("gpuaot_cpu_runtime")
     if cpus.machine() == "x86_64":
         cpu_variant.probe_function(mod)
-    fn = ir.Function(mod, ir.FunctionType(VOID, [PTR, I64] + [I64] * 6), REPORT)
+    fn = ir.Function(mod, ir.FunctionType(VOID, [PTR, I64] + [I64] * len(RAISER)), REPORT)
     exc, site, *idx = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
+
+    def word(field: str):  # the record's words: abi.EXC_RECORD_FIELDS
+        return b.gep(exc, [ir.Constant(I64, EXC_RECORD_FIELDS.index(field))], source_etype=I64)
+
+    assert EXC_RECORD_FIELDS.index("status") == 0  # the cmpxchg's: at the record's address
     won = b.extract_value(
         b.cmpxchg(exc, ir.Constant(I64, 0), ir.Constant(I64, 1), "acq_rel", "monotonic"), 1
     )
     with b.if_then(won):
-        b.store(site, b.gep(exc, [ir.Constant(I64, 1)], source_etype=I64))
-        for k, v in enumerate(idx):
-            b.store(v, b.gep(exc, [ir.Constant(I64, 2 + k)], source_etype=I64))
+        b.store(site, word("site"))
+        for field, v in zip(RAISER, idx):
+            b.store(v, word(field))
     b.ret_void()
     return mod

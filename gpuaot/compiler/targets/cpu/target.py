@@ -120,9 +120,14 @@ class CPUTarget(Target):
         }
 
     def build(self, units: list[Unit], ctx: BuildContext) -> TargetOutput:
-        """One object per level and unit, then the shared runtime (for the baseline)."""
-        from ...jobs import Job, cached_stage
+        return self.start(units, ctx)()
+
+    def start(self, units: list[Unit], ctx: BuildContext):
+        """One object per level and unit, then the shared runtime (for the baseline): queued
+        now, collected by the function returned."""
+        from ...jobs import Job, start_stage
         from .. import cpu_variant
+        from .half_rt import half_runtime_module, uses_half
         from .runtime import runtime_module
 
         for u in units:
@@ -136,17 +141,27 @@ class CPUTarget(Target):
         base = cpu_variant.baseline()
         rt = str(runtime_module())
         work.append(Job(ns.format(tag=base.tag), rt, self.fingerprint(base), (rt, base, False)))
-        done = cached_stage(
+        if any(uses_half(u.ir) for u in units):  # the f16 conversions LLVM calls (half_rt)
+            hrt = str(half_runtime_module())
+            work.append(
+                Job(ns.format(tag=base.tag), hrt, self.fingerprint(base), (hrt, base, False))
+            )
+        pending = start_stage(
             ctx, compile_variant, work, lambda n: f"compiling {plural(n, 'CPU object')}"
         )
-        n_units = len(work) - 1  # (level, unit) objects, not counting the runtime
-        fresh = sum(1 for k in done.fresh if k < n_units)
-        return TargetOutput(
-            objects=done.outputs,
-            variants=self.variants,
-            compiled=fresh,
-            cached=n_units - fresh,
-        )
+        n_units = len(self.variants) * len(units)  # (level, unit) objects, then the runtimes
+
+        def finish() -> TargetOutput:
+            done = pending.wait()
+            fresh = sum(1 for k in done.fresh if k < n_units)
+            return TargetOutput(
+                objects=done.outputs,
+                variants=self.variants,
+                compiled=fresh,
+                cached=n_units - fresh,
+            )
+
+        return finish
 
     def emit(self, unit: Unit, stage: str) -> str:
         from .. import cpu_variant

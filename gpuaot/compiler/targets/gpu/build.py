@@ -95,11 +95,14 @@ class NVPTXTarget(Target):
         return {"arch": arch, "libdevice": libdevice_sha256(), "pipeline": PIPELINE_REVISION}
 
     def build(self, units, ctx: BuildContext) -> TargetOutput:
-        """PTX and cubins for every unit (cached per architecture), then one fatbin each."""
+        return self.start(units, ctx)()
+
+    def start(self, units, ctx: BuildContext):
+        """PTX and cubins for every unit (cached per architecture), then one fatbin each: the
+        PTX is queued now; the function returned waits for it, then assembles the cubins."""
         if not units:
-            return TargetOutput()
-        from ....bundle.fatbin import make_fatbin
-        from ...jobs import Job, cached_stage
+            return TargetOutput  # called: an empty output
+        from ...jobs import Job, start_stage
 
         for u in units:
             self.lower(u)
@@ -107,7 +110,7 @@ class NVPTXTarget(Target):
         low = self.archs[0]
         ptx_keyed = self.ptx_fingerprint(low)
         ns = self.stage("ptx").namespace.format(arch=low)
-        ptx = cached_stage(
+        pending = start_stage(
             ctx,
             _ptx_job,
             [
@@ -121,6 +124,18 @@ class NVPTXTarget(Target):
             ],
             lambda n: f"compiling {plural(n, 'kernel')} to PTX ({low})",
         )
+        try:  # imported now (about 40 ms), while the workers compile, not after them
+            import cuda.bindings.nvfatbin  # noqa: F401
+        except ImportError:
+            pass  # make_fatbin says which wheels to install
+        return lambda: self._assemble(units, ctx, pending.wait(), keyed)
+
+    def _assemble(self, units, ctx: BuildContext, ptx, keyed: dict) -> TargetOutput:
+        """The PTX's cubins for every architecture (cached), then one fatbin per unit."""
+        from ....bundle.fatbin import make_fatbin
+        from ...jobs import Job, cached_stage
+
+        low = self.archs[0]
         texts = [p.decode() for p in ptx.outputs]
         ns = self.stage("cubin").namespace
         pairs = [(k, arch) for k in range(len(units)) for arch in self.archs]

@@ -2,29 +2,42 @@
 and the device runtime library (``gpu_report_exception`` / ``gpu_signal_exception``), which
 exists only inside device modules.
 
-Device exception record (per module, found with ``cuModuleGetGlobal``)::
+Device exception record (per module, found with ``cuModuleGetGlobal``): ``abi.EXC_RECORD``,
+``[abi.EXC_RECORD_WORDS x i64]`` in the order of ``abi.EXC_RECORD_FIELDS``::
 
     gpuaot_exception_record: [8 x i64] = {status, site, tid.x, tid.y, tid.z, ctaid.x, .y, .z}
 """
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 from llvmlite import ir
 
+from ....bundle.abi import EXC_RECORD, EXC_RECORD_FIELDS, EXC_RECORD_WORDS
 from ....errors import BuildError
 from ....lang.types import Scalar, array_of
-from ...lower.emitter import F32, F64, I1, I8, I32, I64, PTR, VOID, ArrayValue, Emitter
+from ...lower.emitter import F16, F32, F64, I1, I8, I32, I64, PTR, VOID, ArrayValue, Emitter
 from ...ops.mathfns import LIBDEVICE
 
-EXC_RECORD = "gpuaot_exception_record"
 REPORT = "gpu_report_exception"
 SIGNAL = "gpu_signal_exception"
+_RECORDED = {"tid": "thread_idx", "bid": "block_idx"}  # the exception record's ids
 _SREG = {"thread_idx": "tid", "block_idx": "ctaid", "block_dim": "ntid", "grid_dim": "nctaid"}
 GLOBAL_AS = 1
 SHARED_AS = 3
 DYNAMIC_SHARED = "gpuaot_dynamic_shared"
 GRID_BARRIER = "gpuaot_grid_barrier"
+INLINE_REPORTS = 2  # raise sites up to which the exception reporter is inlined into each
 _U32_FN = ir.FunctionType(I32, [])
+# [0, 2**63): an i64 that is never negative (LLVM writes the bound 2**63 as its i64 bits).
+NONNEGATIVE = "range(i64 0, -9223372036854775808)"
+
+
+class _ShapeAttributes(ir.values.ArgumentAttributes):
+    """llvmlite's parameter attributes, and ``range`` (which it does not know)."""
+
+    _known = MappingProxyType({**ir.values.ArgumentAttributes._known, NONNEGATIVE: False})
 
 
 class GPUEmitter(Emitter):
@@ -37,6 +50,63 @@ class GPUEmitter(Emitter):
     def hidden_param_types(self) -> list[ir.Type]:
         return []
 
+    def int_floordiv(self, b: ir.IRBuilder, x, y, t: Scalar):
+        return self._narrow_divmod(b, x, y, t, super().int_floordiv, mod=False)
+
+    def int_mod(self, b: ir.IRBuilder, x, y, t: Scalar):
+        return self._narrow_divmod(b, x, y, t, super().int_mod, mod=True)
+
+    def _narrow_divmod(self, b: ir.IRBuilder, x, y, t: Scalar, op, *, mod: bool):
+        """Python's ``//`` or ``%`` (else ``op``) in 32 bits where ``x`` is a widened 32-bit
+        (or narrower) value, as in ``a[i] % n`` with ``a`` of i32 and ``n`` a shape: PTX's
+        64-bit division is a ~100-instruction subroutine, its 32-bit one ~20 instructions.
+        A divisor outside i32 is at least |x| (equal only for -2**31 by 2**31): the floored
+        quotient is 0, or -1 where x is non-zero with the divisor's opposite sign, and the
+        remainder x, or x + y there. y is not 0 (the caller raised); the signs are the
+        64-bit values' (which LLVM may know: a shape is never negative)."""
+        if not t.is_signed or x.type.width <= 32 or not _widened_from_32_bits(x):
+            return op(b, x, y, t)
+        ty, zero = x.type, ir.Constant(x.type, 0)
+        fits = b.icmp_signed("==", b.sext(b.trunc(y, I32), ty), y)
+        is_m1 = b.icmp_signed("==", y, ir.Constant(ty, -1))
+        # by 1 where y is -1 (MIN // -1 would overflow) or far
+        y32 = b.trunc(b.select(b.and_(fits, b.not_(is_m1)), y, ir.Constant(ty, 1)), I32)
+        x32 = b.trunc(x, I32)
+        r32 = b.srem(x32, y32)
+        y_neg = b.icmp_signed("<", y, zero)
+        r_off = b.and_(
+            b.icmp_signed("!=", r32, ir.Constant(I32, 0)),
+            b.icmp_unsigned("!=", b.icmp_signed("<", r32, ir.Constant(I32, 0)), y_neg),
+        )
+        x_neg = b.icmp_signed("<", x, zero)
+        x_off = b.and_(b.icmp_signed("!=", x, zero), b.icmp_unsigned("!=", x_neg, y_neg))
+        # y > 0 (a shape's case, which LLVM may know): unsigned, on x's magnitude m = x ^ s
+        # (x, or -x - 1 if x < 0; s = x >> 31, in [0, 2**31)): x // y = (m // y) ^ s and
+        # x % y = (m % y) ^ s + (y & s); a far y is above m (m // y = 0, m % y = m).
+        sign = b.ashr(x32, ir.Constant(I32, 31))
+        mag = b.xor(x32, sign)
+        if mod:
+            near = b.sext(b.select(r_off, b.add(r32, y32), r32), ty)
+            far = b.select(x_off, b.add(x, y), x)
+            m = b.select(fits, b.urem(mag, y32), mag)
+            positive = b.add(b.sext(b.xor(m, sign), ty), b.and_(y, b.sext(sign, ty)))
+        else:
+            q = b.sub(b.sdiv(x32, y32), b.zext(r_off, I32))
+            near = b.select(is_m1, b.neg(x), b.sext(q, ty))
+            far = b.sext(x_off, ty)
+            m = b.select(fits, b.udiv(mag, y32), ir.Constant(I32, 0))
+            positive = b.sext(b.xor(m, sign), ty)
+        general = b.select(fits, near, far)
+        return b.select(b.icmp_signed(">", y, zero), positive, general)
+
+    def array_parameter(self, arr: ArrayValue) -> None:
+        """A shape is never negative: LLVM told so (``range``) keeps index arithmetic
+        unsigned, and drops what only a negative length needs (``x % a.shape[0]``'s -1
+        guard and sign fix-up). Strides may be negative: they are left alone."""
+        for dim in arr.shape:
+            if isinstance(dim, ir.Argument):
+                dim.attributes = _ShapeAttributes([*dim.attributes, NONNEGATIVE])
+
     def sreg(self, b: ir.IRBuilder, name: str):
         fn = self.declare(f"llvm.nvvm.read.ptx.sreg.{name}", I32, [])
         return b.call(fn, [])
@@ -46,6 +116,8 @@ class GPUEmitter(Emitter):
 
     def math(self, b: ir.IRBuilder, name: str, args: list, t):
         """``name``'s libdevice function (its declaration names it, :mod:`...ops.mathfns`)."""
+        if args[0].type == F16:  # f16: in f32, rounded once (Emitter.in_f32)
+            return self.in_f32(b, lambda xs: self.math(b, name, xs, t), args)
         base = LIBDEVICE.get(name)
         if base is None:  # pragma: no cover - the method table lists them all
             raise BuildError(f"math.{name} has no libdevice implementation")
@@ -195,29 +267,55 @@ class GPUEmitter(Emitter):
         return b.call(fn, [mask, value, delta, clamp])
 
 
+def _widened_from_32_bits(v) -> bool:
+    """Whether ``v`` is a sign-extended value of at most 32 bits, or a zero-extended one of
+    fewer (so that it fits in an i32)."""
+    if not isinstance(v, ir.CastInstr) or v.opname not in ("sext", "zext"):
+        return False
+    width = v.operands[0].type.width
+    return width <= 32 if v.opname == "sext" else width < 32
+
+
+def _calls(module: ir.Module, name: str) -> int:
+    return sum(
+        isinstance(ins, ir.CallInstr) and getattr(ins.callee, "name", None) == name
+        for fn in module.functions
+        for block in fn.blocks
+        for ins in block.instructions
+    )
+
+
 def runtime_functions(module: ir.Module) -> None:
     """The device runtime library (GPU overlay only): record the first raise, end the thread."""
-    rec_ty = ir.ArrayType(I64, 8)
+    rec_ty = ir.ArrayType(I64, EXC_RECORD_WORDS)
     rec = ir.GlobalVariable(module, rec_ty, EXC_RECORD, addrspace=GLOBAL_AS)
     rec.initializer = ir.Constant(rec_ty, None)
     rec.align = 8
     em = GPUEmitter(module)
     # Raise sites declared them; giving the declarations bodies defines them.
     fn = em.declare(REPORT, VOID, [I64])
+    # Inlined, its registers are taken where all else is dead (the thread ends there); out
+    # of line (a call), they count for the whole kernel, but its code is there once.
+    fn.attributes.add("alwaysinline" if _calls(module, REPORT) <= INLINE_REPORTS else "noinline")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    base = b.addrspacecast(rec, PTR)
-    won = b.extract_value(
-        b.cmpxchg(base, ir.Constant(I64, 0), ir.Constant(I64, 1), "monotonic", "monotonic"), 1
-    )
+    base = b.addrspacecast(rec, PTR)  # and the status word's: it is word 0
+
+    def word(field: str):
+        return b.gep(base, [ir.Constant(I64, EXC_RECORD_FIELDS.index(field))], source_etype=I64)
+
+    # The launcher zeroes the record before each launch and reads it after the kernel has
+    # finished (runtime.cuda): so only each word's low half is written (every value fits in
+    # 32 bits), and no fence is needed (the kernel's end publishes the stores).
+    assert EXC_RECORD_FIELDS.index("status") == 0
+    zero, one = ir.Constant(I32, 0), ir.Constant(I32, 1)
+    won = b.extract_value(b.cmpxchg(base, zero, one, "monotonic", "monotonic"), 1)
     with b.if_then(won):
-        b.store(fn.args[0], b.gep(base, [ir.Constant(I64, 1)], source_etype=I64))
-        fields = [("thread_idx", a) for a in "xyz"] + [("block_idx", a) for a in "xyz"]
-        for k, (which, axis) in enumerate(fields):
-            b.store(
-                em.thread_index(b, [], which, axis),
-                b.gep(base, [ir.Constant(I64, 2 + k)], source_etype=I64),
-            )
-        b.fence("release")
+        b.store(b.trunc(fn.args[0], I32), word("site"))
+        for field in EXC_RECORD_FIELDS:  # the raising thread's index, then its block's
+            which, _, axis = field.partition(".")
+            if which in _RECORDED:
+                index = em.sreg(b, f"{_SREG[_RECORDED[which]]}.{axis}")
+                b.store(index, word(field))
     b.ret_void()
     sig = em.declare(SIGNAL, VOID, [])
     b = ir.IRBuilder(sig.append_basic_block("entry"))
