@@ -148,7 +148,7 @@ def start_stage(ctx, fn, work: list[Job], describe=None) -> Pending:
     todo = [k for k, out in enumerate(outputs) if out is None]
     if ctx.progress and todo and describe is not None:
         ctx.progress(describe(len(todo)))
-    workers = getattr(ctx, "workers", None)
+    workers = ctx.workers
     own = None if workers is not None else Workers(min(ctx.jobs, len(todo)))
     futures = (workers or own).submit(fn, [work[k].input for k in todo])
     return Pending(ctx, work, keys, outputs, dict(zip(todo, futures)), own)

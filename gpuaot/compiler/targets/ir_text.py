@@ -53,23 +53,34 @@ def successors(blk: dict[str, list[int]], lines: list[str]) -> dict[str, list[st
     return {b: [s for k in ks for s in SUCCESSOR.findall(lines[k])] for b, ks in blk.items()}
 
 
-def dominators(blk: dict[str, list[int]], lines: list[str]) -> dict[str, str]:
-    """Each reachable block's immediate dominator (the entry's is itself), by Cooper, Harvey
-    and Kennedy's iteration over reverse postorder; unreachable blocks are left out."""
-    succ = successors(blk, lines)
-    entry = next(iter(blk))
-    order: list[str] = []  # postorder
-    seen = {entry}
+def depth_first(succ: dict[str, list[str]], entry: str) -> tuple[list[str], set[str]]:
+    """One depth-first walk from ``entry``: the reachable blocks in postorder, and the blocks
+    with a retreating edge (an edge to a block still on the walk's path)."""
+    order: list[str] = []
+    on_path, done, retreating = {entry}, set(), set()
     stack = [(entry, iter(succ[entry]))]
     while stack:
         block, todo = stack[-1]
         nxt = next(todo, None)
         if nxt is None:
             stack.pop()
+            on_path.discard(block)
+            done.add(block)
             order.append(block)
-        elif nxt not in seen:
-            seen.add(nxt)
+        elif nxt in on_path:
+            retreating.add(block)
+        elif nxt not in done:
+            on_path.add(nxt)
             stack.append((nxt, iter(succ[nxt])))
+    return order, retreating
+
+
+def dominators(blk: dict[str, list[int]], lines: list[str]) -> dict[str, str]:
+    """Each reachable block's immediate dominator (the entry's is itself), by Cooper, Harvey
+    and Kennedy's iteration over reverse postorder; unreachable blocks are left out."""
+    succ = successors(blk, lines)
+    entry = next(iter(blk))
+    order, _ = depth_first(succ, entry)
     rank = {b: k for k, b in enumerate(order)}
     preds: dict[str, list[str]] = {b: [] for b in order}
     for b in order:

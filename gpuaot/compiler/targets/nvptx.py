@@ -84,7 +84,7 @@ import llvmlite.binding as llvm
 from llvmlite import ir
 
 from gpuaot.compiler.targets.ir_text import blocks as ir_blocks
-from gpuaot.compiler.targets.ir_text import function_bodies, successors
+from gpuaot.compiler.targets.ir_text import depth_first, function_bodies, successors
 from gpuaot.compiler.targets.nvptx_sincos import SINCOS_KINDS, merge_sincos
 from gpuaot.compiler.targets.nvtools import check_arch, find_libdevice
 from gpuaot.compiler.targets.ptx_peephole import widen_shifts
@@ -257,23 +257,7 @@ def _latches(blocks: dict[str, list[int]], lines: list[str]) -> set[str]:
     extra mark is harmless. Block order is not used: after O3 a loop exit can be printed
     before the loop.
     """
-    succ = successors(blocks, lines)
-    entry = next(iter(blocks))
-    on_path, done, latches = {entry}, set(), set()
-    stack = [(entry, iter(succ[entry]))]
-    while stack:
-        block, todo = stack[-1]
-        nxt = next(todo, None)
-        if nxt is None:
-            stack.pop()
-            on_path.discard(block)
-            done.add(block)
-        elif nxt in on_path:
-            latches.add(block)
-        elif nxt not in done:
-            on_path.add(nxt)
-            stack.append((nxt, iter(succ[nxt])))
-    return latches
+    return depth_first(successors(blocks, lines), next(iter(blocks)))[1]
 
 
 def mark_loops_unrolled(mod: llvm.ModuleRef) -> llvm.ModuleRef:

@@ -101,7 +101,7 @@ class NVPTXTarget(Target):
         """PTX and cubins for every unit (cached per architecture), then one fatbin each: the
         PTX is queued now; the function returned waits for it, then assembles the cubins."""
         if not units:
-            return TargetOutput  # called: an empty output
+            return lambda: TargetOutput()
         from ...jobs import Job, start_stage
 
         for u in units:
