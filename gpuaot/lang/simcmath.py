@@ -7,7 +7,8 @@
 
 Python's cmath computes in double; as the ``math`` shim keeps f32 as f32, this one rounds the
 result of a single-precision argument back to c64 (its reals to f32), the types the compiled
-code computes in. Everything else is Python's ``cmath`` itself.
+code computes in. Everything else is Python's ``cmath`` itself. (:func:`shim` builds this one
+and simulate's ``math``.)
 """
 
 from __future__ import annotations
@@ -47,16 +48,18 @@ def _keep_c64(fn):
     return wrapped
 
 
-class _CmathShim(types.ModuleType):
-    def __init__(self):
-        super().__init__("cmath")
-        for name in dir(cmath):
-            obj = getattr(cmath, name)
-            setattr(self, name, _keep_c64(obj) if callable(obj) else obj)
+def shim(module: types.ModuleType, wrap, unwrapped=()) -> tuple[types.ModuleType, dict]:
+    """``module`` as kernels see it under simulate: each function wrapped by ``wrap`` (but
+    those named in ``unwrapped``); and the id of each original function -> its twin (for
+    ``from module import fn``)."""
+    out = types.ModuleType(module.__name__)
+    twins: dict[int, object] = {}
+    for name in dir(module):
+        obj = getattr(module, name)
+        if callable(obj):
+            twins[id(obj)] = obj = obj if name in unwrapped else wrap(obj)
+        setattr(out, name, obj)
+    return out, twins
 
 
-CMATH = _CmathShim()
-# id of each cmath function -> its shimmed twin (``from cmath import exp``)
-CMATH_FUNCS = {
-    id(getattr(cmath, n)): getattr(CMATH, n) for n in dir(cmath) if callable(getattr(cmath, n))
-}
+CMATH, CMATH_FUNCS = shim(cmath, _keep_c64)

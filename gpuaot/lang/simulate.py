@@ -103,22 +103,8 @@ def _keep_f32(fn):
     return wrapped
 
 
-class _MathShim(types.ModuleType):
-    """``math`` as kernels see it: an f32 argument gives an f32 result."""
-
-    def __init__(self):
-        super().__init__("math")
-        for name in dir(math):
-            obj = getattr(math, name)
-            setattr(self, name, _keep_f32(obj) if callable(obj) else obj)
-        for name in ("isnan", "isinf", "isfinite"):
-            setattr(self, name, getattr(math, name))
-
-
-_MATH = _MathShim()
-_MATH_FUNCS = {
-    id(getattr(math, n)): getattr(_MATH, n) for n in dir(math) if callable(getattr(math, n))
-}
+# ``math`` as kernels see it: an f32 (f16) argument gives an f32 (f16) result.
+_MATH, _MATH_FUNCS = simcmath.shim(math, _keep_f32, unwrapped=("isnan", "isinf", "isfinite"))
 _shimmed: dict[int, types.FunctionType] = {}
 
 
