@@ -1,14 +1,18 @@
 """gpuaot's CPU backend against numba's ``@njit(parallel=True)`` and numpy, side by side.
 
     python bench/cpu_kernels.py                 # build bench/kernels_pkg, check, time, table
-    python bench/cpu_kernels.py --repeat 15     # more runs per measurement (median kept)
+    python bench/cpu_kernels.py --rounds 15     # more alternating rounds (median kept)
     python bench/cpu_kernels.py --strict        # exit 1 when a kernel misses its target
     python bench/cpu_kernels.py saxpy total     # some cases only
 
 The kernels (``bench/kernels_pkg``) are built once, into a temporary directory with a fresh
 compilation cache, so the numbers always describe the compiler in this tree. Each result is
-checked against numpy before anything is timed. Every measurement is the median of ``--repeat``
-runs (``time.perf_counter``) after a warm-up of at least 3 runs and 50 ms.
+checked against numpy before anything is timed. A measurement is the median of ``--repeat``
+runs (``time.perf_counter``) after a warm-up of at least 3 runs and 50 ms; each case runs
+``--rounds`` rounds in which numba, numpy and every CPU level take turns, and each column is
+the median over the rounds. gpuaot/numba is the median of the rounds' own ratios: a shared VM
+slows whole stretches of time, and a ratio of two columns measured seconds apart would
+report that rather than the code.
 
 The bundle is built with the default CPU levels and ``native``; each kernel is timed in
 every variant this CPU runs (``GPUAOT_CPU`` pins one): "default" is the variant a bundle
@@ -18,12 +22,12 @@ objects a default build links (same IR, same target machine per level).
 
 numba's twins (``NUMBA_SRC``: ``prange`` loops as a numba user writes them, the histogram
 with per-chunk counts) run in a subprocess of ``.venv-bench`` (numba pins llvmlite, so it
-cannot share gpuaot's venv; ``--bench-python`` to point elsewhere), on the same inputs and
-with as many threads as gpuaot, their results checked by the same checks; without numba
-the numba columns say "-". numba is a bench-only dependency, never needed by users. Each
-case's twin runs just before gpuaot times that case, so both see the same moment of a shared
-machine; on a busy one numba's parked workers wake on scheduler ticks (its medians then sit
-at multiples of 4 ms): compare there with ``GPUAOT_NUM_THREADS=1`` (numba gets the same).
+cannot share gpuaot's venv; ``--bench-python`` to point elsewhere), a server started once and
+asked for each round's runs, on the same inputs and with as many threads as gpuaot, their
+results checked by the same checks; without numba the numba columns say "-". numba is a
+bench-only dependency, never needed by users. On a busy machine numba's parked workers wake
+on scheduler ticks (its medians then sit at multiples of 4 ms): compare there with
+``GPUAOT_NUM_THREADS=1`` (numba gets the same).
 
 ``GPUAOT_NUM_THREADS`` sets the CPU backend's thread count (default: the usable cores).
 """
@@ -430,23 +434,35 @@ def total(x):
 
 
 def main():
-    tmp, repeat, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-    times = {}
+    # A server: compile each twin and save its result, then time on request ("name repeat"
+    # per line, the median in ms back), so that its runs can alternate with gpuaot's.
+    tmp, names = sys.argv[1], sys.argv[2:]
+    cases = {}
     for name in names:
         data = np.load(f"{tmp}/{name}.in.npz")
         args = [data[f"a{k}"][()] for k in range(len(data.files))]
         fn = globals()[TWINS[name]]
         np.save(f"{tmp}/{name}.out.npy", fn(*args))
-        times[name] = median_ms(lambda: fn(*args), repeat)
-    print(json.dumps(times))
+        cases[name] = (fn, args)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        name, repeat = line.split()
+        fn, args = cases[name]
+        print(json.dumps(median_ms(lambda: fn(*args), int(repeat))), flush=True)
 """
 
 
-def numba_times(cases: dict[str, Case], repeat: int, threads: int, python: Path) -> dict:
-    """Each case's twin run in ``python`` (numba's venv): {case: (ms, result)}; {} without."""
-    if not python.exists():
-        return {}
-    with tempfile.TemporaryDirectory(prefix="gpuaot-bench-numba-") as tmp:
+class Twins:
+    """numba's twins in a server process of ``python`` (numba's venv), started once:
+    ``result(name)`` is a twin's output, ``time(name, repeat)`` its median in ms, taken when
+    asked, so that numba's runs alternate with gpuaot's. Without numba: ``ok`` is False."""
+
+    def __init__(self, cases: dict[str, Case], threads: int, python: Path):
+        self.ok = False
+        if not python.exists():
+            return
+        self._tmp = tempfile.TemporaryDirectory(prefix="gpuaot-bench-numba-")
+        tmp = self._tmp.name
         for name, c in cases.items():
             np.savez(f"{tmp}/{name}.in.npz", **{f"a{k}": a for k, a in enumerate(c.twin_args)})
         twins = {name: c.twin for name, c in cases.items()}
@@ -458,17 +474,36 @@ def numba_times(cases: dict[str, Case], repeat: int, threads: int, python: Path)
         script = Path(tmp) / "twins.py"
         script.write_text(src)
         env = {**os.environ, "NUMBA_NUM_THREADS": str(threads)}
-        proc = subprocess.run(
-            [str(python), str(script), tmp, str(repeat), *cases],
-            capture_output=True,
+        self._proc = subprocess.Popen(
+            [str(python), str(script), tmp, *cases],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
             env=env,
         )
-        if proc.returncode != 0:
-            print(f"numba's twins failed; numba columns left out:\n{proc.stderr[-2000:]}")
-            return {}
-        times = json.loads(proc.stdout.strip().splitlines()[-1])
-        return {name: (times[name], np.load(f"{tmp}/{name}.out.npy")) for name in cases}
+        if self._proc.stdout.readline().strip() != "ready":
+            self._proc.wait()
+            err = self._proc.stderr.read()[-2000:]
+            print(f"numba's twins failed; numba columns left out:\n{err}")
+            self.close()
+            return
+        self.ok = True
+
+    def result(self, name: str) -> np.ndarray:
+        return np.load(f"{self._tmp.name}/{name}.out.npy")
+
+    def time(self, name: str, repeat: int) -> float:
+        self._proc.stdin.write(f"{name} {repeat}\n")
+        self._proc.stdin.flush()
+        return float(json.loads(self._proc.stdout.readline()))
+
+    def close(self) -> None:
+        if hasattr(self, "_proc"):
+            self._proc.stdin.close()
+            self._proc.wait()
+            self._tmp.cleanup()
+            del self._proc
 
 
 def _ratio(t: float, ref: float | None) -> str:
@@ -477,7 +512,8 @@ def _ratio(t: float, ref: float | None) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=9, help="timed runs per measurement (>= 7)")
+    ap.add_argument("--repeat", type=int, default=5, help="timed runs per measurement (>= 3)")
+    ap.add_argument("--rounds", type=int, default=7, help="alternating rounds (median kept)")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     ap.add_argument("--bench-python", default=str(BENCH_PYTHON), help="numba's Python")
     ap.add_argument("cases", nargs="*", help=f"cases to run: {', '.join(CASES)} [all]")
@@ -485,7 +521,7 @@ def main(argv=None) -> int:
     unknown = [c for c in args.cases if c not in CASES]
     if unknown:
         ap.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
-    repeat = max(7, args.repeat)
+    repeat = max(3, args.repeat)
 
     with tempfile.TemporaryDirectory(prefix="gpuaot-bench-") as tmp:
         t0 = time.perf_counter()
@@ -503,7 +539,10 @@ def main(argv=None) -> int:
             f"{np.__version__}; Python {platform.python_version()}"
         )
         levels, default = runnable_levels()
-        print(f"build: {build_s:.2f} s; median of {repeat} runs after warm-up")
+        print(
+            f"build: {build_s:.2f} s; {args.rounds} rounds of numba, numpy and every level "
+            f"taking turns, each the median of {repeat} runs after warm-up; medians of rounds"
+        )
         print(f"CPU levels run here: {', '.join(levels)}; a default bundle runs {default}")
         cases = {name: CASES[name](kp) for name in args.cases or CASES}
         bench_python = Path(args.bench_python)
@@ -515,38 +554,55 @@ def main(argv=None) -> int:
         )
         print("|---|---|---:|---:|" + "---:|" * len(levels) + "---:|---:|---:|---|")
         missed, launches, defaults = [], [], {}
-        for name, c in cases.items():
-            launches.append(f"{name}{c.cfg}")
-            # numba case by case, next to gpuaot's runs: the same moment of a shared machine
-            numba = numba_times({name: c}, repeat, threads, bench_python)
-            for _t, res in numba.values():
-                c.check(res)  # numba's results are checked like gpuaot's
-            t_np = median_ms(c.np_fn, repeat)
-            times = {}
-            for lv in levels:
-                use_level(lv)
-                c.check(c.ga_result())
-                times[lv] = median_ms(c.ga_fn, repeat)
-            t_ga = defaults[name] = times[default]
-            t_nb = numba[name][0] if name in numba else None
-            refs = {"numpy": t_np, "numba": t_nb, **defaults}
-            verdicts = []
-            for ref, bound in c.targets:
-                r = refs.get(ref)
-                if r is None:
-                    continue
-                ok = t_ga / r <= bound
-                verdicts.append(f"≤ {bound}× {ref} {'ok' if ok else 'MISSED'}")
-                if not ok:
-                    missed.append(f"{name} (vs {ref})")
-            vs_native = _ratio(t_ga, times.get("native"))
-            cols = " | ".join(f"{times[lv]:.3f}" for lv in levels)
-            nb = "-" if t_nb is None else f"{t_nb:.3f}"
-            print(
-                f"| {name} | {c.size} | {t_np:.3f} | {nb} | {cols} | {vs_native} "
-                f"| {_ratio(t_ga, t_nb)} | {_ratio(t_ga, t_np)} | {'; '.join(verdicts) or '—'} |",
-                flush=True,
-            )
+        twins = Twins(cases, threads, bench_python)
+        try:
+            for name, c in cases.items():
+                launches.append(f"{name}{c.cfg}")
+                if twins.ok:
+                    c.check(twins.result(name))  # numba's results are checked like gpuaot's
+                for lv in levels:
+                    use_level(lv)
+                    c.check(c.ga_result())
+                # Rounds: numba, numpy, then every level, each ``repeat`` runs, so that all
+                # columns see the same moments of a shared machine; each column is the median
+                # over rounds, and gpuaot/numba the median of the rounds' ratios.
+                rounds: dict[str, list[float]] = {k: [] for k in ("numba", "numpy", *levels)}
+                for _ in range(args.rounds):
+                    if twins.ok:
+                        rounds["numba"].append(twins.time(name, repeat))
+                    rounds["numpy"].append(median_ms(c.np_fn, repeat))
+                    for lv in levels:
+                        use_level(lv)
+                        rounds[lv].append(median_ms(c.ga_fn, repeat))
+                times = {k: statistics.median(v) for k, v in rounds.items() if v}
+                t_np, t_nb = times["numpy"], times.get("numba")
+                t_ga = defaults[name] = times[default]
+                vs_numba = None
+                if t_nb is not None:  # the median ratio of one round's two columns
+                    vs_numba = statistics.median(
+                        g / n for g, n in zip(rounds[default], rounds["numba"])
+                    )
+                refs = {"numpy": t_np, "numba": t_nb, **defaults}
+                verdicts = []
+                for ref, bound in c.targets:
+                    r = refs.get(ref)
+                    if r is None:
+                        continue
+                    ok = (vs_numba if ref == "numba" else t_ga / r) <= bound
+                    verdicts.append(f"≤ {bound}× {ref} {'ok' if ok else 'MISSED'}")
+                    if not ok:
+                        missed.append(f"{name} (vs {ref})")
+                vs_native = _ratio(t_ga, times.get("native"))
+                cols = " | ".join(f"{times[lv]:.3f}" for lv in levels)
+                nb = "-" if t_nb is None else f"{t_nb:.3f}"
+                ga_nb = "-" if vs_numba is None else f"{vs_numba:.2f}×"
+                print(
+                    f"| {name} | {c.size} | {t_np:.3f} | {nb} | {cols} | {vs_native} "
+                    f"| {ga_nb} | {_ratio(t_ga, t_np)} | {'; '.join(verdicts) or '—'} |",
+                    flush=True,
+                )
+        finally:
+            twins.close()
     print(f"\nlaunches: {'; '.join(launches)}")
     print("numpy: elementwise operations on one core; A @ B through its BLAS (threaded)")
     print("numba: @njit(parallel=True) prange loops; the histogram counts per chunk")

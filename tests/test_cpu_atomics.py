@@ -120,6 +120,44 @@ def checked_total(x: Array[f32], out: Array[f32]):
 
 
 @ga.kernel
+def weighted(x: Array[f32], w: Array[f64], bins: Array[f64]):
+    # a float histogram: which cell follows the data
+    i = ga.grid(1)
+    if i < x.shape[0]:
+        k = i64(x[i] * bins.shape[0])
+        if k >= 0 and k < bins.shape[0]:
+            ga.atomic_add(bins, k, w[i])
+
+
+@ga.kernel
+def per_block(x: Array[f32], out: Array[f32]):
+    # the cell is the block's: the same for every thread of the inner loop
+    i = ga.grid(1)
+    if i < x.shape[0]:
+        ga.atomic_add(out, ga.block_idx.x, x[i])
+
+
+@ga.kernel
+def per_block_local(x: Array[f32], out: Array[f32]):
+    # the same, through a local variable
+    i = ga.grid(1)
+    b = ga.block_idx.x % 4
+    if i < x.shape[0]:
+        ga.atomic_add(out, b, x[i])
+
+
+@ga.kernel
+def sign_cells(x: Array[f32], out: Array[f32]):
+    # a local assigned on two paths: which cell follows the data
+    i = ga.grid(1)
+    if i < x.shape[0]:
+        c = 0
+        if x[i] < 0.0:
+            c = 1
+        ga.atomic_add(out, c, x[i])
+
+
+@ga.kernel
 def count_then_copy(a: Array[i64], b: Array[i64]):
     i = ga.grid(1)
     if i < 4096:
@@ -183,6 +221,44 @@ def test_which_kernels_privatise(pkg, name, private):
     assert bool(_exports(name)) == private
 
 
+LANES = 16  # docs/performance.md: a small kernel updating fixed cells has 16 lanes
+
+
+def _lanes(name: str) -> int:
+    """The lanes of a kernel's private copies, as its ``$pinfo`` tells the run time."""
+    import ctypes
+
+    from gpuaot.runtime import bundle as rb
+
+    (info,) = (s for s in _exports(name) if "$pinfo" in s)
+    fn = getattr(rb.load_bundle("atomics_pkg").lib, info)
+    fn.restype = None
+    words = (ctypes.c_int64 * 16)()
+    fn(words)
+    return words[1]
+
+
+@pytest.mark.parametrize(
+    "name,lanes",
+    [
+        ("total_f32", LANES),  # one cell: one chain of additions without lanes
+        ("umin", LANES),
+        ("per_block", LANES),  # the block's cell: fixed along the inner loop
+        ("per_block_local", LANES),
+        ("sign_cells", 1),  # c is 0 or 1 by the data
+        ("histogram", 1),  # the cell follows the data: 16 copies would crowd the cache
+        ("weighted", 1),
+        ("reduce_i64", 1),  # the cell follows the thread (i % 3)
+        ("rows_total", 1),  # a loop in the body
+    ],
+)
+def test_lanes_only_for_fixed_cells(pkg, name, lanes):
+    getattr(pkg, name)
+    x = np.zeros(8, dtype=np.float32)
+    pkg.total_f32[1, 8](x, np.zeros(1, dtype=np.float32))  # binds the CPU variant
+    assert _lanes(name) == lanes
+
+
 # ---------------------------------------------------------------------- exact results
 
 
@@ -236,13 +312,13 @@ def test_min_max_and_or_xor(pkg, threads):
 # ---------------------------------------------------------------------- float order
 
 
-LANES = 16  # docs/performance.md: a small kernel's copies have 16 lanes
-
-
-def documented_sum(x: np.ndarray, start, blocks: int, block: int, lanes=LANES) -> np.ndarray:
-    """The order of docs/performance.md for a 1-D one-cell sum, written out with numpy."""
+def documented_sum(
+    x: np.ndarray, start, blocks: int, block: int, lanes=LANES, cells: int = 1
+) -> np.ndarray:
+    """The order of docs/performance.md for a 1-D one-cell sum, written out with numpy
+    (``cells``: the privatised array's size, which sets the number of chunks)."""
     threads = blocks * block
-    nbytes = x.dtype.itemsize * lanes
+    nbytes = x.dtype.itemsize * lanes * cells
     parts = max(1, min(64, blocks, threads // 4096, (8 << 20) // nbytes))
     step, extra = divmod(blocks, parts)
     acc = np.array([start], dtype=x.dtype)
@@ -269,6 +345,43 @@ def test_float_sum_in_the_documented_order(pkg, threads, dtype, n, block):
     getattr(pkg, f"total_{np.dtype(dtype).name.replace('float', 'f')}")[blocks, block](x, out)
     ref = documented_sum(x, 0.5, blocks, block)
     assert out.tobytes() == ref.tobytes(), (out, ref)
+
+
+@pytest.mark.parametrize("n,block", [(3000, 32), (250_001, 256)])
+def test_float_histogram_in_the_documented_order(pkg, threads, n, block):
+    """Cells that follow the data: one lane, each chunk's copy in thread order, the copies
+    in chunk order, cell by cell."""
+    rng = np.random.default_rng(n)
+    x = rng.random(n, dtype=np.float32)
+    x[::89] = 2.0  # out of range: not counted
+    w = rng.standard_normal(n) * 10.0 ** rng.integers(-4, 5, n)
+    nbins = 37
+    bins = np.linspace(-1.0, 1.0, nbins)
+    start = bins.copy()
+    blocks = _cdiv(n, block)
+    pkg.weighted[blocks, block](x, w, bins)
+    k = (x * np.float32(nbins)).astype(np.int64)
+    ref = np.array(
+        [
+            documented_sum(np.where(k == c, w, -0.0), start[c], blocks, block, 1, nbins)[0]
+            for c in range(nbins)
+        ]
+    )
+    assert bins.tobytes() == ref.tobytes()
+
+
+@pytest.mark.parametrize("n,block", [(1000, 32), (300_001, 128)])
+def test_block_and_sign_cells(pkg, threads, n, block):
+    """Whole numbers, so that every order of addition gives numpy's sums exactly."""
+    x = np.random.default_rng(n).integers(-50, 50, n).astype(np.float32)
+    blocks = _cdiv(n, block)
+    out = np.zeros(4, dtype=np.float32)
+    pkg.per_block_local[blocks, block](x, out)
+    cell = (np.arange(n) // block) % 4
+    np.testing.assert_array_equal(out, [x[cell == c].sum(dtype=np.float64) for c in range(4)])
+    out = np.full(2, 0.5, dtype=np.float32)
+    pkg.sign_cells[blocks, block](x, out)
+    np.testing.assert_array_equal(out, [0.5 + x[x >= 0].sum(), 0.5 + x[x < 0].sum()])
 
 
 @pytest.mark.parametrize("rows,block", [(300, 32), (20_000, 64)])

@@ -88,6 +88,117 @@ def test_threads_that_loop_are_jammed_into_vectors(bench_src):
     assert re.search(r"phi <(\d+) x float>", ir_text), "no vector accumulator in the k loop"
 
 
+JAM_SRC = """
+import gpuaot as ga
+from gpuaot import Array, f32, i64
+
+
+@ga.kernel
+def matmul(A: Array[f32, 2], B: Array[f32, 2], C: Array[f32, 2]):
+    col, row = ga.grid(2)
+    if row < C.shape[0] and col < C.shape[1]:
+        acc = f32(0)
+        for k in range(A.shape[1]):
+            acc += A[row, k] * B[k, col]
+        C[row, col] = acc
+
+
+@ga.kernel
+def row_sums(x: Array[f32, 2], out: Array[f32]):
+    i = ga.grid(1)
+    if i < x.shape[0]:
+        acc = f32(0)
+        for j in range(x.shape[1]):
+            acc += x[i, j]
+        out[i] = acc
+
+
+@ga.kernel
+def column_sums(x: Array[f32, 2], out: Array[f32]):
+    j = ga.grid(1)
+    if j < x.shape[1]:
+        acc = f32(0)
+        for i in range(x.shape[0]):
+            acc += x[i, j]
+        out[j] = acc
+
+
+@ga.kernel
+def gathered(idx: Array[i64], x: Array[f32], out: Array[f32]):
+    i = ga.grid(1)
+    if i < out.shape[0]:
+        acc = f32(0)
+        for k in range(4):
+            acc += x[idx[i] + k]
+        out[i] = acc
+
+
+@ga.kernel
+def every_other(x: Array[f32], out: Array[f32]):
+    i = ga.grid(1)
+    if i < out.shape[0]:
+        acc = f32(0)
+        for k in range(3):
+            acc += x[2 * i + k]
+        out[i] = acc
+"""
+
+
+@pytest.fixture(scope="module")
+def jam_pkg(kit, tmp_path_factory, monkeypatch_module):
+    parent = tmp_path_factory.mktemp("jam")
+    root = kit.write_package(parent / "jam_pkg", {"kernels.py": JAM_SRC})
+    monkeypatch_module.syspath_prepend(str(parent))
+    kit.build(root, cache_dir=parent / "cache")
+    monkeypatch_module.delenv("GPUAOT_BUNDLE_PATH", raising=False)
+    mod = kit.import_package(root, monkeypatch_module)
+    import importlib
+
+    yield importlib.import_module("jam_pkg.kernels")
+    kit.unload(mod.__name__)
+
+
+@pytest.mark.parametrize(
+    "kernel,count",
+    [
+        ("matmul", 32),  # B[k, col] contiguous along x, A[row, k] shared: wide
+        ("column_sums", 32),  # x[i, j]: j follows x
+        ("row_sums", 8),  # x[i, j]: each thread its own row, a stream of its own
+        ("gathered", 8),  # x[idx[i] + k]: wherever the data says
+        ("every_other", 8),  # x[2 * i + k]: two elements per thread
+    ],
+)
+def test_jam_count_follows_the_accesses(jam_pkg, kernel, count):
+    """How many threads are jammed (``targets.cpu.order.jam_count``), as the entry marks it."""
+    from gpuaot.compiler.driver import emit_function
+
+    ir_text = emit_function(f"jam_pkg.kernels:{kernel}", stage="ir", target="cpu")
+    assert re.findall(r'!"gpuaot\.unroll_and_jam", i32 (\d+)', ir_text) == [str(count)]
+
+
+def test_jammed_kernels_compute_each_thread_in_order(jam_pkg):
+    """However many threads are jammed, each adds its terms in its own order: the sums of a
+    column (32 jammed) and of a row (8) equal a float32 loop over the terms, bit for bit."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((37, 45)) * 10.0 ** rng.integers(-3, 4, (37, 45))).astype(np.float32)
+    cols = np.full(45, np.nan, dtype=np.float32)
+    jam_pkg.column_sums[_cdiv(45, 8), 8](x, cols)
+    rows = np.full(37, np.nan, dtype=np.float32)
+    jam_pkg.row_sums[_cdiv(37, 16), 16](x, rows)
+    ref_cols = np.add.accumulate(np.vstack([np.zeros((1, 45), np.float32), x]), axis=0)[-1]
+    ref_rows = np.add.accumulate(np.hstack([np.zeros((37, 1), np.float32), x]), axis=1)[:, -1]
+    assert cols.tobytes() == ref_cols.tobytes()
+    assert rows.tobytes() == ref_rows.tobytes()
+    idx = rng.integers(0, 40, 50)
+    v = rng.standard_normal(44).astype(np.float32)
+    out = np.zeros(50, dtype=np.float32)
+    jam_pkg.gathered[4, 16](idx, v, out)
+    ref = np.zeros(50, dtype=np.float32)
+    for k in range(4):
+        ref = ref + v[idx + k]
+    assert out.tobytes() == ref.tobytes()
+
+
 def test_saxpy_asm_uses_vector_registers(bench_src):
     from gpuaot.compiler.driver import emit_function
 

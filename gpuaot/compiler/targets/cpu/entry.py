@@ -24,8 +24,9 @@ built):
 * **restrict copy + unroll-and-jam**: a body with loops of its own (a row sum, a dot product)
   cannot be vectorised along x, whose loop is not innermost. If the arrays do not overlap
   (checked once per launch), a ``noalias`` copy of the body runs, and ``optimize``
-  (:mod:`.pipeline`) unrolls and jams its x loop: ``JAM_COUNT`` threads advance in lock step,
-  each adding in its own order (no reassociation), and SLP packs them into vectors.
+  (:mod:`.pipeline`) unrolls and jams its x loop: 8 or 32 threads (:func:`.order.jam_count`)
+  advance in lock step, each adding in its own order (no reassociation), and SLP packs them
+  into vectors.
 * **privatised atomics** (:mod:`.privatize`): a kernel whose atomics into an array only
   combine also exports ``<entry>$p`` (same signature; those atomics become plain updates of
   the private copies the run time passes in its ``args``) and ``<entry>$pinfo``
@@ -50,7 +51,7 @@ from ...lower.lowering import FunctionLowering, ModuleBuilder
 from . import privatize
 from .emitter import HIDDEN
 from .nest import Nest
-from .order import Order, has_loop
+from .order import Order, has_loop, jam_count
 from .xsplit import XSplit, _smax, _smin
 
 
@@ -80,14 +81,15 @@ def kernel_entry(mb: ModuleBuilder, tf: TypedFunction) -> str:
         restrict = _copy(mb, tf, body, "restrict")
         for k, *_ in arrays:
             restrict.args[k].add_attribute("noalias")
+        jam = jam_count(body, len(nest.vals), nest.inner)
         if len(arrays) == 1:
-            nest.emit(b, restrict, done, split=True, jam=True)
+            nest.emit(b, restrict, done, split=True, jam=jam)
         else:
             fast = fn.append_basic_block("restrict")
             general = fn.append_basic_block("general")
             b.cbranch(_disjoint(b, arrays), fast, general)
             b.position_at_end(fast)
-            nest.emit(b, restrict, done, split=True, jam=True)
+            nest.emit(b, restrict, done, split=True, jam=jam)
             b.position_at_end(general)
             nest.emit(b, body, done)
     b.position_at_end(done)
@@ -141,7 +143,7 @@ def _private_entry(mb, tf, name: str, types: list, body: ir.Function, found: lis
     lv, ld, (lbegin, lend, lexc) = loops.args[:n], loops.args[n : n + nd], loops.args[n + nd :]
     nest = Nest(loops, lexc, list(lv), list(ld), lbegin, lend, body, outer.order, outer.split)
     b = ir.IRBuilder(loops.append_basic_block("entry"))
-    lanes = privatize.lane_count(body)
+    lanes = privatize.lane_count(body, found, len(vals) + 1 + outer.order.inner)
     private = _copy(mb, tf, body, "private")
     privatize.rewrite_private(private, found, lanes)
     done = loops.append_basic_block("blk.done")

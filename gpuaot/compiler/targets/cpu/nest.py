@@ -1,7 +1,7 @@
 """The loop nest of an entry point: a range of blocks, then each block's threads, around a body.
 
     nest = Nest(fn, exc, vals, dims, begin, end, body, order, split)
-    nest.emit(b, body, done, split=True, jam=False)   # the loops, calling ``body`` (inlined)
+    nest.emit(b, body, done, split=True, jam=0)   # the loops, calling ``body`` (inlined)
 
 Blocks are numbered with the order's inner axis fastest (:class:`.order.Order`), so a chunk
 [begin, end) of the launcher holds runs of neighbours along it. The thread loops are the two
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from ...lower.emitter import I1, I8, I64
+from ...lower.emitter import I1, I8, I32, I64
 from .order import Order
 from .pipeline import JAM_MARK
 from .xsplit import _smax, _smin
@@ -28,13 +28,14 @@ def counted_loop(
     name: str,
     body,
     plain: bool = False,
-    jam: bool = False,
+    jam: int = 0,
     step: int = 1,
 ) -> None:
     """``for i in range(start, stop, step): body(i)`` with a phi induction variable (``step``
     > 1: ``stop - start`` a multiple of it).
 
-    ``plain`` asks LLVM to neither vectorise nor unroll it (the few threads at a range's edge).
+    ``plain`` asks LLVM to neither vectorise nor unroll it (the few threads at a range's edge);
+    ``jam`` marks it for unroll-and-jam by that many threads (:mod:`.pipeline`).
     """
     pre = b.block
     head = fn.append_basic_block(f"{name}.head")
@@ -53,7 +54,7 @@ def counted_loop(
     if plain:
         latch.set_metadata("llvm.loop", _loop_id(b.module, _NO_VECTORIZE, _NO_UNROLL))
     elif jam:
-        latch.set_metadata("llvm.loop", _loop_id(b.module, (JAM_MARK,)))
+        latch.set_metadata("llvm.loop", _loop_id(b.module, (JAM_MARK, jam)))
     b.position_at_end(done)
 
 
@@ -63,9 +64,12 @@ _NO_UNROLL = ("llvm.loop.unroll.disable",)
 
 def _loop_id(module: ir.Module, *props: tuple) -> ir.MDValue:
     """A distinct, self-referential loop ID (``!0 = !{!0, !{"…"}, …}``) holding ``props``."""
+
+    def value(v):  # a flag, or a count
+        return ir.Constant(I1 if isinstance(v, bool) else I32, v)
+
     nodes = [
-        module.add_metadata([ir.MetaDataString(module, p[0]), *(ir.Constant(I1, v) for v in p[1:])])
-        for p in props
+        module.add_metadata([ir.MetaDataString(module, p[0]), *map(value, p[1:])]) for p in props
     ]
     # llvmlite uniques metadata by operands; a loop ID must be distinct and refer to itself.
     md = ir.values.MDValue(module, [], name=str(len(module.metadata)))
@@ -104,7 +108,7 @@ class Nest:
         body: ir.Function,
         done: ir.Block,
         split: bool = False,
-        jam: bool = False,
+        jam: int = 0,
         lanes: tuple[int, list] | None = None,
     ) -> None:
         """The nest calling ``body`` (inlined) for each thread; ``split``: at the guards.

@@ -4,6 +4,7 @@
     has_loop(body)                        # a cycle in its control flow (or a callee's)
     order.inner                           # 0, 1, 2: x, y or z innermost
     order.merge                           # the body sees that axis only as its grid index
+    jam_count(body, hidden, order.inner)  # threads to unroll and jam (a body with loops)
 
 On the CPU a block's threads run in any order the compiler likes: there is no barrier there
 (kernels that synchronise are GPU-only), so the entry may walk them in whichever order makes
@@ -69,12 +70,98 @@ class Order:
         return cls(inner, _grid_only(body, hidden, inner), tuple(votes))
 
 
+def jam_count(body: ir.Function, hidden: int, inner: int) -> int:
+    """Threads to unroll and jam along the inner axis (a body with loops, :mod:`.pipeline`).
+
+    ``JAM_WIDE`` where every access ``base[index]`` of the body moves by 0 or ±1 element per
+    thread of that axis: the jammed threads then read one contiguous run, or one shared
+    value, per step of their loops (a matmul's ``B[k, col]`` and ``A[row, k]``), and the
+    more of them, the more independent chains hide the additions' latency. ``JAM_COUNT``
+    where any access moves further or unknowably (a row sum's ``x[row, k]``): each jammed
+    thread streams memory of its own, and a few streams at a time is what the caches and
+    prefetchers keep up with. Neither changes what any thread computes.
+    """
+    from .pipeline import JAM_COUNT, JAM_WIDE
+
+    res = _Resolver(body)
+    tid = body.args[hidden + 1 + inner]
+    lin = _Moves(res, tid, _thread_dependent(body, tid))
+    for blk in body.blocks:
+        for ins in blk.instructions:
+            if not isinstance(ins, _MEMORY) or _is_local(ins, res):
+                continue
+            index = _array_index(ins, res)
+            if index is None:
+                return JAM_COUNT  # an access the analysis cannot read
+            if index is not None and lin.coef(index) not in (0, 1, (1 << index.type.width) - 1):
+                return JAM_COUNT
+    return JAM_WIDE
+
+
+class _Moves(_Linear):
+    """:class:`._Linear`, where a value it cannot read but that does not depend on the thread
+    index (a loop's counter, a value computed from it) moves by 0 per thread."""
+
+    def __init__(self, res: _Resolver, tx: ir.Argument, dependent: set[int]):
+        super().__init__(res, tx)
+        self.dependent = dependent
+
+    def _coef(self, v) -> int | None:
+        c = super()._coef(v)
+        if c is None and isinstance(v.type, ir.IntType) and id(v) not in self.dependent:
+            return 0
+        return c
+
+
+def _thread_dependent(body: ir.Function, tid: ir.Argument) -> set[int]:
+    """The ids of the values computed from ``tid``, or from memory other than the thread's
+    own variables, or by a call (data flow only: a heuristic's input, never a proof)."""
+    users = users_of(body)
+    res = _Resolver(body)
+    loads: dict[int, list] = {}  # a local variable's loads
+    todo: list = [tid]
+    for blk in body.blocks:
+        for ins in blk.instructions:
+            if isinstance(ins, ir.LoadInstr) and _is_local(ins, res):
+                loads.setdefault(id(_root(ins.operands[0], res)), []).append(ins)
+            elif isinstance(ins, (ir.LoadInstr, ir.CallInstr, ir.instructions.AtomicRMW)):
+                todo.append(ins)
+    dependent: set[int] = set()
+    while todo:
+        v = todo.pop()
+        if id(v) in dependent:
+            continue
+        dependent.add(id(v))
+        for u in users.get(id(v), []):
+            if isinstance(u, ir.StoreInstr):
+                if u.operands[0] is v:  # stored into a variable: its loads
+                    todo.extend(loads.get(id(_root(u.operands[1], res)), []))
+            elif not isinstance(u, ir.LoadInstr):
+                todo.append(u)
+    return dependent
+
+
+def _root(ptr, res: _Resolver):
+    ptr = res.resolve(ptr)
+    while isinstance(ptr, ir.GEPInstr):
+        ptr = res.resolve(ptr.pointer)
+    return ptr
+
+
+def _address(ins, res: _Resolver):
+    return res.resolve(ins.operands[1] if isinstance(ins, ir.StoreInstr) else ins.operands[0])
+
+
+def _is_local(ins, res: _Resolver) -> bool:
+    """Whether a memory access is to the thread's own variables (an alloca, or in one)."""
+    return isinstance(_root(_address(ins, res), res), ir.AllocaInstr)
+
+
 def _array_index(ins, res: _Resolver):
     """The element index of a memory access ``base[index]`` into a parameter, else None."""
     if not isinstance(ins, _MEMORY):
         return None
-    ptr = ins.operands[1] if isinstance(ins, ir.StoreInstr) else ins.operands[0]
-    ptr = res.resolve(ptr)
+    ptr = _address(ins, res)
     if not isinstance(ptr, ir.GEPInstr) or len(ptr.indices) != 1:
         return None
     if not isinstance(res.resolve(ptr.pointer), ir.Argument):

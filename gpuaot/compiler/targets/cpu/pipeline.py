@@ -16,12 +16,16 @@ from llvmlite import ir
 from .. import cpu_variant
 
 # Bump when ``optimize`` changes: the compilation cache keys on the IR text, which records it.
-PIPELINE = "cpu-o3-jam8/1"
-JAM_COUNT = 8  # threads per jammed x-loop iteration: 8 lanes (f32 on AVX2, f64 on AVX-512); one
-# count for every CPU level, so that all variants compute in the same order
+PIPELINE = "cpu-o3-jam/2"
+# Threads per jammed x-loop iteration (:func:`.order.jam_count` picks one per kernel). How many
+# threads advance together never changes what each computes: each still adds in its own order.
+JAM_COUNT = 8  # threads that each stream memory of their own (a row sum): 8 streams at a time
+JAM_WIDE = 32  # threads whose accesses are contiguous across x or shared (a matmul's B[k, col],
+# A[row, k]): enough independent chains to hide the FMA's latency (4 vectors of 8 on AVX2)
 
-# A loop property LLVM ignores, kept through its loop passes; ``optimize`` turns it into
-# ``llvm.loop.unroll_and_jam.count`` once the assumptions that block unroll-and-jam are gone.
+# A loop property LLVM ignores (with the count), kept through its loop passes; ``optimize``
+# turns it into ``llvm.loop.unroll_and_jam.count`` once the assumptions that block
+# unroll-and-jam are gone.
 JAM_MARK = "gpuaot.unroll_and_jam"
 
 
@@ -56,8 +60,8 @@ _ASSUMPTIONS = re.compile(
     r"^[ \t]*(?:tail )?call void @llvm\.(?:assume|experimental\.noalias\.scope\.decl)\(.*\n",
     re.MULTILINE,
 )
-_JAM_NODE = f'!{{!"{JAM_MARK}"}}'
-_JAM_COUNT_NODE = f'!{{!"llvm.loop.unroll_and_jam.count", i32 {JAM_COUNT}}}'
+_JAM_NODE = re.compile(rf'!{{!"{re.escape(JAM_MARK)}", i32 (\d+)}}')
+_JAM_COUNT_NODE = re.compile(r'!\{!"llvm\.loop\.unroll_and_jam\.count", i32 \d+\}')
 _JAM_DONE_NODE = '!{!"llvm.loop.unroll_and_jam.disable"}'
 
 
@@ -66,9 +70,9 @@ def optimize(ir_text: str, opt: int = 3, *, tm):
 
     A kernel whose threads loop (a row sum, a dot product per output) cannot be vectorised
     along its x loop, which is not innermost, nor along the thread's own loop, a sequential
-    floating-point reduction. Unroll-and-jam of the x loop runs ``JAM_COUNT`` threads in
-    lock step instead, each still adding in its own order, and SLP then packs them into
-    vectors. It needs the x loop the entry marked (``JAM_MARK``, only where the arrays are
+    floating-point reduction. Unroll-and-jam of the x loop runs a group of threads in lock
+    step instead (``JAM_COUNT`` or ``JAM_WIDE``, the count the entry marked), each still
+    adding in its own order, and SLP then packs them into vectors. It needs the x loop the entry marked (``JAM_MARK``, only where the arrays are
     known not to overlap) and no calls in it, so a second round runs on the first one's
     output without its ``llvm.assume`` calls (they did their work: the guards they stated
     are folded; dropping an assumption only removes a fact) and without the ``noalias``
@@ -83,7 +87,9 @@ def optimize(ir_text: str, opt: int = 3, *, tm):
     if not jam:
         return ref
     text = str(ref)
-    text = _ASSUMPTIONS.sub("", text).replace(_JAM_NODE, _JAM_COUNT_NODE)
+    text = _JAM_NODE.sub(
+        r'!{!"llvm.loop.unroll_and_jam.count", i32 \1}', _ASSUMPTIONS.sub("", text)
+    )
     ref = _parse(text, tm)
     pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(speed_level=opt))
     mpm = llvm.create_new_module_pass_manager()
@@ -92,6 +98,6 @@ def optimize(ir_text: str, opt: int = 3, *, tm):
     mpm.add_loop_unroll_and_jam_pass()
     mpm.run(ref, pb)
     # Loops it could not jam keep the request; retire it so LLVM does not warn about them.
-    ref = _parse(str(ref).replace(_JAM_COUNT_NODE, _JAM_DONE_NODE), tm)
+    ref = _parse(_JAM_COUNT_NODE.sub(_JAM_DONE_NODE, str(ref)), tm)
     _default_pipeline(ref, tm, opt)
     return ref

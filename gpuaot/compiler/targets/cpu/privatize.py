@@ -1,7 +1,7 @@
 """Privatised atomics: arrays a kernel only combines into, given a private copy per chunk.
 
     found = privatizable(body, params)   # [(param index, flat index, op)], read from the IR
-    lanes = lane_count(body)             # LANES for a small body, else 1
+    lanes = lane_count(body, found, tid) # LANES for a small body updating fixed cells, else 1
     rewrite_private(copy, found, lanes)  # a copy of the body: those atomics as plain updates
     info_function(module, name, found, lanes)   # void <name>(int64_t *out): the table
 
@@ -20,7 +20,8 @@ exchange, the pointer passed to a call or stored) keeps the kernel's atomics exa
 read rather than the source, so this holds whatever the lowering's form of an atomic.
 
 **Lanes.** A chunk runs its threads one after another, so a float sum into one cell is one
-chain of dependent additions: a few cycles each. A small body (no loops, no calls) gets
+chain of dependent additions: a few cycles each. A small body (no loops, no calls) whose
+privatised atomics update fixed cells (the same for every thread of the inner loop) gets
 ``LANES`` copies per chunk instead, interleaved (element ``e`` of lane ``l`` at ``e * LANES +
 l``): the thread whose inner-loop index is ``t`` updates lane ``t % LANES``, and the entry
 runs ``LANES`` consecutive threads, lanes 0 to ``LANES - 1``, as straight-line code in a
@@ -39,6 +40,7 @@ from llvmlite import ir
 from ....lang.types import ArrayType
 from ...lower.emitter import I64, PTR, VOID
 from .order import has_loop, users_of
+from .xsplit import _Resolver
 
 # The operations that privatise, by their code in the table; the run time reads the same
 # tuple (``gpuaot.runtime.cpu._PRIVATE_OPS``): the two must not drift apart.
@@ -99,15 +101,58 @@ def _combine_only(data: ir.Argument, users: dict) -> str | None:
     return ops.pop()
 
 
-def lane_count(body: ir.Function) -> int:
-    """``LANES`` for a small body without loops or calls, 1 for any other."""
+def lane_count(body: ir.Function, found: list[tuple[int, int, str]], tid: int) -> int:
+    """``LANES`` for a small body without loops or calls whose privatised atomics all update
+    a fixed cell (:func:`_fixed_cells`), 1 for any other.
+
+    Lanes pay where consecutive threads update the same cell: a one-cell sum is one chain of
+    dependent additions without them. Where the cell follows the data or the thread (a
+    histogram, ``out[i % 3]``), consecutive updates seldom meet, and 16 copies of every
+    cell would only crowd the cache (256 bins of i64: 32 KiB a chunk, all of L1).
+    """
     n = 0
     for blk in body.blocks:
         for ins in blk.instructions:
             n += 1
             if isinstance(ins, ir.CallInstr) and not ins.callee.name.startswith("llvm."):
                 return 1
-    return LANES if n <= _SMALL and not has_loop(body) else 1
+    if n > _SMALL or has_loop(body) or not _fixed_cells(body, found, tid):
+        return 1
+    return LANES
+
+
+def _fixed_cells(body: ir.Function, found: list[tuple[int, int, str]], tid: int) -> bool:
+    """Whether every privatised atomic's index is the same for all threads of the inner
+    loop: computed from constants and arguments other than the inner thread index (argument
+    ``tid``), through variables assigned once, without loading memory or calling anything."""
+    ptrs = {id(body.args[k]) for _p, k, _op in found}
+    varying = body.args[tid]
+    res = _Resolver(body)  # (a variable assigned twice: which value depends on the path)
+    seen: dict[int, bool] = {}
+
+    def fixed(v) -> bool:
+        v = res.resolve(v)
+        if isinstance(v, ir.Constant):
+            return True
+        if isinstance(v, ir.Argument):
+            return v is not varying
+        if not isinstance(v, ir.Instruction) or isinstance(
+            v, (ir.LoadInstr, ir.CallInstr, ir.PhiInstr, ir.instructions.AtomicRMW)
+        ):
+            return False  # memory, a call, or a value chosen by the path
+        if id(v) not in seen:
+            seen[id(v)] = False
+            seen[id(v)] = all(fixed(op) for op in v.operands)
+        return seen[id(v)]
+
+    for blk in body.blocks:
+        for ins in blk.instructions:
+            if isinstance(ins, ir.instructions.AtomicRMW):
+                gep = ins.operands[0]
+                if isinstance(gep, ir.GEPInstr) and id(gep.pointer) in ptrs:
+                    if not all(fixed(i) for i in gep.indices):
+                        return False
+    return True
 
 
 def rewrite_private(copy: ir.Function, found: list[tuple[int, int, str]], lanes: int) -> None:
