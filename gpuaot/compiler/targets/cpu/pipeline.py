@@ -16,12 +16,19 @@ from llvmlite import ir
 from .. import cpu_variant
 
 # Bump when ``optimize`` changes: the compilation cache keys on the IR text, which records it.
-PIPELINE = "cpu-o3-jam/2"
+PIPELINE = "cpu-o3-jam/3"
 # Threads per jammed x-loop iteration (:func:`.order.jam_count` picks one per kernel). How many
 # threads advance together never changes what each computes: each still adds in its own order.
 JAM_COUNT = 8  # threads that each stream memory of their own (a row sum): 8 streams at a time
 JAM_WIDE = 32  # threads whose accesses are contiguous across x or shared (a matmul's B[k, col],
-# A[row, k]): enough independent chains to hide the FMA's latency (4 vectors of 8 on AVX2)
+# A[row, k]): enough independent chains to hide the FMA's latency (4 vectors of 8 on AVX2);
+# ``jam_wide`` doubles it where the level has 512-bit vectors (4 vectors of 16)
+
+
+def jam_wide(requires) -> int:
+    """The wide count for a CPU level with these features (``cpus.Variant.requires``)."""
+    return 2 * JAM_WIDE if "avx512f" in requires else JAM_WIDE
+
 
 # A loop property LLVM ignores (with the count), kept through its loop passes; ``optimize``
 # turns it into ``llvm.loop.unroll_and_jam.count`` once the assumptions that block
@@ -65,14 +72,15 @@ _JAM_COUNT_NODE = re.compile(r'!\{!"llvm\.loop\.unroll_and_jam\.count", i32 \d+\
 _JAM_DONE_NODE = '!{!"llvm.loop.unroll_and_jam.disable"}'
 
 
-def optimize(ir_text: str, opt: int = 3, *, tm):
+def optimize(ir_text: str, opt: int = 3, *, tm, wide: int = JAM_WIDE):
     """Parse, verify and run LLVM's O3 pipeline with both vectorisers; returns the ModuleRef.
 
     A kernel whose threads loop (a row sum, a dot product per output) cannot be vectorised
     along its x loop, which is not innermost, nor along the thread's own loop, a sequential
     floating-point reduction. Unroll-and-jam of the x loop runs a group of threads in lock
-    step instead (``JAM_COUNT`` or ``JAM_WIDE``, the count the entry marked), each still
-    adding in its own order, and SLP then packs them into vectors. It needs the x loop the entry marked (``JAM_MARK``, only where the arrays are
+    step instead (the count the entry marked: ``JAM_COUNT``, or ``JAM_WIDE`` as ``wide``
+    says for the level), each still adding in its own order, and SLP then packs them into
+    vectors. It needs the x loop the entry marked (``JAM_MARK``, only where the arrays are
     known not to overlap) and no calls in it, so a second round runs on the first one's
     output without its ``llvm.assume`` calls (they did their work: the guards they stated
     are folded; dropping an assumption only removes a fact) and without the ``noalias``
@@ -87,9 +95,12 @@ def optimize(ir_text: str, opt: int = 3, *, tm):
     if not jam:
         return ref
     text = str(ref)
-    text = _JAM_NODE.sub(
-        r'!{!"llvm.loop.unroll_and_jam.count", i32 \1}', _ASSUMPTIONS.sub("", text)
-    )
+
+    def count(m: re.Match) -> str:
+        n = int(m.group(1))
+        return f'!{{!"llvm.loop.unroll_and_jam.count", i32 {wide if n == JAM_WIDE else n}}}'
+
+    text = _JAM_NODE.sub(count, _ASSUMPTIONS.sub("", text))
     ref = _parse(text, tm)
     pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(speed_level=opt))
     mpm = llvm.create_new_module_pass_manager()

@@ -23,11 +23,11 @@ def compile_variant(job: tuple) -> bytes:
     defines gets the level's suffix (``rename`` False: the shared runtime keeps its names).
     """
     from .. import cpu_variant
-    from .pipeline import optimize
+    from .pipeline import jam_wide, optimize
 
     ir_text, v, *rest = job
     tm = cpu_variant.variant_machine(v)
-    ref = optimize(ir_text, tm=tm)
+    ref = optimize(ir_text, tm=tm, wide=jam_wide(v.requires))
     if not rest or rest[0]:
         cpu_variant.rename_defined(ref, v)
     return tm.emit_object(ref)
@@ -165,13 +165,14 @@ class CPUTarget(Target):
 
     def emit(self, unit: Unit, stage: str) -> str:
         from .. import cpu_variant
-        from .pipeline import optimize
+        from .pipeline import jam_wide, optimize
 
         self.lower(unit)
         if stage == "ir":
             return unit.ir
-        tm = cpu_variant.variant_machine(self.variants[0])
-        ref = optimize(unit.ir, tm=tm)
+        v = self.variants[0]
+        tm = cpu_variant.variant_machine(v)
+        ref = optimize(unit.ir, tm=tm, wide=jam_wide(v.requires))
         return str(ref) if stage == "opt" else tm.emit_assembly(ref)
 
 
