@@ -94,26 +94,6 @@ from gpuaot import Array, f32, i64
 
 
 @ga.kernel
-def matmul(A: Array[f32, 2], B: Array[f32, 2], C: Array[f32, 2]):
-    col, row = ga.grid(2)
-    if row < C.shape[0] and col < C.shape[1]:
-        acc = f32(0)
-        for k in range(A.shape[1]):
-            acc += A[row, k] * B[k, col]
-        C[row, col] = acc
-
-
-@ga.kernel
-def row_sums(x: Array[f32, 2], out: Array[f32]):
-    i = ga.grid(1)
-    if i < x.shape[0]:
-        acc = f32(0)
-        for j in range(x.shape[1]):
-            acc += x[i, j]
-        out[i] = acc
-
-
-@ga.kernel
 def column_sums(x: Array[f32, 2], out: Array[f32]):
     j = ga.grid(1)
     if j < x.shape[1]:
@@ -159,24 +139,24 @@ def jam_pkg(kit, tmp_path_factory, monkeypatch_module):
 
 
 @pytest.mark.parametrize(
-    "kernel,count",
+    "spec,count",
     [
-        ("matmul", 32),  # B[k, col] contiguous along x, A[row, k] shared: wide
-        ("column_sums", 32),  # x[i, j]: j follows x
-        ("row_sums", 8),  # x[i, j]: each thread its own row, a stream of its own
-        ("gathered", 8),  # x[idx[i] + k]: wherever the data says
-        ("every_other", 8),  # x[2 * i + k]: two elements per thread
+        ("kernels_pkg.kernels:matmul", 32),  # B[k, col] contiguous along x, A[row, k] shared
+        ("jam_pkg.kernels:column_sums", 32),  # x[i, j]: j follows x
+        ("kernels_pkg.kernels:row_sums", 8),  # x[i, j]: each thread a row, a stream of its own
+        ("jam_pkg.kernels:gathered", 8),  # x[idx[i] + k]: wherever the data says
+        ("jam_pkg.kernels:every_other", 8),  # x[2 * i + k]: two elements per thread
     ],
 )
-def test_jam_count_follows_the_accesses(jam_pkg, kernel, count):
+def test_jam_count_follows_the_accesses(bench_src, jam_pkg, spec, count):
     """How many threads are jammed (``targets.cpu.order.jam_count``), as the entry marks it."""
     from gpuaot.compiler.driver import emit_function
 
-    ir_text = emit_function(f"jam_pkg.kernels:{kernel}", stage="ir", target="cpu")
+    ir_text = emit_function(spec, stage="ir", target="cpu")
     assert re.findall(r'!"gpuaot\.unroll_and_jam", i32 (\d+)', ir_text) == [str(count)]
 
 
-def test_jammed_kernels_compute_each_thread_in_order(jam_pkg):
+def test_jammed_kernels_compute_each_thread_in_order(jam_pkg, bench_pkg):
     """However many threads are jammed, each adds its terms in its own order: the sums of a
     column (32 jammed) and of a row (8) equal a float32 loop over the terms, bit for bit."""
     rng = np.random.default_rng(5)
@@ -184,7 +164,7 @@ def test_jammed_kernels_compute_each_thread_in_order(jam_pkg):
     cols = np.full(45, np.nan, dtype=np.float32)
     jam_pkg.column_sums[_cdiv(45, 8), 8](x, cols)
     rows = np.full(37, np.nan, dtype=np.float32)
-    jam_pkg.row_sums[_cdiv(37, 16), 16](x, rows)
+    bench_pkg.row_sums[_cdiv(37, 16), 16](x, rows)
     ref_cols = np.add.accumulate(np.vstack([np.zeros((1, 45), np.float32), x]), axis=0)[-1]
     ref_rows = np.add.accumulate(np.hstack([np.zeros((37, 1), np.float32), x]), axis=1)[:, -1]
     assert cols.tobytes() == ref_cols.tobytes()

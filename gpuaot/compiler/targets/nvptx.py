@@ -87,7 +87,7 @@ from gpuaot.compiler.targets.ir_text import blocks as ir_blocks
 from gpuaot.compiler.targets.ir_text import depth_first, function_bodies, successors
 from gpuaot.compiler.targets.nvptx_sincos import SINCOS_KINDS, merge_sincos
 from gpuaot.compiler.targets.nvtools import check_arch, find_libdevice
-from gpuaot.compiler.targets.ptx_peephole import widen_shifts
+from gpuaot.compiler.targets.ptx_peephole import peephole
 from gpuaot.errors import BuildError, InternalError
 
 NVPTX_TRIPLE = "nvptx64-nvidia-cuda"
@@ -104,8 +104,9 @@ _MODULE_FLAG_OVERRIDE = 4
 _LIBDEVICE_PREFIX = "__nv_"
 # Part of every PTX cache key: bump it when these steps change the PTX made from the same IR
 # (the compiler's version stays the same between releases). 2: mark_loops_unrolled; 3: one
-# sincos for sin and cos of one value; 4: 32-bit shared/local pointers, ptx_peephole.
-PIPELINE_REVISION = 4
+# sincos for sin and cos of one value; 4: 32-bit shared/local pointers, ptx_peephole;
+# 5: ptx_peephole.merge_scaled_adds.
+PIPELINE_REVISION = 5
 
 
 @functools.cache
@@ -328,7 +329,7 @@ def compile_ptx(
     tm, mod = optimized_module(
         ir_text, kernel_names, arch, fastmath=fastmath, opt_level=opt_level, keep=keep
     )
-    ptx = widen_shifts(tm.emit_assembly(mod))
+    ptx = peephole(tm.emit_assembly(mod))
     entries = set(re.findall(r"^\.visible \.entry (\S+?)\(", ptx, re.MULTILINE))
     lost = [k for k in kernel_names if k not in entries]
     if lost:

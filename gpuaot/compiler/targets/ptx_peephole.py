@@ -1,19 +1,31 @@
-"""One rewrite of emitted PTX that LLVM's NVPTX instruction selection misses.
+"""Two rewrites of emitted PTX that LLVM's NVPTX instruction selection misses.
 
-    ptx = widen_shifts(ptx)
+    ptx = peephole(ptx)           # = merge_scaled_adds(widen_shifts(ptx))
 
-``shl.b64 d, a, k`` where ``a`` is ``cvt.u64.u32 a, b`` (a 32-bit value zero-extended, as
-an index from ``thread_idx`` is) becomes ``mul.wide.u32 d, b, 2**k``: one SASS instruction
-(``IMAD.WIDE.U32``) instead of two (a shift of each half). LLVM selects ``mul.wide`` itself
-where the extension is in the same basic block as the shift, but selection sees one block at
-a time: an index computed in the entry block (for a bounds test) and scaled in the branch
-taken is shifted in 64 bits. ptxas does not fuse the two either.
+**widen_shifts.** ``shl.b64 d, a, k`` where ``a`` is ``cvt.u64.u32 a, b`` (a 32-bit value
+zero-extended, as an index from ``thread_idx`` is) becomes ``mul.wide.u32 d, b, 2**k``: one
+SASS instruction (``IMAD.WIDE.U32``) instead of two (a shift of each half). LLVM selects
+``mul.wide`` itself where the extension is in the same basic block as the shift, but
+selection sees one block at a time: an index computed in the entry block (for a bounds test)
+and scaled in the branch taken is shifted in 64 bits. ptxas does not fuse the two either.
 
 When ``a`` still equals ``zext(b)`` at the shift (the rewrite's one condition): ``a`` and
 ``b`` are each written by one instruction only (``cvt`` and ``D``), ``D`` comes before the
 ``cvt`` in the text, and neither lies inside a loop, i.e. between a backward branch and its
 target. Then each runs at most once and ``D`` never after the ``cvt`` (getting back to ``D``
 takes a backward branch around it), so ``b`` has not changed since ``a`` was made from it.
+
+**merge_scaled_adds.** An address ``base + (row << k) + (col << k)`` (LLVM splits a GEP's
+index so that ``col << k`` is shared by the addresses of several arrays) becomes
+``base + ((row + col) << k)``, the same value modulo 2**64: the shifted column, a 64-bit
+pair, then dies at its last other use instead of living on to the store, which is what
+costs numba-cuda's 2D kernels none of ptxas's registers and gpuaot's two (``stencil5``: 22
+registers to 20). The three instructions ``s = row << k``, ``t = base + s``,
+``d = t + (col << k)`` become ``s = row + col``, ``t = s << k``, ``d = base + t``, where
+``s`` and ``t`` are each written once and read once (by the next of the three), ``col``'s
+shift is ``shl.b64 c2, col, k``, ``col``, ``c2`` and ``base`` are each written once outside
+every loop (so each has one value, ever), and ``col``'s write comes before the first of the
+three with no label between (so every path to it has written ``col``).
 
 What is read, conservatively: a function body is a ``{`` line to a ``}`` line; a register
 written is an instruction's first operand, or any register inside ``{...}`` or inline
@@ -32,65 +44,152 @@ _LABEL = re.compile(r"^(\$?[\w$]+):")
 _BRANCH = re.compile(r"^\s*(?:@!?%\w+\s+)?bra(?:\.uni)?\s+(\$?[\w$]+);")
 _ZEXT = re.compile(r"^\tcvt\.u64\.u32\s+(%rd\d+), (%r\d+);$")
 _SHL = re.compile(r"^\tshl\.b64\s+(%rd\d+), (%rd\d+), (\d+);$")
+_ADD = re.compile(r"^\tadd\.s64\s+(%rd\d+), (%rd\d+), (%rd\d+);$")
 _ASM_BEGIN = "// begin inline asm"
 _ASM_END = "// end inline asm"
 
 
+def peephole(ptx: str) -> str:
+    """Both rewrites, in order."""
+    return merge_scaled_adds(widen_shifts(ptx))
+
+
 def widen_shifts(ptx: str) -> str:
     """``ptx`` with each 64-bit shift of a zero-extended 32-bit value a ``mul.wide.u32``."""
+    return _each_body(ptx, _widen_body)
+
+
+def merge_scaled_adds(ptx: str) -> str:
+    """``ptx`` with each ``base + (a << k) + (c << k)`` as ``base + ((a + c) << k)``."""
+    return _each_body(ptx, _merge_body)
+
+
+def _each_body(ptx: str, rewrite) -> str:
     lines = ptx.split("\n")
     start = None
     for k, line in enumerate(lines):
         if line == "{":
             start = k + 1
         elif line == "}" and start is not None:
-            _widen_body(lines, range(start, k))
+            body = _Body.read(lines, range(start, k))
+            if body is not None:
+                rewrite(lines, body)
             start = None
     return "\n".join(lines)
 
 
-def _widen_body(lines: list[str], body: range) -> None:
-    writes: dict[str, list[int]] = {}
-    labels: dict[str, int] = {}
-    loops: list[tuple[int, int]] = []  # (target, branch) of each backward branch
-    in_asm = False
-    for k in body:
-        line = lines[k]
-        if "brx.idx" in line:
-            return
-        if _ASM_BEGIN in line or _ASM_END in line:
-            in_asm = _ASM_BEGIN in line
-            continue
-        code = line.split("//", 1)[0]
-        regs = _REG.findall(code) if in_asm else []
-        first = _WRITE.match(code)
-        if first:
-            regs.append(first.group(1))
-        for braced in _BRACED.findall(code):
-            regs += _REG.findall(braced)
-        for reg in regs:
-            writes.setdefault(reg, []).append(k)
-        label = _LABEL.match(line)
-        if label:
-            labels[label.group(1)] = k
-    for k in body:
-        branch = _BRANCH.match(lines[k])
-        if branch and labels.get(branch.group(1), k + 1) <= k:
-            loops.append((labels[branch.group(1)], k))
+class _Body:
+    """Who writes and reads each register of one function body, and where its loops are."""
 
-    def once(k: int) -> bool:  # outside every loop: runs at most once
-        return not any(target <= k <= back for target, back in loops)
+    def __init__(self, lines, body, writes, reads, loops):
+        self.lines, self.range = lines, body
+        self.writes: dict[str, list[int]] = writes
+        self.reads: dict[str, list[int]] = reads
+        self.loops: list[tuple[int, int]] = loops  # (target, branch) of each backward branch
 
-    for k in body:
+    @classmethod
+    def read(cls, lines: list[str], body: range) -> _Body | None:
+        writes: dict[str, list[int]] = {}
+        reads: dict[str, list[int]] = {}
+        labels: dict[str, int] = {}
+        in_asm = False
+        for k in body:
+            line = lines[k]
+            if "brx.idx" in line:
+                return None
+            if _ASM_BEGIN in line or _ASM_END in line:
+                in_asm = _ASM_BEGIN in line
+                continue
+            code = line.split("//", 1)[0]
+            used = _REG.findall(code)
+            regs = list(used) if in_asm else []
+            first = _WRITE.match(code)
+            if first:
+                regs.append(first.group(1))
+                used.remove(first.group(1))
+            for braced in _BRACED.findall(code):
+                regs += _REG.findall(braced)
+            for reg in regs:
+                writes.setdefault(reg, []).append(k)
+            for reg in used:
+                reads.setdefault(reg, []).append(k)
+            label = _LABEL.match(line)
+            if label:
+                labels[label.group(1)] = k
+        loops = []
+        for k in body:
+            branch = _BRANCH.match(lines[k])
+            if branch and labels.get(branch.group(1), k + 1) <= k:
+                loops.append((labels[branch.group(1)], k))
+        return cls(lines, body, writes, reads, loops)
+
+    def once(self, k: int) -> bool:
+        """Line ``k`` is outside every loop: it runs at most once."""
+        return not any(target <= k <= back for target, back in self.loops)
+
+    def straight(self, a: int, b: int) -> bool:
+        """Line ``a`` comes before line ``b`` with no label between them: every path to
+        ``b`` runs ``a`` first (none can jump in between)."""
+        return a < b and not any(_LABEL.match(self.lines[k]) for k in range(a + 1, b + 1))
+
+    def def_line(self, reg: str) -> int | None:
+        """The one line that writes ``reg``, or None."""
+        at = self.writes.get(reg, [])
+        return at[0] if len(at) == 1 else None
+
+    def read_only_at(self, reg: str, k: int) -> bool:
+        """``reg`` is written once and read by line ``k`` alone."""
+        return self.def_line(reg) is not None and self.reads.get(reg) == [k]
+
+
+def _widen_body(lines: list[str], body: _Body) -> None:
+    for k in body.range:
         shl = _SHL.match(lines[k])
         if not shl or not 0 < int(shl.group(3)) < 32:
             continue
         dest, wide, shift = shl.groups()
-        at = writes.get(wide, [])
-        zext = _ZEXT.match(lines[at[0]]) if len(at) == 1 else None
+        zext_at = body.def_line(wide)
+        zext = _ZEXT.match(lines[zext_at]) if zext_at is not None else None
         if not zext:
             continue
-        zext_at, narrow = at[0], zext.group(2)
-        d = writes.get(narrow, [])
-        if len(d) == 1 and d[0] < zext_at and once(d[0]) and once(zext_at):
+        narrow = zext.group(2)
+        d = body.def_line(narrow)
+        if d is not None and d < zext_at and body.once(d) and body.once(zext_at):
             lines[k] = f"\tmul.wide.u32 \t{dest}, {narrow}, {1 << int(shift)};"
+
+
+def _merge_body(lines: list[str], body: _Body) -> None:
+    for k in body.range:
+        last = _ADD.match(lines[k])  # d = t + c2
+        if not last:
+            continue
+        dest, x, y = last.groups()
+        for t, c2 in ((x, y), (y, x)):
+            c2_at, t_at = body.def_line(c2), body.def_line(t)
+            if c2_at is None or t_at is None or not body.read_only_at(t, k):
+                continue
+            col_shl, mid = _SHL.match(lines[c2_at]), _ADD.match(lines[t_at])  # t = base + s
+            if not col_shl or not mid:
+                continue
+            col, shift = col_shl.group(2), col_shl.group(3)
+            for base, s in (mid.group(2, 3), mid.group(3, 2)):
+                s_at = body.def_line(s)
+                row_shl = _SHL.match(lines[s_at]) if s_at is not None else None
+                if not row_shl or row_shl.group(3) != shift or not body.read_only_at(s, t_at):
+                    continue
+                col_at, base_at = body.def_line(col), body.def_line(base)
+                if (
+                    col_at is None
+                    or base_at is None
+                    or not (body.once(col_at) and body.once(c2_at) and body.once(base_at))
+                    or not body.straight(col_at, s_at)
+                ):
+                    continue
+                row = row_shl.group(2)
+                lines[s_at] = f"\tadd.s64 \t{s}, {row}, {col};"
+                lines[t_at] = f"\tshl.b64 \t{t}, {s}, {shift};"
+                lines[k] = f"\tadd.s64 \t{dest}, {base}, {t};"
+                break
+            else:
+                continue
+            break
