@@ -160,36 +160,41 @@ def _widen_body(lines: list[str], body: _Body) -> None:
 
 def _merge_body(lines: list[str], body: _Body) -> None:
     for k in body.range:
-        last = _ADD.match(lines[k])  # d = t + c2
-        if not last:
+        if _merge_at(lines, body, k):
+            body = _Body.read(lines, body.range)  # (the rewrite moved reads: who reads what)
+            assert body is not None  # (read once already: it has no brx.idx)
+
+
+def _merge_at(lines: list[str], body: _Body, k: int) -> bool:
+    """Rewrite the three instructions ending at line ``k`` (``d = t + c2``) if they qualify."""
+    last = _ADD.match(lines[k])
+    if not last:
+        return False
+    dest, x, y = last.groups()
+    for t, c2 in ((x, y), (y, x)):
+        c2_at, t_at = body.def_line(c2), body.def_line(t)
+        if c2_at is None or t_at is None or not body.read_only_at(t, k):
             continue
-        dest, x, y = last.groups()
-        for t, c2 in ((x, y), (y, x)):
-            c2_at, t_at = body.def_line(c2), body.def_line(t)
-            if c2_at is None or t_at is None or not body.read_only_at(t, k):
+        col_shl, mid = _SHL.match(lines[c2_at]), _ADD.match(lines[t_at])  # t = base + s
+        if not col_shl or not mid:
+            continue
+        col, shift = col_shl.group(2), col_shl.group(3)
+        col_at = body.def_line(col)
+        for base, s in (mid.group(2, 3), mid.group(3, 2)):
+            s_at, base_at = body.def_line(s), body.def_line(base)
+            row_shl = _SHL.match(lines[s_at]) if s_at is not None else None
+            if (
+                not row_shl
+                or row_shl.group(3) != shift
+                or not body.read_only_at(s, t_at)
+                or col_at is None
+                or base_at is None
+                or not (body.once(col_at) and body.once(c2_at) and body.once(base_at))
+                or not body.straight(col_at, s_at)
+            ):
                 continue
-            col_shl, mid = _SHL.match(lines[c2_at]), _ADD.match(lines[t_at])  # t = base + s
-            if not col_shl or not mid:
-                continue
-            col, shift = col_shl.group(2), col_shl.group(3)
-            for base, s in (mid.group(2, 3), mid.group(3, 2)):
-                s_at = body.def_line(s)
-                row_shl = _SHL.match(lines[s_at]) if s_at is not None else None
-                if not row_shl or row_shl.group(3) != shift or not body.read_only_at(s, t_at):
-                    continue
-                col_at, base_at = body.def_line(col), body.def_line(base)
-                if (
-                    col_at is None
-                    or base_at is None
-                    or not (body.once(col_at) and body.once(c2_at) and body.once(base_at))
-                    or not body.straight(col_at, s_at)
-                ):
-                    continue
-                row = row_shl.group(2)
-                lines[s_at] = f"\tadd.s64 \t{s}, {row}, {col};"
-                lines[t_at] = f"\tshl.b64 \t{t}, {s}, {shift};"
-                lines[k] = f"\tadd.s64 \t{dest}, {base}, {t};"
-                break
-            else:
-                continue
-            break
+            lines[s_at] = f"\tadd.s64 \t{s}, {row_shl.group(2)}, {col};"
+            lines[t_at] = f"\tshl.b64 \t{t}, {s}, {shift};"
+            lines[k] = f"\tadd.s64 \t{dest}, {base}, {t};"
+            return True
+    return False

@@ -85,7 +85,7 @@ def jam_count(body: ir.Function, hidden: int, inner: int) -> int:
 
     res = _Resolver(body)
     tid = body.args[hidden + 1 + inner]
-    lin = _Moves(res, tid, _thread_dependent(body, tid))
+    lin = _Moves(res, tid, _thread_dependent(body, tid, res))
     for blk in body.blocks:
         for ins in blk.instructions:
             if not isinstance(ins, _MEMORY) or _is_local(ins, res):
@@ -93,7 +93,7 @@ def jam_count(body: ir.Function, hidden: int, inner: int) -> int:
             index = _array_index(ins, res)
             if index is None:
                 return JAM_COUNT  # an access the analysis cannot read
-            if index is not None and lin.coef(index) not in (0, 1, (1 << index.type.width) - 1):
+            if lin.coef(index) not in (0, 1, (1 << index.type.width) - 1):
                 return JAM_COUNT
     return JAM_WIDE
 
@@ -113,11 +113,10 @@ class _Moves(_Linear):
         return c
 
 
-def _thread_dependent(body: ir.Function, tid: ir.Argument) -> set[int]:
+def _thread_dependent(body: ir.Function, tid: ir.Argument, res: _Resolver) -> set[int]:
     """The ids of the values computed from ``tid``, or from memory other than the thread's
     own variables, or by a call (data flow only: a heuristic's input, never a proof)."""
     users = users_of(body)
-    res = _Resolver(body)
     loads: dict[int, list] = {}  # a local variable's loads
     todo: list = [tid]
     for blk in body.blocks:
