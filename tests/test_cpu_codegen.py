@@ -536,18 +536,22 @@ def test_split_thread_index_and_3d_blocks(guards, block, n):
 
 
 @pytest.mark.parametrize("blocks,threads,n", [(3, 8, 13), (2, 16, 0), (5, 7, 34)])
-def test_split_keeps_the_first_raise(guards, blocks, threads, n):
+def test_split_keeps_the_first_raise(guards, monkeypatch, blocks, threads, n):
+    # One worker: whether a launch is split otherwise depends on how long the kernel's
+    # earlier launches took, and split blocks may stop before they run.
+    monkeypatch.setenv("GPUAOT_NUM_THREADS", "1")
     out = np.zeros(blocks * threads, dtype=np.int64)
     with pytest.raises(IndexError, match="past the end") as info:
         guards.raises[blocks, threads](n, out)
-    # Small launches run on the calling thread, threads in order: the first to raise is i = n.
+    # One thread runs the blocks in order: the first to raise is i = n.
     assert f"thread ({n % threads}, 0, 0), block ({n // threads}, 0, 0)" in str(info.value)
     np.testing.assert_array_equal(out[:n], np.arange(n))
 
 
 @pytest.mark.parametrize("blocks,threads", SHAPES)
 @pytest.mark.parametrize("off", [0, -1, 1, 5, I64_MIN, I64_MAX])
-def test_split_debug_bounds_checks(guards, blocks, threads, off):
+def test_split_debug_bounds_checks(guards, monkeypatch, blocks, threads, off):
+    monkeypatch.setenv("GPUAOT_NUM_THREADS", "1")  # threads in order (see above)
     total = blocks * threads
     length = total + 2
     n = total
@@ -570,6 +574,22 @@ def test_split_debug_bounds_checks(guards, blocks, threads, off):
 
 
 # ---------------------------------------------------------------------- launch path
+
+
+@pytest.mark.parametrize("workers", ["2", "3"])
+def test_split_raise_keeps_what_ran(guards, monkeypatch, workers):
+    """Split over threads, a raise stops blocks that have not started; those that ran wrote
+    their own values and nothing else (the order of blocks is not promised)."""
+    monkeypatch.setenv("GPUAOT_NUM_THREADS", workers)
+    blocks, threads, off = 64, 128, 5
+    total = blocks * threads
+    length = total + 2
+    for _ in range(3):  # the first launch splits by thread count, later ones by time
+        out = np.full(length, -1, dtype=np.int64)
+        with pytest.raises(IndexError, match="thread"):
+            guards.checked[blocks, threads](off, total, out)
+        ran = np.flatnonzero(out != -1)
+        np.testing.assert_array_equal(out[ran], ran - off)
 
 
 @pytest.mark.parametrize("workers", ["1", "2", "3", "8"])
