@@ -105,8 +105,8 @@ _LIBDEVICE_PREFIX = "__nv_"
 # Part of every PTX cache key: bump it when these steps change the PTX made from the same IR
 # (the compiler's version stays the same between releases). 2: mark_loops_unrolled; 3: one
 # sincos for sin and cos of one value; 4: 32-bit shared/local pointers, ptx_peephole;
-# 5: ptx_peephole.merge_scaled_adds.
-PIPELINE_REVISION = 5
+# 5: ptx_peephole.merge_scaled_adds; 6: ptx_peephole.index_addresses.
+PIPELINE_REVISION = 6
 
 
 @functools.cache
