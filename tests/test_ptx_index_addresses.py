@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from test_gpu_codegen import _ptxas_v
+from test_ptx_merge_adds import _assembles
 
 from gpuaot.bundle.abi import EXC_RECORD
 from gpuaot.compiler.targets.ptx_peephole import index_addresses, peephole
@@ -260,16 +261,6 @@ def test_left_alone(marks):
 def test_left_alone_p_written_again():
     ptx = variant(after_start="\tadd.s64 \t%rd6, %rd6, 4;\n")
     assert index_addresses(ptx) == ptx
-
-
-def _assembles(ptx: str) -> None:
-    from gpuaot.compiler.targets.nvtools import ptx_to_cubin
-    from gpuaot.errors import BuildError
-
-    try:
-        assert ptx_to_cubin(ptx, "sm_80")[:4] == b"\x7fELF"
-    except BuildError as exc:
-        pytest.skip(str(exc))
 
 
 # ---------------------------------------------------------------------- real kernels
