@@ -45,6 +45,26 @@ _BINARY = {
 }
 
 
+def _trunc_div(a: int, b: int, bits: int) -> int:
+    if b == 0:  # PTX leaves it unspecified: any fixed value serves both texts
+        return -1
+    q = abs(a) // abs(b)
+    return q if (a < 0) == (b < 0) else -q
+
+
+# Integer operations whose operands are read signed for .s types (PTX's div and rem
+# truncate toward zero, as C).
+_INTEGER = {
+    "div": _trunc_div,
+    "rem": lambda a, b, bits: a - b * _trunc_div(a, b, bits) if b else -1,
+    "min": lambda a, b, _: min(a, b),
+    "max": lambda a, b, _: max(a, b),
+    "neg": lambda a, _: -a,
+    "not": lambda a, _: ~a,
+    "abs": lambda a, _: abs(a),
+}
+
+
 def _width(op: str) -> int:
     m = re.search(r"\.[sub](8|16|32|64)\b", op)
     return int(m.group(1)) if m else 64
@@ -123,7 +143,9 @@ def run_ptx(ptx: str, params: dict[str, int], special: dict[str, int], limit=200
             for a in srcs
         ]
         signed = ".s" in op
-        if name == "setp":
+        if name == "setp" and re.search(r"\.f(16|32|64)\b", op):  # a float compare
+            regs[dst] = _hash(op, *v) & 1
+        elif name == "setp":
             cmp = op.split(".")[1]
             a, b = (_signed(x, bits) for x in v) if signed else v
             regs[dst] = {
@@ -133,7 +155,13 @@ def run_ptx(ptx: str, params: dict[str, int], special: dict[str, int], limit=200
                 "ge": a >= b,
                 "eq": a == b,
                 "ne": a != b,
+                "lo": a < b,  # the unsigned spellings (operands already unsigned)
+                "ls": a <= b,
+                "hi": a > b,
+                "hs": a >= b,
             }[cmp]
+        elif op == "not.pred":
+            regs[dst] = not v[0]
         elif op in ("and.pred", "or.pred"):
             regs[dst] = (bool(v[0]) and bool(v[1])) if name == "and" else (v[0] or v[1])
         elif name == "selp":
@@ -151,6 +179,9 @@ def run_ptx(ptx: str, params: dict[str, int], special: dict[str, int], limit=200
         elif op.startswith(("mul.lo", "mad.lo")):
             r = v[0] * v[1] + (v[2] if name == "mad" else 0)
             regs[dst] = r & mask
+        elif name in _INTEGER and not re.search(r"\.f(16|32|64)\b", op):
+            a = [_signed(x, bits) for x in v] if signed else v
+            regs[dst] = _INTEGER[name](*a, bits) & mask
         elif op == "cvt.u64.u32":
             regs[dst] = v[0]
         elif op == "cvt.s64.s32":
