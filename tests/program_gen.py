@@ -378,7 +378,54 @@ def {name}(x: Array[i32], bins: Array[{bins_ty}], count: Array[i64], got: Array[
     return Kernel(name, src, runs)
 
 
-SHAPES = [elementwise_2d, elementwise_2d, grid_3d, thread_loop, thread_loop, atomics, atomics]
+def helper_locals(rng: random.Random, name: str) -> Kernel:
+    """A generic ``@device`` helper, a per-thread local array and a ``while`` loop with
+    ``break``."""
+    width = rng.randint(1, 5)
+    helper = int_expr(rng, ["a", "b"], [], 2)  # its arguments stay within VALUE
+    cut = rng.randint(-VALUE, VALUE)
+    src = f"""
+@ga.device
+def {name}_h(a, b):
+    return {helper.text}
+
+
+@ga.kernel
+def {name}(x: Array[i32], out: Array[i32]):
+    i = ga.grid(1)
+    if i < x.shape[0]:
+        t = ga.local_array(i32, {width})
+        for q in range({width}):
+            t[q] = {name}_h(x[(i + q) % x.shape[0]], q - {width // 2})
+        s = 0
+        q = 0
+        while q < {width}:
+            if t[q] > {cut}:
+                break
+            s += t[q]
+            q += 1
+        out[i] = s + t[0] - t[{width - 1}]
+"""
+
+    def runs(rng: random.Random) -> list[Run]:
+        n = rng.choice([rng.randint(0, 200), 5000])
+        block = rng.choice(BLOCKS_1D)
+        grid = (max(1, cdiv(n, block)),)
+        return [Run([int_values(rng, (n,)), int_values(rng, (n,))], grid, (block,), [1])]
+
+    return Kernel(name, src, runs)
+
+
+SHAPES = [
+    elementwise_2d,
+    elementwise_2d,
+    grid_3d,
+    thread_loop,
+    thread_loop,
+    atomics,
+    atomics,
+    helper_locals,
+]
 
 
 def generate(rng: random.Random, count: int) -> list[Kernel]:
