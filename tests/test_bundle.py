@@ -263,3 +263,19 @@ def test_gpu_only_reason_holds_no_build_path(kit, tmp_path, monkeypatch):
         assert str(tmp_path).lstrip("/") not in text
         bundles.append(res.bundle.read_bytes())
     assert bundles[0] == bundles[1]
+
+
+@pytest.mark.skipif(shutil.which("ar") is None, reason="needs binutils' ar as the oracle")
+def test_the_links_archive_is_what_ar_reads(tmp_path):
+    """The link hands its objects over as one archive: binutils' ``ar`` lists its members in
+    order and gives each one back byte for byte, odd sizes (padded) and empty ones included."""
+    from gpuaot.compiler.targets.cpu.link import write_archive
+
+    objects = [b"\x7fELF" + bytes(range(k % 256)) * (k + 1) for k in (0, 1, 2, 7, 250)] + [b""]
+    path = tmp_path / "objects.a"
+    write_archive(str(path), objects)
+    names = [f"m{k}.o" for k in range(len(objects))]
+    assert run("ar", "t", str(path)).split() == names
+    for name, obj in zip(names, objects):
+        got = subprocess.run(["ar", "p", str(path), name], check=True, capture_output=True)
+        assert got.stdout == obj

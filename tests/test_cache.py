@@ -72,17 +72,18 @@ def test_second_build_compiles_nothing(pkg):
     first = build()
     assert (first["compiled"], first["cached"]) == (N_OBJECTS, 0)
     n_entries = len(entries())
-    assert n_entries == N_OBJECTS + 1  # and the CPU runtime object
+    assert n_entries == N_OBJECTS + 2  # and the CPU runtime's and the worker pool's objects
     second = build()
     assert (second["compiled"], second["cached"]) == (0, N_OBJECTS)
     assert len(entries()) == n_entries
     # Host and device entries never share a directory, nor do CPU levels: a CPU-only build
-    # writes one host-<level>/ per level, and the baseline's for the shared runtime.
+    # writes one host-<level>/ per level, the baseline's for the shared runtime, and the
+    # C compiler's worker pool in host-pool/.
     base = cpus.BASELINE[cpus.machine()]
     want = {
         f"host-{cpus.level(n, cpus.machine()).tag}" for n in [*(lv.name for lv in LEVELS), base]
     }
-    assert {p.name for p in cache.iterdir()} == want | {"records"}
+    assert {p.name for p in cache.iterdir()} == want | {"records", "host-pool"}
     for lv in LEVELS:
         assert sum(1 for p in (cache / f"host-{lv.tag}").rglob("*") if p.is_file()) == N_UNITS
 

@@ -238,6 +238,55 @@ def test_cc_change_rebuilds_same_bytes(pkg, tmp_path, monkeypatch):
     assert sha(res.bundle) == sha(first.bundle)
 
 
+def _logging_cc(tmp_path: Path, name: str) -> Path:
+    """A C compiler that writes each command line it runs to ``<name>.log``, then runs cc."""
+    log = tmp_path / f"{name}.log"
+    wrapper = tmp_path / name
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {log}\nexec cc "$@"\n')
+    wrapper.chmod(0o755)
+    return log
+
+
+def _runs(log: Path) -> tuple[int, int]:
+    """(compiles, links) the logging C compiler ran."""
+    lines = log.read_text().splitlines() if log.exists() else []
+    return sum(" -c " in f" {x} " for x in lines), sum(" -shared " in f" {x} " for x in lines)
+
+
+def test_the_worker_pool_is_compiled_once_per_c_compiler(pkg, tmp_path, monkeypatch):
+    """The pool's C object is a cached job: a rebuild after an edit links, and compiles no C;
+    another C compiler compiles it again (its stamp is in the key), to the same bundle."""
+    log = _logging_cc(tmp_path, "cc-a")
+    monkeypatch.setenv("CC", str(tmp_path / "cc-a"))
+    first = build(pkg)
+    assert _runs(log) == (1, 1)
+    kernels = pkg / "kernels.py"
+    kernels.write_text(kernels.read_text().replace("+ 1.0", "+ 2.0"))
+    assert not build(pkg).up_to_date
+    assert _runs(log) == (1, 2)  # the link only
+    kernels.write_text(kernels.read_text().replace("+ 2.0", "+ 1.0"))
+    log_b = _logging_cc(tmp_path, "cc-b")
+    monkeypatch.setenv("CC", str(tmp_path / "cc-b"))
+    again = build(pkg)
+    assert _runs(log_b) == (1, 1)
+    assert sha(again.bundle) == sha(first.bundle)
+
+
+def test_a_bundle_without_cpu_code_has_no_worker_pool(kit, pkg, tmp_path):
+    """The pool comes with the CPU target: ``nm`` sees it in a CPU bundle, not in a
+    ``--no-cpu`` one (whose launcher never starts a pool)."""
+    from gpuaot.bundle.abi import POOL_PREFIX
+
+    def pool_symbols(res) -> set:
+        out = subprocess.run(["nm", "-D", "--defined-only", str(res.bundle)], capture_output=True,
+                             text=True, check=True).stdout  # fmt: skip
+        return {line.split()[-1] for line in out.splitlines() if POOL_PREFIX in line}
+
+    assert {POOL_PREFIX + "run", POOL_PREFIX + "work"} <= pool_symbols(build(pkg))
+    gpu_only = build(pkg, no_gpu=False, no_cpu=True, arch="sm_80", out_dir=str(tmp_path / "g"))
+    assert pool_symbols(gpu_only) == set()
+
+
 @pytest.mark.parametrize("damage", ["missing", "same size", "longer", "record"])
 def test_changed_bundle_or_record_rebuilds(pkg, damage):
     first = build(pkg)

@@ -81,7 +81,7 @@ def _compiler_sources() -> str:
     return h.hexdigest()
 
 
-def _stamp(path: str | os.PathLike | None) -> list | None:
+def file_stamp(path: str | os.PathLike | None) -> list | None:
     """``[real path, size, mtime_ns]`` of a file, or None where there is none."""
     if path is None:
         return None
@@ -101,7 +101,7 @@ def _installed(*globs: str) -> list:
         for d in sys.path:
             found = sorted(Path(d or ".").glob(rel))
             if found:
-                out += [_stamp(p) for p in found]
+                out += [file_stamp(p) for p in found]
                 break
     return out
 
@@ -110,8 +110,8 @@ def _tool_stamps(gpu: bool) -> dict:
     cc = os.environ.get("CC") or "cc"
     stamps = {
         "CC": os.environ.get("CC"),
-        "cc": _stamp(shutil.which(cc.split()[0])),
-        "ld": _stamp(shutil.which("ld")),
+        "cc": file_stamp(shutil.which(cc.split()[0])),
+        "ld": file_stamp(shutil.which("ld")),
         "llvmlite": _installed("llvmlite/_version.py", "llvmlite/binding/libllvmlite*"),
         "elftools": _installed("elftools/__init__.py"),
     }

@@ -1,6 +1,6 @@
-"""The CPU worker pool's native half: C source the link compiles into every bundle.
+"""The CPU worker pool's native half: C source compiled into every bundle with CPU code.
 
-    link_shared(objects, out)   # cc ... m0.o m1.o gpuaot_pool.c: POOL_SOURCE, as written here
+    obj = compile_pool()        # link.py: cc -c gpuaot_pool.c (POOL_SOURCE, as written here)
 
 The run time (``gpuaot.runtime.pool``) starts the workers as Python threads, each of which
 calls ``gpuaot_rt_pool_work`` once and stays there, without the GIL, until the pool stops; a

@@ -6,7 +6,8 @@
 
 Stages: ``ir`` (as lowered, once), ``opt`` and ``asm`` (per level), ``obj`` (per level,
 cached in ``host-<tag>``: levels never share entries, and adding a level to ``--cpu``
-compiles only that level).
+compiles only that level). The worker pool's C object (:mod:`.link`) is one more job, cached
+in ``host-pool``: a bundle without CPU code (``--no-cpu``) has no pool.
 """
 
 from __future__ import annotations
@@ -128,6 +129,8 @@ class CPUTarget(Target):
         from ...jobs import Job, start_stage
         from .. import cpu_variant
         from .half_rt import half_runtime_module, uses_half
+        from .link import compile_pool, pool_fingerprint
+        from .pool import pool_source
         from .runtime import runtime_module
 
         for u in units:
@@ -149,13 +152,16 @@ class CPUTarget(Target):
         pending = start_stage(
             ctx, compile_variant, work, lambda n: f"compiling {plural(n, 'CPU object')}"
         )
+        pool = start_stage(  # on the workers the objects started, where they compile
+            ctx, compile_pool, [Job("host-pool", pool_source(), pool_fingerprint(), None)]
+        )
         n_units = len(self.variants) * len(units)  # (level, unit) objects, then the runtimes
 
         def finish() -> TargetOutput:
             done = pending.wait()
             fresh = sum(1 for k in done.fresh if k < n_units)
             return TargetOutput(
-                objects=done.outputs,
+                objects=done.outputs + pool.wait().outputs,
                 variants=self.variants,
                 compiled=fresh,
                 cached=n_units - fresh,
