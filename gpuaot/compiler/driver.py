@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -285,7 +286,7 @@ def build_package(opts: BuildOptions, progress=None) -> BuildResult:
     hit = record.lookup()
     if hit is not None:
         return BuildResult(bundle, hit.manifest, cached=hit.objects, up_to_date=True)
-    result, pkg = _build(opts, cache, progress)
+    result, pkg = _build(opts, cache, progress, _lowering_inputs(record.inputs))
     if result.leaks is None:
         sources = {m.path.relative_to(pkg.root).as_posix(): m.data for m in pkg.modules.values()}
         objects = result.compiled + result.cached
@@ -293,7 +294,17 @@ def build_package(opts: BuildOptions, progress=None) -> BuildResult:
     return result
 
 
-def _build(opts: BuildOptions, cache: Cache, progress) -> tuple[BuildResult, Package]:
+def _lowering_inputs(inputs: dict) -> str:
+    """The build record's inputs but where the bundle goes, hashed: what keys the lowered
+    units a rebuild reuses (``Target.lower_units``)."""
+    options = {k: v for k, v in inputs["options"].items() if k != "out_dir"}
+    text = json.dumps({**inputs, "options": options}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _build(
+    opts: BuildOptions, cache: Cache, progress, inputs: str | None = None
+) -> tuple[BuildResult, Package]:
     from ..bundle.embed import embed_object
     from .jobs import Workers
     from .targets import select
@@ -317,7 +328,7 @@ def _build(opts: BuildOptions, cache: Cache, progress) -> tuple[BuildResult, Pac
     images: list = []  # bundle.manifest.Image
     image = None
     with Workers(opts.jobs) as workers:  # one pool: every target queues on it, then waits
-        ctx = BuildContext(cache, opts.jobs, progress, workers)
+        ctx = BuildContext(cache, opts.jobs, progress, workers, inputs)
         started = [t.start(units, ctx) for t, units in zip(targets, typed)]
         _preload_leak_gate()  # while the workers compile
         outs = [finish() for finish in started]

@@ -86,6 +86,10 @@ class BuildContext:
     jobs: int
     progress: Any = None  # callable(str) or None
     workers: Any = None  # jobs.Workers or None
+    # A hash of everything but the sources that decides the build's output (the build
+    # record's inputs: options, compiler sources, tools): where set, lowered units are cached
+    # under it (:meth:`Target.lower_units`); None lowers every unit.
+    inputs: str | None = None
 
 
 @dataclass
@@ -173,6 +177,34 @@ class Target(ABC):
     @abstractmethod
     def emit(self, unit: Unit, stage: str) -> str:
         """One printable stage of one unit (``gpuaot emit``)."""
+
+    def lower_units(self, units: list[Unit], ctx: BuildContext) -> None:
+        """:meth:`lower` each unit, or take what a build with the same inputs lowered from a
+        typed function with the same fingerprint (:mod:`..frontend.fingerprint`): a rebuild
+        after an edit lowers only the units whose typed tree changed."""
+        import json
+
+        from ..frontend.fingerprint import typed_fingerprint
+        from ..frontend.typed import RaiseSite
+
+        ns = f"lowered-{self.name}"
+        for u in units:
+            fp = typed_fingerprint(u.tf) if ctx.inputs is not None else None
+            if fp is None:
+                self.lower(u)
+                continue
+            opts = {"inputs": ctx.inputs, "spec": u.spec, "fastmath": u.fastmath, "fma": u.fma}
+            key = ctx.cache.key(ns, fp, opts)
+            hit = ctx.cache.get(ns, key)
+            if hit is not None:
+                rec = json.loads(hit)
+                u.symbol, u.ir = rec["symbol"], rec["ir"]
+                u.sites = [RaiseSite(*site) for site in rec["sites"]]
+                continue
+            self.lower(u)
+            sites = [[s.exc_type, s.message, s.file, s.line, s.col, s.base] for s in u.sites]
+            rec = {"symbol": u.symbol, "ir": u.ir, "sites": sites}
+            ctx.cache.put(ns, key, json.dumps(rec).encode())
 
     @staticmethod
     def link(objects: list[bytes], out_path: str) -> None:

@@ -133,8 +133,7 @@ class CPUTarget(Target):
         from .pool import pool_source
         from .runtime import runtime_module
 
-        for u in units:
-            self.lower(u)
+        self.lower_units(units, ctx)
         ns = self.stage("obj").namespace
         work = [
             Job(ns.format(tag=v.tag), u.ir, self.fingerprint(v), (u.ir, v))

@@ -104,8 +104,7 @@ class NVPTXTarget(Target):
             return lambda: TargetOutput()
         from ...jobs import Job, start_stage
 
-        for u in units:
-            self.lower(u)
+        self.lower_units(units, ctx)
         keyed = {a: self.fingerprint(a) for a in self.archs}  # no ptxas: said before compiling
         low = self.archs[0]
         ptx_keyed = self.ptx_fingerprint(low)
