@@ -2,15 +2,15 @@
 
     text = typed_fingerprint(tf)    # None where some decision has no stable text
 
-Lowering is a function of the typed tree alone — the function's AST, its argument, variable
-and expression types, what each call resolved to (a method-table builtin and its data, or
-another typed function, whose fingerprint is part of this one), the folded constants and
-the raise sites — and of the target and the build's options, which the caller adds to the
-key. Lowering reads no node's location (``tests/test_lowered_reuse.py`` checks): the raise
-sites, which carry the locations the bundle records, are in the text, the positions of the
-nodes are not, so a line added above a function does not lower it again. Equal fingerprints under
-equal options give equal IR, so a rebuild reuses a unit's lowered IR (``targets.base``)
-after typing it, without lowering it again.
+Lowering is a function of the typed tree alone — the function's AST (as its source lines,
+which parse to it), its argument, variable and expression types, what each call resolved to
+(a method-table builtin and its data, or another typed function, whose fingerprint is part of
+this one), the folded constants and the raise sites — and of the target and the build's
+options, which the caller adds to the key. Equal fingerprints under equal options give equal
+IR, so a rebuild reuses a unit's lowered IR (``targets.base``) after typing it, without
+lowering it again. Lowering reads no node's location (``tests/test_lowered_reuse.py``
+checks): the raise sites, which carry the locations the bundle records, are in the text, the
+positions of the nodes are not, so a line added above a function does not lower it again.
 
 The text is built only from values whose text is their value: ints, strings, floats by
 their bits, interned types by name, AST nodes by ``ast.dump``. Anything else (an object
@@ -57,7 +57,7 @@ def _function(tf: TypedFunction, parts: list[str], labels: dict[int, str]) -> st
         f"raises {tf.may_raise} uses {sorted(tf.uses)}",
         "options " + _value(sorted(func.options.items()), parts, labels),
         "vars " + _value(sorted(tf.var_types.items()), parts, labels),
-        ast.dump(func.node),
+        func.source,  # its lines (what they parse to is its AST), cheaper than ast.dump
     ]
     tables = (("t", tf.expr_types), ("c", tf.calls), ("k", tf.consts), ("s", tf.sites))
     seen = 0
