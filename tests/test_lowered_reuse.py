@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 
 import pytest
 from test_mutation_fuzz import write_case
@@ -213,4 +214,25 @@ def test_a_rebuild_that_reuses_every_unit_writes_the_same_bundle(kit, name, tmp_
     lowered = _lowered(monkeypatch)
     again = _build(root, cache, tmp_path / "out")
     assert not again.up_to_date and lowered == []
+    assert sha(again.bundle) == sha(first.bundle)
+
+
+@pytest.mark.parametrize(
+    "entry", [b"not json", b'{"ir": "x"}', b'{"symbol": 1, "ir": "", "sites": 3}']
+)
+def test_an_entry_that_is_not_a_lowered_unit_is_lowered_again(pkg, tmp_path, monkeypatch, entry):
+    """An entry whose checksum holds but whose content is no lowered unit (another version's,
+    a bug's) is not trusted: the unit is lowered, the entry rewritten, the bundle the same."""
+    from gpuaot.compiler.cache import Cache
+
+    cache = tmp_path / "cache"
+    first = _build(pkg, cache, tmp_path / "out")
+    shutil.rmtree(cache / record.NAMESPACE)
+    store = Cache(cache)
+    for path in (cache / "lowered-cpu").rglob("*"):
+        if path.is_file():
+            store.put("lowered-cpu", path.name, entry)
+    lowered = _lowered(monkeypatch)
+    again = _build(pkg, cache, tmp_path / "out")
+    assert sorted(lowered) == [f"reuse.kernels.{k}" for k in ("first", "second", "third")]
     assert sha(again.bundle) == sha(first.bundle)

@@ -197,10 +197,15 @@ class Target(ABC):
             key = ctx.cache.key(ns, fp, opts)
             hit = ctx.cache.get(ns, key)
             if hit is not None:
-                rec = json.loads(hit)
-                u.symbol, u.ir = rec["symbol"], rec["ir"]
-                u.sites = [RaiseSite(*site) for site in rec["sites"]]
-                continue
+                try:
+                    rec = json.loads(hit)
+                    symbol, ir, sites = rec["symbol"], rec["ir"], rec["sites"]
+                    sites = [RaiseSite(*site) for site in sites]
+                except (ValueError, KeyError, TypeError):
+                    pass  # not a record this code wrote: lowered again, and rewritten
+                else:
+                    u.symbol, u.ir, u.sites = symbol, ir, sites
+                    continue
             self.lower(u)
             sites = [[s.exc_type, s.message, s.file, s.line, s.col, s.base] for s in u.sites]
             rec = {"symbol": u.symbol, "ir": u.ir, "sites": sites}
