@@ -205,8 +205,6 @@ def test_a_rebuild_that_reuses_every_unit_writes_the_same_bundle(kit, name, tmp_
     """Every fixture package, built again with its lowered units all taken from the cache
     (the build record dropped, so the build runs): nothing is lowered, and the bundle is
     byte for byte the first one."""
-    import shutil
-
     root = kit.copy_package(kit.FIXTURES / name, tmp_path / "src")
     cache = tmp_path / "cache"
     first = _build(root, cache, tmp_path / "out")
