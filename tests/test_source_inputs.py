@@ -468,3 +468,41 @@ def test_deep_annotations_and_constants_are_located_errors(tmp_path, monkeypatch
     assert result.exit_code == 2, result.output
     assert "ann/k.py:4:" in result.output and "nested too deeply" in result.output
     assert "ann/k.py:8:" in result.output and "cannot read the annotation" in result.output
+
+
+def test_the_depth_check_flags_exactly_the_statements_past_the_limit():
+    """``too_deep`` measures a level at a time and looks for the place only past the limit:
+    on random trees, at and around a small limit, it flags what a depth-first walk that keeps
+    every node's depth flags, at the same node."""
+    import ast
+    import random
+
+    from gpuaot.compiler.frontend.nesting import too_deep
+
+    def reference(tree, limit):
+        out = []
+        for stmt in tree.body:
+            stack = [(stmt, 0, stmt)]
+            while stack:
+                node, depth, located = stack.pop()
+                located = node if hasattr(node, "lineno") else located
+                if depth > limit:
+                    out.append((stmt, located))
+                    break
+                stack.extend((c, depth + 1, located) for c in ast.iter_child_nodes(node))
+        return out
+
+    rng = random.Random(5)
+    parts = ["-{}", "({} + 1)", "f({})", "[{}]", "x[{}]", "({} if a else 2)", "(lambda: {})"]
+    for _ in range(300):
+        lines = []
+        for _ in range(rng.randint(1, 4)):
+            expr = "1"
+            for _ in range(rng.randint(0, 14)):
+                expr = rng.choice(parts).format(expr)
+            lines.append(
+                rng.choice(["y = {}", "if {}:\n    pass", "for q in {}:\n    z = 0"]).format(expr)
+            )
+        tree = ast.parse("\n".join(lines))
+        for limit in range(3, 16):
+            assert too_deep(tree, limit) == reference(tree, limit)

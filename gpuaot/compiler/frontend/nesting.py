@@ -43,16 +43,37 @@ def too_deep(tree: ast.Module, limit: int = MAX_DEPTH) -> list[tuple[ast.stmt, a
     is the outermost located node past the limit (where a diagnostic should point)."""
     out = []
     for stmt in tree.body:
-        stack = [(stmt, 0, stmt)]
-        while stack:
-            node, depth, located = stack.pop()
-            if hasattr(node, "lineno"):
-                located = node
-            if depth > limit:
-                out.append((stmt, located))
-                break
-            stack.extend((child, depth + 1, located) for child in ast.iter_child_nodes(node))
+        if _deeper_than(stmt, limit):  # rare: then find where, depth first
+            stack = [(stmt, 0, stmt)]
+            while stack:
+                node, depth, located = stack.pop()
+                if hasattr(node, "lineno"):
+                    located = node
+                if depth > limit:
+                    out.append((stmt, located))
+                    break
+                stack.extend((child, depth + 1, located) for child in ast.iter_child_nodes(node))
     return out
+
+
+def _deeper_than(node: ast.AST, limit: int) -> bool:
+    """Whether the tree under ``node`` has a level below ``limit``: one level at a time,
+    without a depth per node (a build walks every statement of every module this way)."""
+    AST = ast.AST
+    level = [node]
+    for _ in range(limit + 1):
+        below = []
+        for n in level:
+            for name in n._fields:
+                v = getattr(n, name, None)
+                if isinstance(v, AST):
+                    below.append(v)
+                elif isinstance(v, list):
+                    below += [x for x in v if isinstance(x, AST)]
+        if not below:
+            return False
+        level = below
+    return True
 
 
 def expr_too_deep(node: ast.AST, limit: int = MAX_DEPTH) -> bool:
