@@ -106,11 +106,15 @@ def _installed(*globs: str) -> list:
     return out
 
 
-def _tool_stamps(gpu: bool) -> dict:
+def cc_stamps() -> dict:
+    """Which C compiler builds: ``$CC`` as set, and a stamp of the program it runs."""
     cc = os.environ.get("CC") or "cc"
+    return {"CC": os.environ.get("CC"), "cc": file_stamp(shutil.which(cc.split()[0]))}
+
+
+def _tool_stamps(gpu: bool) -> dict:
     stamps = {
-        "CC": os.environ.get("CC"),
-        "cc": file_stamp(shutil.which(cc.split()[0])),
+        **cc_stamps(),
         "ld": file_stamp(shutil.which("ld")),
         "llvmlite": _installed("llvmlite/_version.py", "llvmlite/binding/libllvmlite*"),
         "elftools": _installed("elftools/__init__.py"),

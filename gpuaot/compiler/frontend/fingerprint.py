@@ -21,6 +21,7 @@ tree, gives None: that unit is lowered, never reused on a guess.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import struct
 
 from ...lang.types import Type
@@ -86,7 +87,7 @@ def _value(v, parts: list[str], labels: dict[int, str]) -> str:
     if isinstance(v, Builtin):
         return f"B({v.key},{_value(v.data, parts, labels)})"
     if isinstance(v, RaiseSite):
-        return "R" + repr((v.exc_type, v.message, v.file, v.line, v.col, v.base))
+        return "R" + repr(dataclasses.astuple(v))
     if isinstance(v, FuncInfo):
         return f"F{v.qualname} {ast.dump(v.node)}"
     if isinstance(v, ast.AST):

@@ -182,6 +182,7 @@ class Target(ABC):
         """:meth:`lower` each unit, or take what a build with the same inputs lowered from a
         typed function with the same fingerprint (:mod:`..frontend.fingerprint`): a rebuild
         after an edit lowers only the units whose typed tree changed."""
+        import dataclasses
         import json
 
         from ..frontend.fingerprint import typed_fingerprint
@@ -207,7 +208,7 @@ class Target(ABC):
                     u.symbol, u.ir, u.sites = symbol, ir, sites
                     continue
             self.lower(u)
-            sites = [[s.exc_type, s.message, s.file, s.line, s.col, s.base] for s in u.sites]
+            sites = [dataclasses.astuple(s) for s in u.sites]
             rec = {"symbol": u.symbol, "ir": u.ir, "sites": sites}
             ctx.cache.put(ns, key, json.dumps(rec).encode())
 

@@ -44,12 +44,10 @@ POOL_FLAGS = ("-O2", "-fPIC")
 
 def pool_fingerprint() -> dict:
     """What keys the pool's object besides its source: the flags and which C compiler
-    ``$CC`` is (the command and a stamp of its program: path, size, mtime; an upgrade
-    rewrites it, the bet the build record makes too)."""
-    from ...record import file_stamp
+    ``$CC`` is (the build record's stamp of it: path, size, mtime; an upgrade rewrites it)."""
+    from ...record import cc_stamps
 
-    cc = find_cc()
-    return {"flags": list(POOL_FLAGS), "CC": cc, "cc": file_stamp(shutil.which(cc.split()[0]))}
+    return {"flags": list(POOL_FLAGS), **cc_stamps()}
 
 
 def compile_pool(_job=None) -> bytes:
